@@ -1,0 +1,34 @@
+"""Training-free constrained sampling from pre-trained diffusion and flow models.
+
+Implements the inexact-Newton method of Graikos, Jojic & Samaras, *Fast constrained sampling
+in pre-trained diffusion models* (NeurIPS 2025), with the gradient-descent (DPS) and exact-JVP
+directions as swappable solvers. Compose a :class:`Denoiser`, a :class:`Constraint` and a
+:class:`Solver` with :class:`ConstrainedSampler`.
+"""
+
+from constrained_diffusion.constraints import (
+    Constraint,
+    Inpainting,
+    LinearConstraint,
+    NonlinearConstraint,
+    SuperResolution,
+)
+from constrained_diffusion.denoisers import (
+    Denoiser,
+    FlowSchedule,
+    GaussianDenoiser,
+    NetworkDenoiser,
+    NoiseSchedule,
+    VPSchedule,
+)
+from constrained_diffusion.sampling import ConstrainedSampler, SampleResult, SamplerConfig, StepInfo
+from constrained_diffusion.solvers import ExactJVP, GradientDescent, InexactNewton, Solver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowSchedule", "GaussianDenoiser",
+    "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "NetworkDenoiser",
+    "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
+    "SuperResolution", "VPSchedule", "__version__",
+]

@@ -1,0 +1,11 @@
+"""Denoisers: a model's ``x0`` estimate with its noise schedule."""
+
+from constrained_diffusion.denoisers.base import Codec, Denoiser
+from constrained_diffusion.denoisers.gaussian import GaussianDenoiser
+from constrained_diffusion.denoisers.network import NetworkDenoiser, to_x0
+from constrained_diffusion.denoisers.schedules import FlowSchedule, NoiseSchedule, ScheduledDenoiser, VPSchedule
+
+__all__ = [
+    "Codec", "Denoiser", "FlowSchedule", "GaussianDenoiser", "NetworkDenoiser", "NoiseSchedule",
+    "ScheduledDenoiser", "VPSchedule", "to_x0",
+]

@@ -1,0 +1,40 @@
+"""The DDIM update in ``(alpha, sigma)`` form — also the Euler step of a rectified flow.
+
+Song, Meng & Ermon, *Denoising Diffusion Implicit Models*, ICLR 2021. From ``x_t`` and
+``x0 = D(x_t, t)``::
+
+    eps_hat = (x_t - alpha_t x0) / sigma_t
+    x_prev  = alpha_prev x0 + sqrt(sigma_prev^2 - c^2) eps_hat + c z,     z ~ N(0, I)
+    c       = eta * sigma_prev * sqrt(1 - SNR_t / SNR_prev),  SNR = alpha^2 / sigma^2
+
+For variance-preserving models this ``c`` is DDIM's ``sigma_t(eta)``; for a rectified flow
+(``alpha = 1 - s``, ``sigma = s``) and ``eta = 0`` it is exactly the Euler step
+``x_prev = x_t + (s_prev - s) v_hat``. The sampler never needs to know which model it runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+
+def ddim_noise_scale(alpha_t: float, sigma_t: float, alpha_prev: float, sigma_prev: float, eta: float) -> float:
+    """``c = eta sigma_prev sqrt(1 - (alpha_t sigma_prev)^2 / (alpha_prev sigma_t)^2)`` (0 if ``sigma_prev = 0``)."""
+    if eta == 0.0 or sigma_prev == 0.0:
+        return 0.0
+    ratio = (alpha_t * sigma_prev) ** 2 / (alpha_prev * sigma_t) ** 2
+    return eta * sigma_prev * math.sqrt(max(0.0, 1.0 - ratio))
+
+
+def ddim_update(x_t: Tensor, x0: Tensor, alpha_t: float, sigma_t: float, alpha_prev: float,
+                sigma_prev: float, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
+    """One DDIM step from time ``t`` to ``t_prev``; shapes ``(B, *sample_shape)``."""
+    eps = (x_t - alpha_t * x0) / sigma_t
+    c = ddim_noise_scale(alpha_t, sigma_t, alpha_prev, sigma_prev, eta)
+    out = alpha_prev * x0 + math.sqrt(max(0.0, sigma_prev**2 - c**2)) * eps
+    if c > 0.0:
+        if noise is None:
+            raise ValueError("eta > 0 needs a noise tensor")
+        out = out + c * noise
+    return out
