@@ -124,7 +124,7 @@ class ConstrainedSampler:
         if not graph:
             with torch.no_grad():
                 return x_t, self.denoiser(x_t, t)
-        with torch.enable_grad():
+        with torch.enable_grad(), self.solver.evaluation_context():
             leaf = x_t.detach().requires_grad_(True)
             return leaf, self.denoiser(leaf, t)
 

@@ -9,8 +9,9 @@ solver need not care about its scale.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, ContextManager
 
 import torch
 from torch import Tensor
@@ -29,6 +30,15 @@ class Solver(ABC):
 
     name: ClassVar[str]
     requires_graph: bool = False
+
+    def evaluation_context(self) -> ContextManager[None]:
+        """Context in which the sampler evaluates the ``x0`` this solver reuses.
+
+        The default does nothing; :class:`~constrained_diffusion.ExactJVP` with
+        ``"double-backward"`` builds its graph with math attention, whose backward is itself
+        differentiable.
+        """
+        return contextlib.nullcontext()
 
     @abstractmethod
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:

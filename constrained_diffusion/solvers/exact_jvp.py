@@ -5,21 +5,26 @@ Two ways to the same number:
 * ``"forward"`` — forward-mode AD: one forward pass with dual numbers carries ``(x0, J e)``
   together (about 2-3 times the cost of a plain forward; no activation memory for a backward).
   Fused attention kernels (PyTorch's ``scaled_dot_product_attention`` on CPU, flash attention
-  on GPU) have no forward-AD rule, so the pass runs with the math SDPA backend. If some other
-  operation of the network has no forward-AD rule, the solver falls back to double-backward
-  and warns once.
+  on GPU) have no forward-AD rule, so the pass runs with the math SDPA backend; and PyTorch's
+  forward-AD formula of ``group_norm`` fails on non-contiguous inputs (diffusers' attention
+  blocks return channels-last strides), so group-norm inputs are made contiguous during the
+  pass (:func:`forward_ad_compatible`). If some other operation of the network still fails in
+  forward mode, the solver falls back to double-backward and warns once.
 * ``"double-backward"`` — the transpose trick: ``g(u) = J^T u`` is linear in ``u``, so
-  ``J e = d<g(u), e>/du``. It reuses the sampler's forward (which keeps a graph) and costs two
+  ``J e = d<g(u), e>/du``. It reuses the sampler's forward (which keeps a graph, built with
+  math attention because fused attention backwards are not differentiable) and costs two
   backward passes, the first with ``create_graph=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Literal
+from typing import Any, ContextManager, Iterator, Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -38,9 +43,36 @@ class ExactJVPConfig(BaseModel):
     method: Method = "forward"
 
 
+def math_attention() -> ContextManager[None]:
+    """Route ``scaled_dot_product_attention`` to its math backend (differentiable in every mode)."""
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+@contextlib.contextmanager
+def forward_ad_compatible() -> Iterator[None]:
+    """Run common network layers in a way forward-mode AD supports.
+
+    * attention through the math SDPA backend (fused kernels have no forward-AD rule);
+    * ``F.group_norm`` on a contiguous copy of its input (its forward-AD formula uses ``view``).
+
+    The patch of ``torch.nn.functional.group_norm`` is undone on exit; it is not thread-safe.
+    """
+    original = F.group_norm
+
+    def group_norm(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return original(input.contiguous(), *args, **kwargs)
+
+    F.group_norm = group_norm  # type: ignore[assignment]
+    try:
+        with math_attention():
+            yield
+    finally:
+        F.group_norm = original  # type: ignore[assignment]
+
+
 def forward_jvp(denoiser: Denoiser, x_t: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """``(D(x_t, t), J v)`` by forward-mode AD, with math attention. Counts one NFE."""
-    with torch.no_grad(), fwAD.dual_level(), sdpa_kernel([SDPBackend.MATH]):
+    """``(D(x_t, t), J v)`` by forward-mode AD (see :func:`forward_ad_compatible`). Counts one NFE."""
+    with torch.no_grad(), fwAD.dual_level(), forward_ad_compatible():
         out = denoiser(fwAD.make_dual(x_t.detach(), v.detach()), t)
         primal, tangent = fwAD.unpack_dual(out)
     if tangent is None:  # the output does not depend on x_t
@@ -73,16 +105,19 @@ class ExactJVP(Solver):
         self.requires_graph = self.method == "double-backward"
         self._warned = False
 
+    def evaluation_context(self) -> ContextManager[None]:
+        return math_attention() if self.requires_graph else contextlib.nullcontext()
+
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
         if self.method == "double-backward":
             return double_backward_jvp(denoiser, x0, x_t, e)
         try:
             return forward_jvp(denoiser, x_t, t, e)[1]
-        except NotImplementedError as exc:
+        except (NotImplementedError, RuntimeError) as exc:
             if not self._warned:
                 warnings.warn(f"forward-mode AD failed ({str(exc).splitlines()[0]}); using double-backward", stacklevel=2)
                 self._warned = True
-            with torch.enable_grad():
+            with torch.enable_grad(), math_attention():
                 leaf = x_t.detach().requires_grad_(True)
                 graph_x0 = denoiser(leaf, t)
             return double_backward_jvp(denoiser, graph_x0, leaf, e)

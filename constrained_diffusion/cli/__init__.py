@@ -1,0 +1,1 @@
+"""The ``constrained-diffusion`` command line: one module per sub-command."""

@@ -1,0 +1,107 @@
+"""``constrained-diffusion bench``: each solver's cost against the forward-pass floor.
+
+A benchmark, not a test. The model is the package's UNet (random weights, seeded) under the
+DDPM schedule: the arithmetic of a forward pass does not depend on the weights. For each
+solver it runs an inpainting problem and reports NFE per sample, seconds per sample, and
+
+    overhead = measured seconds / (NFE x seconds of one plain forward)
+
+the cost over the forward-pass floor. For InexactNewton everything but the forwards (the
+constraint, the normalisation, the update) should be a few percent; GradientDescent and
+ExactJVP also pay for backward passes or dual numbers, which NFE does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from constrained_diffusion.cli.args import format_table, positive_int
+from constrained_diffusion.constraints.inpainting import Inpainting
+from constrained_diffusion.denoisers.network import NetworkDenoiser
+from constrained_diffusion.denoisers.schedules import VPSchedule
+from constrained_diffusion.models.unet import UNet
+from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
+from constrained_diffusion.solvers import registry
+
+START, END = "<!-- BENCH-TABLE:START -->", "<!-- BENCH-TABLE:END -->"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="seconds per sample and overhead over the forward-pass floor, per solver",
+                       description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default 10)")
+    p.add_argument("--inner-steps", type=positive_int, default=5, help="constraint iterations per step (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="samples per run (default 1)")
+    p.add_argument("--channels", type=positive_int, default=64, help="UNet base channels (default 64: 6.5M parameters)")
+    p.add_argument("--size", type=positive_int, default=32, help="image side (default 32)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per solver; the median is reported (default 3)")
+    p.add_argument("--solver", action="append", choices=registry.names(), help="solver(s) to run (default: all)")
+    p.add_argument("--write-docs", type=Path, default=None,
+                   help=f"replace the block between {START} and {END} in this markdown file with the results")
+    p.set_defaults(run=run)
+
+
+def time_forward(denoiser: NetworkDenoiser, x: torch.Tensor, t: torch.Tensor, repeats: int = 20) -> float:
+    """Median seconds of one plain ``no_grad`` forward, after 3 warm-up calls."""
+    with torch.no_grad():
+        for _ in range(3):
+            denoiser.predict_x0(x, t)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            denoiser.predict_x0(x, t)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.manual_seed(0)
+    net = UNet(base_channels=args.channels, sample_size=args.size).eval().requires_grad_(False)
+    params = sum(p.numel() for p in net.parameters())
+    shape = (1, args.size, args.size)
+    model = NetworkDenoiser(net, VPSchedule.linear(), shape, prediction="epsilon")
+    B = args.batch_size
+    y = torch.rand(B, *shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = torch.zeros(1, 1, args.size, args.size)
+    mask[..., : args.size // 2] = 1
+    constraint = Inpainting(y, mask)
+    x_T = randn(B, shape, torch.Generator().manual_seed(2), model.device, model.dtype)
+    t_fwd = time_forward(model, x_T, model.timesteps(args.steps)[args.steps // 2])
+
+    rows = []
+    for name in args.solver or registry.names():
+        sampler = ConstrainedSampler(model, name, steps=args.steps, inner_steps=args.inner_steps)
+        ConstrainedSampler(model, name, steps=1, inner_steps=1).sample(constraint, x_T=x_T, progress=False)  # warm-up
+        results = [sampler.sample(constraint, x_T=x_T, progress=False) for _ in range(args.repeats)]
+        seconds = statistics.median(r.seconds for r in results)
+        nfe, nbe = results[0].nfe, results[0].nbe
+        rows.append([name, str(nfe), str(nbe), f"{seconds / B:.3f}", f"{seconds / (nfe * t_fwd):.3f}"])
+
+    setup = (f"UNet {params / 1e6:.1f}M parameters, {B}x{shape[0]}x{args.size}x{args.size}, steps={args.steps}, "
+             f"inner steps={args.inner_steps}, one forward {t_fwd * 1000:.1f} ms; torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    table = format_table(["solver", "NFE / sample", "NBE / sample", "seconds / sample", "overhead vs NFE x forward"], rows)
+    print(setup)
+    print(table)
+    if args.write_docs is not None:
+        write_docs(args.write_docs, setup, table, args)
+    return 0
+
+
+def write_docs(path: Path, setup: str, table: str, args: argparse.Namespace) -> None:
+    """Replace the marked block of ``path`` with the command, the setup line and the table."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"--write-docs: {path} has no {START} ... {END} block")
+    command = (f"constrained-diffusion bench --steps {args.steps} --inner-steps {args.inner_steps} "
+               f"--batch-size {args.batch_size} --channels {args.channels} --size {args.size} --repeats {args.repeats}")
+    block = f"{START}\n```\n{command}\n```\n\n{setup}\n\n{table}\n{END}"
+    path.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
+    print(f"updated {path}")

@@ -1,0 +1,60 @@
+"""Shared fixtures: small analytic denoisers and a denoiser that records how it is called."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import settings
+
+import constrained_diffusion as cd
+
+settings.register_profile("default", deadline=None, max_examples=20, derandomize=True)
+settings.load_profile("default")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def gaussian() -> cd.GaussianDenoiser:
+    """Symmetric (ideal) analytic denoiser on 1x8x8 images, in float64."""
+    return cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=2.0, jitter=1e-3, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def skewed() -> cd.GaussianDenoiser:
+    """Non-symmetric analytic denoiser: J = A (I + 0.5 K), K skew-symmetric."""
+    return cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=2.0, jitter=1e-3, skew=0.5, dtype=torch.float64)
+
+
+class Recorder(cd.Denoiser):
+    """Wraps a denoiser; records whether grad was enabled at each call and can inject a NaN."""
+
+    def __init__(self, inner: cd.Denoiser, nan_at_call: int | None = None) -> None:
+        super().__init__(inner.sample_shape, inner.space, inner.codec)
+        self.inner = inner
+        self.grad_enabled: list[bool] = []
+        self.nan_at_call = nan_at_call
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled() and x_t.requires_grad)
+        out = self.inner.predict_x0(x_t, t)
+        if self.nan_at_call is not None and len(self.grad_enabled) > self.nan_at_call:
+            out = out * float("nan")
+        return out
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.alpha_sigma(t)
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        return self.inner.timesteps(steps)
+
+    def final_alpha_sigma(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.final_alpha_sigma()
+
+
+@pytest.fixture
+def recorder_factory():
+    return Recorder
