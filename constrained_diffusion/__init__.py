@@ -2,8 +2,8 @@
 
 Implements the inexact-Newton method of Graikos, Jojic & Samaras, *Fast constrained sampling
 in pre-trained diffusion models* (NeurIPS 2025), with the gradient-descent (DPS) and exact-JVP
-directions as swappable solvers. Compose a :class:`Denoiser`, a :class:`Constraint` and a
-:class:`Solver` with :class:`ConstrainedSampler`.
+directions as swappable solvers. Compose a `Denoiser`, a `Constraint` and a
+`Solver` with `ConstrainedSampler`.
 """
 
 from constrained_diffusion.constraints import (

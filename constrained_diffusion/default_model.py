@@ -1,6 +1,6 @@
 """The embedded default model that the demo runs without any download.
 
-Until the shipped MNIST models exist this is the analytic :class:`GaussianDenoiser` on
+Until the shipped MNIST models exist this is the analytic `GaussianDenoiser` on
 ``1 x 32 x 32`` images with a smooth (squared-exponential) prior: its ``x0_hat`` and Jacobian
 are exact, so the demo shows each solver's behaviour without a trained network.
 """

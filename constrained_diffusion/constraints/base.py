@@ -7,10 +7,10 @@ A constraint looks at ``x0_hat`` (shape ``(B, *sample_shape)``) and returns
 
 Two families:
 
-* :class:`LinearConstraint` — ``A x = y`` for a linear operator ``A``;
+* `LinearConstraint` — ``A x = y`` for a linear operator ``A``;
   ``e = A^T (y - A x0)`` (the negative gradient of ``0.5 ||y - A x0||^2``) and
   ``residual = ||y - A x0||_2`` per sample.
-* :class:`NonlinearConstraint` — ``loss(x) -> (B,)``; ``e = -grad loss(x0)``, ``residual = loss``.
+* `NonlinearConstraint` — ``loss(x) -> (B,)``; ``e = -grad loss(x0)``, ``residual = loss``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from constrained_diffusion._validation import check_tensor
 
 
 class Constraint(ABC):
-    """Abstract constraint on ``x0_hat``. Subclass and implement :meth:`error` and :meth:`residual`."""
+    """Abstract constraint on ``x0_hat``. Subclass and implement `error` and `residual`."""
 
     @abstractmethod
     def error(self, x0: Tensor) -> Tensor:
@@ -52,16 +52,16 @@ class Constraint(ABC):
 
 
 class LinearConstraint(Constraint):
-    """``A x = y`` for a linear operator ``A``; subclasses implement only :meth:`forward`.
+    """``A x = y`` for a linear operator ``A``; subclasses implement only `forward`.
 
-    ``error = A^T (y - A x0)``, ``residual = ||y - A x0||_2`` per sample. :meth:`adjoint`
-    defaults to autograd's vector-Jacobian product of :meth:`forward` (exact for a linear
+    ``error = A^T (y - A x0)``, ``residual = ||y - A x0||_2`` per sample. `adjoint`
+    defaults to autograd's vector-Jacobian product of `forward` (exact for a linear
     ``A``) and may be overridden with a closed form.
 
     Args:
         y: measurements, shape ``(B, ...)``, ``B`` = 1 to share them across a batch.
-        input_shape: shape of one input of ``A`` (usually set by :meth:`validate` from the
-            denoiser's ``sample_shape``); needed only by the default :meth:`adjoint`.
+        input_shape: shape of one input of ``A`` (usually set by `validate` from the
+            denoiser's ``sample_shape``); needed only by the default `adjoint`.
     """
 
     def __init__(self, y: Tensor, input_shape: tuple[int, ...] | None = None) -> None:
@@ -130,7 +130,7 @@ class LinearConstraint(Constraint):
 class NonlinearConstraint(Constraint):
     """A constraint given by a differentiable per-sample loss ``>= 0``.
 
-    Subclasses implement :meth:`loss`; ``error = -grad_x loss(x0)`` (one backward through the
+    Subclasses implement `loss`; ``error = -grad_x loss(x0)`` (one backward through the
     loss, never through the denoiser) and ``residual = loss(x0)``.
     """
 

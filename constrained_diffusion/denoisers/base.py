@@ -34,17 +34,17 @@ class Codec(Protocol):
 class Denoiser(ABC):
     """Abstract denoiser ``D(x_t, t) = x0_hat``.
 
-    Subclasses implement :meth:`predict_x0`, :meth:`alpha_sigma`, :meth:`timesteps` and
-    :meth:`final_alpha_sigma`. Calling the denoiser (``denoiser(x_t, t)``) runs
-    :meth:`predict_x0` and counts one network function evaluation in :attr:`nfe`; a batched
+    Subclasses implement `predict_x0`, `alpha_sigma`, `timesteps` and
+    `final_alpha_sigma`. Calling the denoiser (``denoiser(x_t, t)``) runs
+    `predict_x0` and counts one network function evaluation in `nfe`; a batched
     call counts once. Solvers that backpropagate through the network record each backward pass
-    with :meth:`count_backward` (:attr:`nbe`).
+    with `count_backward` (`nbe`).
 
     Attributes:
         sample_shape: shape of one sample without the batch dimension, e.g. ``(C, H, W)``.
         space: ``"pixel"`` or ``"latent"``: where ``x0_hat`` lives.
-        codec: optional :class:`Codec` mapping latents to pixels (``None`` in pixel space).
-        nfe: network forward evaluations since construction or :meth:`reset_counters`.
+        codec: optional `Codec` mapping latents to pixels (``None`` in pixel space).
+        nfe: network forward evaluations since construction or `reset_counters`.
         nbe: backward passes through the network, likewise.
     """
 
@@ -71,7 +71,7 @@ class Denoiser(ABC):
 
         Args:
             x_t: noisy samples, shape ``(B, *sample_shape)``.
-            t: a scalar tensor, one element of :meth:`timesteps`.
+            t: a scalar tensor, one element of `timesteps`.
 
         Returns:
             ``x0_hat`` with the shape of ``x_t``. Differentiable with respect to ``x_t`` when
@@ -111,7 +111,7 @@ class Denoiser(ABC):
         self.nbe += n
 
     def reset_counters(self) -> None:
-        """Set :attr:`nfe` and :attr:`nbe` to zero."""
+        """Set `nfe` and `nbe` to zero."""
         self.nfe = 0
         self.nbe = 0
 

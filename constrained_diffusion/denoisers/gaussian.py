@@ -1,7 +1,7 @@
 """Analytic denoiser for Gaussian data, with a known Jacobian.
 
 For data ``x0 ~ N(mu, Sigma)`` and ``x_t = alpha x0 + sigma eps`` the posterior mean (the
-ideal denoiser, Tweedie's formula) is affine in ``x_t``::
+ideal denoiser, Tweedie's formula) is affine in ``x_t``:
 
     x0_hat(x_t) = mu + J_t (x_t - alpha mu),   J_t = alpha Sigma (alpha^2 Sigma + sigma^2 I)^-1
 

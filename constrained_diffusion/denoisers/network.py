@@ -1,4 +1,4 @@
-"""Wrap any noise-, velocity- or sample-predicting network as a :class:`Denoiser`.
+"""Wrap any noise-, velocity- or sample-predicting network as a `Denoiser`.
 
 With ``x_t = alpha x0 + sigma eps`` the network output converts to ``x0_hat`` by:
 

@@ -1,9 +1,9 @@
 """Noise schedules in ``(alpha, sigma)`` form and the time grids a sampler walks.
 
-* :class:`VPSchedule` — variance-preserving DDPM/DDIM: ``alpha_t = sqrt(abar_t)``,
+* `VPSchedule` — variance-preserving DDPM/DDIM: ``alpha_t = sqrt(abar_t)``,
   ``sigma_t = sqrt(1 - abar_t)`` with ``abar_t = prod_{s<=t} (1 - beta_s)`` on integer
   ``t in {0, ..., T-1}`` (Ho et al., 2020; Song et al., 2021).
-* :class:`FlowSchedule` — rectified flow: ``x_t = (1 - s) x0 + s eps``, ``alpha = 1 - s``,
+* `FlowSchedule` — rectified flow: ``x_t = (1 - s) x0 + s eps``, ``alpha = 1 - s``,
   ``sigma = s`` with ``s in (0, 1]`` (Liu et al., 2023; Esser et al., 2024), optionally with
   the resolution shift ``s' = shift s / (1 + (shift - 1) s)``.
 """
@@ -51,7 +51,7 @@ class VPSchedule(NoiseSchedule):
 
     Args:
         betas: 1-D tensor of ``T`` noise variances in ``(0, 1)``.
-        spacing: how :meth:`timesteps` picks ``steps`` of the ``T`` training times:
+        spacing: how `timesteps` picks ``steps`` of the ``T`` training times:
             ``"trailing"`` (``round(T - k T/steps) - 1``, starts at ``T-1``; the default, see
             Lin et al., 2024), ``"leading"`` (``k * (T // steps)`` plus ``offset``, as Stable
             Diffusion's DDIM) or ``"linspace"`` (``round(linspace(T-1, 0, steps))``).
@@ -151,18 +151,18 @@ class FlowSchedule(NoiseSchedule):
 
 
 class ScheduledDenoiser:
-    """Mixin: a denoiser whose times come from a :class:`NoiseSchedule` in ``self.schedule``."""
+    """Mixin: a denoiser whose times come from a `NoiseSchedule` in ``self.schedule``."""
 
     schedule: NoiseSchedule
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """See :meth:`NoiseSchedule.alpha_sigma`."""
+        """See `NoiseSchedule.alpha_sigma`."""
         return self.schedule.alpha_sigma(t)
 
     def timesteps(self, steps: int) -> Tensor:
-        """See :meth:`NoiseSchedule.timesteps`."""
+        """See `NoiseSchedule.timesteps`."""
         return self.schedule.timesteps(steps)
 
     def final_alpha_sigma(self) -> tuple[Tensor, Tensor]:
-        """See :meth:`NoiseSchedule.final_alpha_sigma`."""
+        """See `NoiseSchedule.final_alpha_sigma`."""
         return self.schedule.final_alpha_sigma()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 
 class UNetConfig(BaseModel):
-    """Architecture of :class:`UNet`; stored next to the weights."""
+    """Architecture of `UNet`; stored next to the weights."""
 
     model_config = ConfigDict(extra="forbid")
     in_channels: int = Field(1, ge=1)

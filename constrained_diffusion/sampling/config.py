@@ -1,6 +1,6 @@
 """Sampler configuration: a pydantic model that loads from JSON or YAML.
 
-Example (YAML)::
+Example (YAML):
 
     steps: 20
     inner_steps: 5
@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator
 
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
 
 
 class SamplerConfig(BaseModel):
-    """Everything :class:`~constrained_diffusion.ConstrainedSampler` needs besides the model.
+    """Everything `ConstrainedSampler` needs besides the model.
 
     Attributes:
         steps: number of denoising steps (``>= 1``).
@@ -39,7 +39,7 @@ class SamplerConfig(BaseModel):
     inner_steps: int = Field(5, ge=0)
     lr: float | tuple[float, float] = (0.5, 0.1)
     eta: float = Field(0.0, ge=0.0, le=1.0)
-    solver: BaseModel = Field(default_factory=InexactNewtonConfig)
+    solver: SerializeAsAny[BaseModel] = Field(default_factory=InexactNewtonConfig)
 
     @field_validator("lr")
     @classmethod

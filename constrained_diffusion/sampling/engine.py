@@ -1,7 +1,7 @@
 """The one sampler engine: constraint iterations inside a DDIM / Euler loop.
 
 Graikos, Jojic & Samaras, *Fast constrained sampling in pre-trained diffusion models*,
-NeurIPS 2025, Algorithm 1. For each ``t`` of the denoiser's grid::
+NeurIPS 2025, Algorithm 1. For each ``t`` of the denoiser's grid:
 
     x0 = D(x_t, t)
     for k in 0 .. K-1:                       # lambda_k = linspace(lr[0], lr[1], K)[k]
@@ -13,8 +13,8 @@ NeurIPS 2025, Algorithm 1. For each ``t`` of the denoiser's grid::
 
 Costs are minimal: ``x0`` keeps an autograd graph only when the solver needs one and the
 solver reuses that evaluation, so a step costs ``1 + 2K`` forwards with
-:class:`~constrained_diffusion.InexactNewton` and ``1 + K`` forwards plus ``K`` backwards with
-:class:`~constrained_diffusion.GradientDescent`.
+`InexactNewton` and ``1 + K`` forwards plus ``K`` backwards with
+`GradientDescent`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ConstrainedSampler:
 
     Args:
         denoiser: the model.
-        solver: a :class:`Solver`, a registered name (``"inexact-newton"``,
+        solver: a `Solver`, a registered name (``"inexact-newton"``,
             ``"gradient-descent"``, ``"exact-jvp"``) or a solver config.
         steps: denoising steps (``>= 1``).
         inner_steps: constraint iterations per step ``K`` (``>= 0``).
@@ -97,7 +97,7 @@ class ConstrainedSampler:
 
     @classmethod
     def from_config(cls, denoiser: Denoiser, config: SamplerConfig | dict[str, Any] | str) -> "ConstrainedSampler":
-        """Build from a :class:`SamplerConfig`, a mapping, or a path to a JSON/YAML file."""
+        """Build from a `SamplerConfig`, a mapping, or a path to a JSON/YAML file."""
         if isinstance(config, str):
             config = SamplerConfig.from_file(config)
         elif isinstance(config, dict):
@@ -140,10 +140,10 @@ class ConstrainedSampler:
             batch_size: number of samples; inferred from ``x_T`` or the constraint's data
                 when ``None`` (default 1).
             progress: show a progress bar with the step and the mean residual.
-            callback: called with a :class:`StepInfo` after each step.
+            callback: called with a `StepInfo` after each step.
 
         Returns:
-            A :class:`SampleResult`.
+            A `SampleResult`.
 
         Raises:
             ValueError: shapes of ``x_T`` or the constraint's data that do not fit the

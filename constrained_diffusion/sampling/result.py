@@ -9,7 +9,7 @@ from torch import Tensor
 
 @dataclass
 class SampleResult:
-    """Output of :meth:`ConstrainedSampler.sample`.
+    """Output of `ConstrainedSampler.sample`.
 
     Attributes:
         sample: the state after the last update, ``(B, *sample_shape)``, in the denoiser's

@@ -1,7 +1,7 @@
 """The DDIM update in ``(alpha, sigma)`` form — also the Euler step of a rectified flow.
 
 Song, Meng & Ermon, *Denoising Diffusion Implicit Models*, ICLR 2021. From ``x_t`` and
-``x0 = D(x_t, t)``::
+``x0 = D(x_t, t)``:
 
     eps_hat = (x_t - alpha_t x0) / sigma_t
     x_prev  = alpha_prev x0 + sqrt(sigma_prev^2 - c^2) eps_hat + c z,     z ~ N(0, I)

@@ -1,9 +1,9 @@
 """The solver role: turn an error in ``x0``-space into an update direction in ``x_t``-space.
 
 Newton's method would take ``d = J^-1 e`` with ``J = d x0_hat / d x_t``; solvers provide cheap
-stand-ins (see the Concepts page): ``J e`` by a finite difference (:class:`InexactNewton`),
-``J^T e`` by backpropagation (:class:`GradientDescent`) and ``J e`` by forward-mode AD
-(:class:`ExactJVP`). The sampler normalises the direction (``d / max|d|`` per sample), so a
+stand-ins (see the Concepts page): ``J e`` by a finite difference (`InexactNewton`),
+``J^T e`` by backpropagation (`GradientDescent`) and ``J e`` by forward-mode AD
+(`ExactJVP`). The sampler normalises the direction (``d / max|d|`` per sample), so a
 solver need not care about its scale.
 """
 
@@ -34,7 +34,7 @@ class Solver(ABC):
     def evaluation_context(self) -> ContextManager[None]:
         """Context in which the sampler evaluates the ``x0`` this solver reuses.
 
-        The default does nothing; :class:`~constrained_diffusion.ExactJVP` with
+        The default does nothing; `ExactJVP` with
         ``"double-backward"`` builds its graph with math attention, whose backward is itself
         differentiable.
         """
@@ -47,10 +47,10 @@ class Solver(ABC):
         Args:
             denoiser: the model ``D``.
             x_t: current state, ``(B, *sample_shape)``; a leaf requiring grad when
-                :attr:`requires_graph` is true.
+                `requires_graph` is true.
             t: the current time (scalar tensor).
             e: error direction from the constraint, shape of ``x_t``.
-            x0: ``D(x_t, t)``, already evaluated (with a graph iff :attr:`requires_graph`).
+            x0: ``D(x_t, t)``, already evaluated (with a graph iff `requires_graph`).
 
         Returns:
             ``d``, shape of ``x_t``, detached.

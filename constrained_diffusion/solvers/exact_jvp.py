@@ -8,7 +8,7 @@ Two ways to the same number:
   on GPU) have no forward-AD rule, so the pass runs with the math SDPA backend; and PyTorch's
   forward-AD formula of ``group_norm`` fails on non-contiguous inputs (diffusers' attention
   blocks return channels-last strides), so group-norm inputs are made contiguous during the
-  pass (:func:`forward_ad_compatible`). If some other operation of the network still fails in
+  pass (`forward_ad_compatible`). If some other operation of the network still fails in
   forward mode, the solver falls back to double-backward and warns once.
 * ``"double-backward"`` — the transpose trick: ``g(u) = J^T u`` is linear in ``u``, so
   ``J e = d<g(u), e>/du``. It reuses the sampler's forward (which keeps a graph, built with
@@ -36,7 +36,7 @@ Method = Literal["forward", "double-backward"]
 
 
 class ExactJVPConfig(BaseModel):
-    """Configuration of :class:`ExactJVP`."""
+    """Configuration of `ExactJVP`."""
 
     model_config = ConfigDict(extra="forbid")
     name: Literal["exact-jvp"] = "exact-jvp"
@@ -71,7 +71,7 @@ def forward_ad_compatible() -> Iterator[None]:
 
 
 def forward_jvp(denoiser: Denoiser, x_t: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """``(D(x_t, t), J v)`` by forward-mode AD (see :func:`forward_ad_compatible`). Counts one NFE."""
+    """``(D(x_t, t), J v)`` by forward-mode AD (see `forward_ad_compatible`). Counts one NFE."""
     with torch.no_grad(), fwAD.dual_level(), forward_ad_compatible():
         out = denoiser(fwAD.make_dual(x_t.detach(), v.detach()), t)
         primal, tangent = fwAD.unpack_dual(out)

@@ -18,7 +18,7 @@ from constrained_diffusion.solvers.base import Solver, vjp_through
 
 
 class GradientDescentConfig(BaseModel):
-    """Configuration of :class:`GradientDescent`."""
+    """Configuration of `GradientDescent`."""
 
     model_config = ConfigDict(extra="forbid")
     name: Literal["gradient-descent"] = "gradient-descent"

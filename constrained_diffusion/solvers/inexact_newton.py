@@ -2,7 +2,7 @@
 
 Graikos, Jojic & Samaras, *Fast constrained sampling in pre-trained diffusion models*,
 NeurIPS 2025. Newton's step ``J^-1 e`` is replaced by ``J e``, which costs one extra forward
-pass and no autograd graph::
+pass and no autograd graph:
 
     d = (D(x_t + h' e, t) - D(x_t, t)) / h',    h' = h / max|e|   (per sample)
 
@@ -22,7 +22,7 @@ from constrained_diffusion.solvers.base import Solver, max_abs
 
 
 class InexactNewtonConfig(BaseModel):
-    """Configuration of :class:`InexactNewton`."""
+    """Configuration of `InexactNewton`."""
 
     model_config = ConfigDict(extra="forbid")
     name: Literal["inexact-newton"] = "inexact-newton"

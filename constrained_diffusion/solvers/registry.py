@@ -1,6 +1,6 @@
 """Solvers by name, so that configuration files and the CLI can pick one.
 
-A third-party solver registers itself with :func:`register` (a pydantic config class whose
+A third-party solver registers itself with `register` (a pydantic config class whose
 ``name`` field is a ``Literal`` of the solver's name, and the solver class that accepts the
 config's other fields as keyword arguments).
 """

@@ -1,0 +1,68 @@
+"""The command line: the demo (main job), the benchmark, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from constrained_diffusion.cli.main import main
+
+
+def test_demo_writes_table_and_png(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["demo", "--steps", "4", "--inner-steps", "2", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    for name in ("none (unconstrained)", "inexact-newton", "gradient-descent", "exact-jvp", "residual", "NFE"):
+        assert name in text
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines() if line.startswith("| ")}
+    assert float(rows["inexact-newton"][2]) < float(rows["none (unconstrained)"][2])
+    assert rows["inexact-newton"][3].strip() == str(4 * (1 + 2 * 2))
+
+
+def test_demo_single_solver(tmp_path, capsys):
+    assert main(["demo", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent", "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "gradient-descent" in text and "exact-jvp" not in text
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["demo", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
+    (["demo", "--inner-steps", "-1"], "--inner-steps: expected an integer >= 0, got -1"),
+    (["demo", "--steps", "abc"], "expected an integer >= 1, got 'abc'"),
+    (["demo", "--solver", "newton"], "invalid choice: 'newton'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_exit_nonzero_with_one_line(argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "constrained_diffusion.cli.main", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_out_inside_a_file_is_a_clean_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["demo", "--steps", "1", "--inner-steps", "0", "--out", str(blocker / "g.png"), "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_bench_runs_and_writes_docs(tmp_path, capsys):
+    page = tmp_path / "bench.md"
+    page.write_text("# Bench\n<!-- BENCH-TABLE:START -->\nold\n<!-- BENCH-TABLE:END -->\ntail\n")
+    assert main(["bench", "--steps", "2", "--inner-steps", "1", "--channels", "8", "--size", "16", "--repeats", "1",
+                 "--solver", "inexact-newton", "--write-docs", str(page)]) == 0
+    text = page.read_text()
+    assert "old" not in text and "tail" in text and "| inexact-newton | 6 " in text
+    assert "constrained-diffusion bench --steps 2 --inner-steps 1" in text
+    overhead = float(text.split("| inexact-newton |")[1].split("|")[3])
+    assert overhead > 0
+
+
+def test_bench_write_docs_needs_markers(tmp_path):
+    page = tmp_path / "bench.md"
+    page.write_text("no markers")
+    assert main(["bench", "--steps", "1", "--inner-steps", "1", "--channels", "8", "--size", "16", "--repeats", "1",
+                 "--solver", "inexact-newton", "--write-docs", str(page)]) == 2
