@@ -6,7 +6,10 @@ solver it runs an inpainting problem and reports NFE per sample, seconds per sam
 
     overhead = measured seconds / (NFE x seconds of one plain forward)
 
-the cost over the forward-pass floor. For InexactNewton everything but the forwards (the
+the cost over the forward-pass floor. The time of one forward is measured in place: an
+unconstrained run of the same sampler (``inner_steps = 0``, one forward per step) divided by
+its NFE, interleaved with the solver runs so that both see the same machine state; each figure
+is the median over ``--repeats`` rounds. For InexactNewton everything but the forwards (the
 constraint, the normalisation, the update) should be a few percent; GradientDescent and
 ExactJVP also pay for backward passes or dual numbers, which NFE does not count.
 """
@@ -17,7 +20,6 @@ import argparse
 import platform
 import re
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -41,24 +43,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=1, help="samples per run (default 1)")
     p.add_argument("--channels", type=positive_int, default=64, help="UNet base channels (default 64: 6.5M parameters)")
     p.add_argument("--size", type=positive_int, default=32, help="image side (default 32)")
-    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per solver; the median is reported (default 3)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds; medians are reported (default 5)")
     p.add_argument("--solver", action="append", choices=registry.names(), help="solver(s) to run (default: all)")
     p.add_argument("--write-docs", type=Path, default=None,
                    help=f"replace the block between {START} and {END} in this markdown file with the results")
     p.set_defaults(run=run)
 
 
-def time_forward(denoiser: NetworkDenoiser, x: torch.Tensor, t: torch.Tensor, repeats: int = 20) -> float:
-    """Median seconds of one plain ``no_grad`` forward, after 3 warm-up calls."""
-    with torch.no_grad():
-        for _ in range(3):
-            denoiser.predict_x0(x, t)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            denoiser.predict_x0(x, t)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def forward_seconds(model: NetworkDenoiser, x_T: torch.Tensor, forwards: int) -> float:
+    """Seconds per forward of a plain sampling run with ``forwards`` steps (one forward each)."""
+    result = ConstrainedSampler(model, steps=forwards, inner_steps=0).sample(None, x_T=x_T, progress=False)
+    return result.seconds / result.nfe
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,20 +68,35 @@ def run(args: argparse.Namespace) -> int:
     mask[..., : args.size // 2] = 1
     constraint = Inpainting(y, mask)
     x_T = randn(B, shape, torch.Generator().manual_seed(2), model.device, model.dtype)
-    t_fwd = time_forward(model, x_T, model.timesteps(args.steps)[args.steps // 2])
+    names = args.solver or registry.names()
+    samplers = {n: ConstrainedSampler(model, n, steps=args.steps, inner_steps=args.inner_steps) for n in names}
+    for n in names:  # warm-up (first-call allocations, forward-AD set-up)
+        ConstrainedSampler(model, n, steps=1, inner_steps=1).sample(constraint, x_T=x_T, progress=False)
+    floor_forwards = max(10, args.steps)
+    forward_seconds(model, x_T, 3)
+
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    costs: dict[str, tuple[int, int]] = {}
+    floors: list[float] = []
+    for _ in range(args.repeats):
+        floors.append(forward_seconds(model, x_T, floor_forwards))
+        for n in names:
+            result = samplers[n].sample(constraint, x_T=x_T, progress=False)
+            seconds[n].append(result.seconds)
+            costs[n] = (result.nfe, result.nbe)
+    floors.append(forward_seconds(model, x_T, floor_forwards))
+    t_fwd = statistics.median(floors)
 
     rows = []
-    for name in args.solver or registry.names():
-        sampler = ConstrainedSampler(model, name, steps=args.steps, inner_steps=args.inner_steps)
-        ConstrainedSampler(model, name, steps=1, inner_steps=1).sample(constraint, x_T=x_T, progress=False)  # warm-up
-        results = [sampler.sample(constraint, x_T=x_T, progress=False) for _ in range(args.repeats)]
-        seconds = statistics.median(r.seconds for r in results)
-        nfe, nbe = results[0].nfe, results[0].nbe
-        rows.append([name, str(nfe), str(nbe), f"{seconds / B:.3f}", f"{seconds / (nfe * t_fwd):.3f}"])
+    for n in names:
+        nfe, nbe = costs[n]
+        sec = statistics.median(seconds[n])
+        rows.append([n, str(nfe), str(nbe), f"{sec / B:.3f}", f"{sec / (nfe * t_fwd):.3f}"])
 
-    setup = (f"UNet {params / 1e6:.1f}M parameters, {B}x{shape[0]}x{args.size}x{args.size}, steps={args.steps}, "
-             f"inner steps={args.inner_steps}, one forward {t_fwd * 1000:.1f} ms; torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    setup = (f"UNet {params / 1e6:.1f}M parameters, batch {B} of {shape[0]}x{args.size}x{args.size}, steps={args.steps}, "
+             f"inner steps={args.inner_steps}, one forward {t_fwd * 1000:.1f} ms (median of {len(floors)} plain runs "
+             f"of {floor_forwards} forwards); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"{platform.processor() or platform.machine()}")
     table = format_table(["solver", "NFE / sample", "NBE / sample", "seconds / sample", "overhead vs NFE x forward"], rows)
     print(setup)
     print(table)

@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import bench, demo
+from constrained_diffusion.cli import bench, demo, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo.add_parser(sub)
     bench.add_parser(sub)
+    train.add_parser(sub)
     return parser
 
 

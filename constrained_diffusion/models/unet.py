@@ -43,7 +43,12 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 def _norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, ch // 4), ch)
+    """GroupNorm with the largest power-of-two number of groups <= 32 that divides ``ch``
+    and leaves at least 4 channels per group (when ``ch >= 4``)."""
+    groups = 32
+    while groups > 1 and (ch % groups or groups > max(1, ch // 4)):
+        groups //= 2
+    return nn.GroupNorm(groups, ch)
 
 
 class ResBlock(nn.Module):
@@ -133,7 +138,7 @@ class UNet(nn.Module):
         self.head = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
     @staticmethod
-    def _apply(block: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+    def _run_block(block: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
         for layer in block:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
@@ -147,10 +152,10 @@ class UNet(nn.Module):
         h = self.stem(x)
         hs = [h]
         for block in self.down:
-            h = self._apply(block, h, emb)
+            h = self._run_block(block, h, emb)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         for block in self.up:
-            h = self._apply(block, torch.cat([h, hs.pop()], dim=1), emb)
+            h = self._run_block(block, torch.cat([h, hs.pop()], dim=1), emb)
         return self.head(h)
