@@ -6,6 +6,7 @@ directions as swappable solvers. Compose a `Denoiser`, a `Constraint` and a
 `Solver` with `ConstrainedSampler`.
 """
 
+from constrained_diffusion import analysis, data, models
 from constrained_diffusion.constraints import (
     Constraint,
     Inpainting,
@@ -17,6 +18,7 @@ from constrained_diffusion.denoisers import (
     Denoiser,
     FlowSchedule,
     GaussianDenoiser,
+    MNISTDenoiser,
     NetworkDenoiser,
     NoiseSchedule,
     VPSchedule,
@@ -28,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowSchedule", "GaussianDenoiser",
-    "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "NetworkDenoiser",
+    "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
-    "SuperResolution", "VPSchedule", "__version__",
+    "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "models",
 ]

@@ -90,7 +90,9 @@ def train(cfg: TrainConfig, data: Tensor, out_dir: str | Path, max_minutes: floa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    model = UNet(cfg.unet).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = UNet(cfg.unet).to(device)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)

@@ -1,0 +1,97 @@
+"""Data split, weight files, and training that checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import constrained_diffusion as cd
+from constrained_diffusion.models import UNet, UNetConfig
+from constrained_diffusion.models.classifier import MNISTClassifier
+from constrained_diffusion.models.weights import load_weights, save_weights
+from constrained_diffusion.training import TrainConfig, export_weights, train
+
+TINY = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), sample_size=16)
+
+
+def test_mnist_split_is_fixed_and_stratified():
+    x_tr, y_tr = cd.data.mnist("train")
+    x_te, y_te = cd.data.mnist("test")
+    assert x_tr.shape == (4500, 1, 32, 32) and x_te.shape == (500, 1, 32, 32)
+    assert torch.bincount(y_te).tolist() == [50] * 10 and torch.bincount(y_tr).tolist() == [450] * 10
+    assert float(x_tr.min()) == -1.0 and float(x_tr.max()) == 1.0
+    assert bool((x_tr[:, :, :2] == -1).all() and (x_tr[:, :, :, -2:] == -1).all())  # zero padding
+    flat_tr, flat_te = x_tr.flatten(1), x_te.flatten(1)
+    assert not bool((torch.cdist(flat_te[:50], flat_tr) == 0).any())  # no test digit in train
+    x_again, _ = cd.data.mnist("test")
+    assert torch.equal(x_te, x_again)
+    with pytest.raises(ValueError, match="split must be"):
+        cd.data.mnist("val")  # type: ignore[arg-type]
+
+
+def _data() -> torch.Tensor:
+    return torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "flow"])
+def test_resume_gives_the_same_weights_and_log(tmp_path, kind):
+    cfg = TrainConfig(kind=kind, unet=TINY, steps=4, batch_size=4, log_every=1, checkpoint_every=2, warmup=2)
+    train(cfg, _data(), tmp_path / "straight", log=lambda _: None)
+    train(cfg.model_copy(update={"steps": 2}), _data(), tmp_path / "pieces", log=lambda _: None)
+    train(cfg, _data(), tmp_path / "pieces", log=lambda _: None)  # resumes at step 2
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "pieces" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), name
+    strip = lambda p: [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in p.read_text().splitlines()]  # noqa: E731
+    assert strip(tmp_path / "straight" / "log.jsonl") == strip(tmp_path / "pieces" / "log.jsonl")
+    assert [r["step"] for r in strip(tmp_path / "pieces" / "log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_log_written_after_the_last_checkpoint_is_dropped_on_resume(tmp_path):
+    cfg = TrainConfig(unet=TINY, steps=2, batch_size=2, log_every=1, checkpoint_every=2, warmup=0)
+    train(cfg, _data(), tmp_path, log=lambda _: None)
+    with (tmp_path / "log.jsonl").open("a") as f:  # a crash after logging step 3, before its checkpoint
+        f.write(json.dumps({"step": 3, "loss": 9.9, "lr": 0.0, "seconds": 0.0}) + "\n")
+    train(cfg.model_copy(update={"steps": 3}), _data(), tmp_path, log=lambda _: None)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["loss"] != 9.9
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    cfg = TrainConfig(unet=TINY, steps=1, batch_size=2)
+    train(cfg, _data(), tmp_path, log=lambda _: None)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(cfg.model_copy(update={"lr": 1e-3}), _data(), tmp_path, log=lambda _: None)
+
+
+def test_export_and_load_as_a_denoiser(tmp_path):
+    cfg = TrainConfig(kind="flow", unet=TINY, steps=2, batch_size=2)
+    train(cfg, _data(), tmp_path, log=lambda _: None)
+    path = export_weights(tmp_path, tmp_path / "w.safetensors")
+    model = cd.MNISTDenoiser.from_file(path)
+    assert model.kind == "flow" and model.sample_shape == (1, 16, 16) and model.metadata["train_steps"] == "2"
+    r = cd.ConstrainedSampler(model, steps=3, inner_steps=1).sample(
+        cd.Inpainting(torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)), progress=False)
+    assert torch.isfinite(r.sample).all()
+
+
+def test_weight_files_round_trip(tmp_path):
+    torch.manual_seed(0)
+    for model in (UNet(TINY), MNISTClassifier()):
+        path = save_weights(tmp_path / f"{type(model).__name__}.safetensors", model.eval(), {"note": "x"})
+        loaded, meta = load_weights(path)
+        assert type(loaded) is type(model) and meta["note"] == "x"
+        for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), k
+    with pytest.raises(FileNotFoundError, match="no weight file"):
+        load_weights(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        from safetensors.torch import save_file
+        save_file({"w": torch.zeros(1)}, str(tmp_path / "odd.safetensors"), metadata={"architecture": "Odd"})
+        load_weights(tmp_path / "odd.safetensors")
