@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -32,3 +34,18 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def replace_block(path: Path, name: str, content: str) -> None:
+    """Replace the text between ``<!-- NAME:START -->`` and ``<!-- NAME:END -->`` in ``path``."""
+    start, end = f"<!-- {name}:START -->", f"<!-- {name}:END -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"--write-docs: {path} has no {start} ... {end} block")
+    block = f"{start}\n{content}\n{end}"
+    path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+
+
+def summary(doc: str | None) -> str | None:
+    """First line of a module docstring, without reST literal markers, for ``--help``."""
+    return doc.splitlines()[0].replace("``", "") if doc else None

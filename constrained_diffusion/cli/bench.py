@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, positive_int
+from constrained_diffusion.cli.args import format_table, positive_int, replace_block, summary
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.denoisers.network import NetworkDenoiser
 from constrained_diffusion.denoisers.schedules import VPSchedule
@@ -32,12 +31,11 @@ from constrained_diffusion.models.unet import UNet
 from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
 from constrained_diffusion.solvers import registry
 
-START, END = "<!-- BENCH-TABLE:START -->", "<!-- BENCH-TABLE:END -->"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="seconds per sample and overhead over the forward-pass floor, per solver",
-                       description=__doc__.splitlines()[0] if __doc__ else None)
+                       description=summary(__doc__))
     p.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default 10)")
     p.add_argument("--inner-steps", type=positive_int, default=5, help="constraint iterations per step (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="samples per run (default 1)")
@@ -46,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds; medians are reported (default 5)")
     p.add_argument("--solver", action="append", choices=registry.names(), help="solver(s) to run (default: all)")
     p.add_argument("--write-docs", type=Path, default=None,
-                   help=f"replace the block between {START} and {END} in this markdown file with the results")
+                   help="replace the block between <!-- BENCH-TABLE:START --> and <!-- BENCH-TABLE:END --> in this markdown file")
     p.set_defaults(run=run)
 
 
@@ -107,11 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_docs(path: Path, setup: str, table: str, args: argparse.Namespace) -> None:
     """Replace the marked block of ``path`` with the command, the setup line and the table."""
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"--write-docs: {path} has no {START} ... {END} block")
     command = (f"constrained-diffusion bench --steps {args.steps} --inner-steps {args.inner_steps} "
                f"--batch-size {args.batch_size} --channels {args.channels} --size {args.size} --repeats {args.repeats}")
-    block = f"{START}\n```\n{command}\n```\n\n{setup}\n\n{table}\n{END}"
-    path.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
+    replace_block(path, "BENCH-TABLE", f"```\n{command}\n```\n\n{setup}\n\n{table}")
     print(f"updated {path}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int
+from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.default_model import default_denoiser
 from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
@@ -23,7 +23,7 @@ from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="constrained inpainting on the embedded default model",
-                       description=__doc__.splitlines()[0] if __doc__ else None)
+                       description=summary(__doc__))
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
     p.add_argument("--inner-steps", type=non_negative_int, default=5, help="constraint iterations per step (default 5)")
     p.add_argument("--solver", choices=[*registry.names(), "all"], default="all", help="solver to run (default: all)")

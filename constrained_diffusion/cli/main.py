@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import bench, demo, train
+from constrained_diffusion.cli import analyze, bench, demo, evaluate, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     bench.add_parser(sub)
     train.add_parser(sub)
+    evaluate.add_parser(sub)
+    analyze.add_parser(sub)
     return parser
 
 

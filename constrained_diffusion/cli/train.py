@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import positive_int
+from constrained_diffusion.cli.args import positive_int, summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the MNIST diffusion, flow or classifier model",
-                       description=__doc__.splitlines()[0] if __doc__ else None)
+                       description=summary(__doc__))
     p.add_argument("model", choices=["ddpm", "flow", "classifier"], help="what to train")
     p.add_argument("--out", type=Path, default=None, help="run directory (checkpoint and log); required for ddpm/flow")
     p.add_argument("--steps", type=positive_int, default=None, help="total optimiser steps (ddpm/flow: 10000) or epochs (classifier: 30)")

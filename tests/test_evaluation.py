@@ -1,0 +1,72 @@
+"""The resumable evaluation runner and the eigenvector experiment, on tiny random models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import constrained_diffusion as cd
+from constrained_diffusion.analysis import eigvec_rows
+from constrained_diffusion.evaluation import Settings, evaluate, make_constraint, summarise
+from constrained_diffusion.models import UNet
+from constrained_diffusion.models.classifier import MNISTClassifier
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> cd.MNISTDenoiser:
+    torch.manual_seed(0)
+    return cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                                 sample_size=16).eval().requires_grad_(False), "ddpm")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(6, 1, 16, 16, generator=g) * 2 - 1, torch.randint(0, 10, (6,), generator=g)
+
+
+@pytest.mark.parametrize("task", ["box", "free-form", "sr4"])
+def test_tasks_are_satisfied_by_the_clean_digits(task, digits):
+    images, _ = digits
+    c = make_constraint(task, images)
+    assert float(c.residual(images).max()) < 1e-5
+    assert float(c.residual(torch.zeros_like(images)).min()) > 0.1
+    # the free-form mask of a digit does not depend on the batching
+    if task == "free-form":
+        assert torch.equal(make_constraint(task, images[2:4], first_index=2).mask, c.mask[2:4])
+
+
+def test_evaluation_resumes_without_loss_or_duplicates(tmp_path, tiny_model, digits):
+    images, labels = digits
+    clf = MNISTClassifier().eval()
+    out = tmp_path / "eval.jsonl"
+    s = Settings(steps=2, inner_steps=1, batch_size=2, limit=4)
+    kwargs = dict(tasks=["box"], solvers=["inexact-newton", "gradient-descent"], out=out, settings=s, log=lambda _: None)
+    first = evaluate({"ddpm": tiny_model}, clf, images, labels, **kwargs)
+    keys = [(r["solver"], r["budget"], r["start"]) for r in first]
+    assert len(keys) == len(set(keys)) == 2 * 2 + 2  # 2 solvers x 2 batches, + equal-time GD x 2 batches
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-2]) + "\n")  # a crash lost the last two records
+    again = evaluate({"ddpm": tiny_model}, clf, images, labels, **kwargs)
+    assert len(out.read_text().splitlines()) == len(lines)
+    assert sorted((r["solver"], r["budget"], r["start"]) for r in again) == sorted(keys)
+    rows = summarise(again)
+    assert {(r["solver"], r["budget"]) for r in rows} == {("inexact-newton", "equal-steps"), ("gradient-descent", "equal-steps"),
+                                                           ("gradient-descent", "equal-time")}
+    for r in rows:
+        assert r["n"] == 4 and r["nfe"] > 0 and 0 <= r["label_accuracy"] <= 1 and r["peak_mb"] == r["peak_mb"]
+    assert json.loads(lines[0])["model"] == "ddpm"
+
+
+def test_eigvec_rows_on_a_tiny_model(tiny_model, digits):
+    images, _ = digits
+    rows = eigvec_rows(tiny_model, images, [900, 100], samples=2, k=4, log=lambda _: None)
+    assert [r["t"] for r in rows] == [900.0, 100.0]
+    for r in rows:
+        assert 0 <= r["same_top-k"] <= 1 and 0 <= r["random_all"] <= 1 and r["asymmetry"] >= 0
+        assert r["same_all"] >= r["same_top-k"] - 1e-9  # a larger pool can only match better
+        assert -1 <= r["inpainting_cos_Je"] <= 1 and r["sr4_reduction_newton"] <= 1 + 1e-9
+    with pytest.raises(ValueError, match="need at least"):
+        eigvec_rows(tiny_model, images[:2], [500], samples=2)
