@@ -12,7 +12,7 @@ from constrained_diffusion.cli.main import main
 
 def test_demo_writes_table_and_png(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["demo", "--steps", "4", "--inner-steps", "2", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--model", "gaussian", "--steps", "4", "--inner-steps", "2", "--seed", "1", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     for name in ("none (unconstrained)", "inexact-newton", "gradient-descent", "exact-jvp", "residual", "NFE"):
         assert name in text
@@ -23,7 +23,7 @@ def test_demo_writes_table_and_png(tmp_path, capsys):
 
 
 def test_demo_single_solver(tmp_path, capsys):
-    assert main(["demo", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent", "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
+    assert main(["demo", "--model", "gaussian", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent", "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "gradient-descent" in text and "exact-jvp" not in text
 
@@ -45,7 +45,7 @@ def test_bad_arguments_exit_nonzero_with_one_line(argv, needle):
 def test_demo_out_inside_a_file_is_a_clean_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["demo", "--steps", "1", "--inner-steps", "0", "--out", str(blocker / "g.png"), "--quiet"]) == 2
+    assert main(["demo", "--model", "gaussian", "--steps", "1", "--inner-steps", "0", "--out", str(blocker / "g.png"), "--quiet"]) == 2
     assert "--out" in capsys.readouterr().err
 
 

