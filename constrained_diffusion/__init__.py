@@ -6,7 +6,7 @@ directions as swappable solvers. Compose a `Denoiser`, a `Constraint` and a
 `Solver` with `ConstrainedSampler`.
 """
 
-from constrained_diffusion import analysis, data, models
+from constrained_diffusion import analysis, data, evaluation, metrics, models
 from constrained_diffusion.constraints import (
     Constraint,
     Inpainting,
@@ -32,5 +32,5 @@ __all__ = [
     "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowSchedule", "GaussianDenoiser",
     "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
-    "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "models",
+    "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",
 ]

@@ -2,7 +2,7 @@
 
 * ``"mnist"`` (the default): the shipped MNIST DDPM fills in the missing top half of a real test
   digit that ships with the package; the shipped classifier reads the result.
-* ``"gaussian"``: the analytic :class:`GaussianDenoiser` on ``1 x 32 x 32`` images with a smooth
+* ``"gaussian"``: the analytic `GaussianDenoiser` on ``1 x 32 x 32`` images with a smooth
   prior fills in a centred box (25% of the pixels) of an image drawn from that prior; its
   ``x0_hat`` and Jacobian are exact.
 """

@@ -95,3 +95,31 @@ def test_weight_files_round_trip(tmp_path):
         from safetensors.torch import save_file
         save_file({"w": torch.zeros(1)}, str(tmp_path / "odd.safetensors"), metadata={"architecture": "Odd"})
         load_weights(tmp_path / "odd.safetensors")
+
+
+def test_a_live_run_is_not_entered_twice(tmp_path):
+    import os
+
+    from constrained_diffusion.training.checkpoint import RunInUseError
+
+    cfg = TrainConfig(unet=TINY, steps=1, batch_size=2)
+    (tmp_path / "LOCK").write_text(str(os.getppid()))  # a live process holds the run
+    with pytest.raises(RunInUseError, match="in use by a running training process"):
+        train(cfg, _data(), tmp_path, log=lambda _: None)
+    (tmp_path / "LOCK").write_text("999999999")  # left behind by a process that died
+    train(cfg, _data(), tmp_path, log=lambda _: None)
+    assert not (tmp_path / "LOCK").exists() and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_export_only_does_not_touch_the_run(tmp_path):
+    from constrained_diffusion.cli.main import main
+
+    cfg = TrainConfig(unet=TINY, steps=2, batch_size=2, log_every=1)
+    train(cfg, _data(), tmp_path / "run", log=lambda _: None)
+    log_before = (tmp_path / "run" / "log.jsonl").read_text()
+    ckpt_before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    assert main(["train", "ddpm", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "w.safetensors"), "--export-only"]) == 0
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log_before
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == ckpt_before
+    assert cd.MNISTDenoiser.from_file(tmp_path / "w.safetensors").metadata["train_steps"] == "2"
+    assert main(["train", "ddpm", "--out", str(tmp_path / "empty"), "--export", str(tmp_path / "x.safetensors"), "--export-only"]) == 2

@@ -4,7 +4,7 @@ Graikos et al. (NeurIPS 2025, rebuttal) motivate ``J e`` as a stand-in for ``J^-
 comparing the top-20 eigenvectors of ``J`` with those of ``J^-1``. A matrix and its inverse
 have the *same* eigenvectors (with reciprocal eigenvalues), so the result depends on which
 eigenvectors are paired: ``J``'s top-k (largest ``|lambda|``) correspond to ``J^-1``'s
-*bottom*-k. :func:`eigenvector_similarity` therefore reports both pairings:
+*bottom*-k. `eigenvector_similarity` therefore reports both pairings:
 ``pool="top-k"`` (closest among ``J_other^-1``'s top-k, the rebuttal's reading) and
 ``pool="all"`` (closest among all of them, which for ``J_other = J`` is 1 up to conditioning).
 """

@@ -3,7 +3,7 @@
 At each time ``t`` and for each of ``samples`` test digits ``x0``: ``x_t = alpha_t x0 + sigma_t eps``
 (seeded), ``J = d x0_hat / d x_t`` (dense). "Same" compares ``J`` with its own inverse; the
 "random" baseline compares it with the inverse of the next digit's ``J``. Both pairings of
-:func:`eigenvector_similarity` are reported, plus the asymmetry of ``J`` and how well ``Je``,
+`eigenvector_similarity` are reported, plus the asymmetry of ``J`` and how well ``Je``,
 ``J^T e`` and ``e`` align with the regularised Newton direction ``J^+ e`` for real errors ``e``:
 the box-inpainting error (top half known) and the x4 super-resolution error, each computed
 from ``x0_hat(x_t)`` and the digit itself.
@@ -22,9 +22,11 @@ from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.constraints.super_resolution import SuperResolution
 from constrained_diffusion.denoisers.base import Denoiser
 
-#: The rebuttal's values at t = 950, 850, ..., 50 (top-20 eigenvectors, mean |cosine|).
 PAPER_SAME = dict(zip(range(950, 0, -100), (0.68, 0.72, 0.62, 0.72, 0.71, 0.72, 0.72, 0.63, 0.60, 0.58)))
+"""The rebuttal's "same image" values at t = 950, 850, ..., 50 (top-20 eigenvectors, mean |cosine|)."""
+
 PAPER_RANDOM = dict(zip(range(950, 0, -100), (0.11, 0.11, 0.16, 0.29, 0.29, 0.19, 0.16, 0.15, 0.14, 0.12)))
+"""The rebuttal's "different images" baseline at the same times."""
 
 
 def real_errors(x0_hat: Tensor, x0: Tensor) -> dict[str, Tensor]:

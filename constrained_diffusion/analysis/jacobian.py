@@ -2,7 +2,7 @@
 
 ``J = d x0_hat / d x_t`` with ``J[i, j] = d x0_hat_i / d x_t_j``, shape ``(D, D)`` for
 ``D = prod(sample_shape)``. Row ``i`` is the vector-Jacobian product with the unit vector
-``u_i``; :func:`jacobian` computes ``chunk`` rows per backward pass by replicating ``x_t``
+``u_i``; `jacobian` computes ``chunk`` rows per backward pass by replicating ``x_t``
 along the batch dimension (the network must treat batch elements independently, as any
 eval-mode network does).
 """

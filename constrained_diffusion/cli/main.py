@@ -13,6 +13,7 @@ from typing import NoReturn, Sequence
 from pydantic import ValidationError
 
 from constrained_diffusion.cli import analyze, bench, demo, evaluate, model_card, train
+from constrained_diffusion.training.checkpoint import RunInUseError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, ValidationError, FileNotFoundError, FloatingPointError) as exc:
+    except (ValueError, TypeError, ValidationError, FileNotFoundError, FloatingPointError, RunInUseError) as exc:
         print(f"constrained-diffusion {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--export", type=Path, default=None, help="write the (EMA) weights to this safetensors file")
+    p.add_argument("--export-only", action="store_true",
+                   help="with --export: write the weights of the run's last checkpoint without training (safe while it trains)")
     p.set_defaults(run=run)
 
 
@@ -49,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--out: train ddpm/flow needs a run directory")
+    if args.export_only:
+        if args.export is None:
+            raise ValueError("--export-only needs --export FILE")
+        print(f"wrote {export_weights(args.out, args.export)}")
+        return 0
     fields = {"kind": args.model, "seed": args.seed}
     if args.steps:
         fields["steps"] = args.steps

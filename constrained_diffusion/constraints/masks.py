@@ -1,6 +1,6 @@
 """Inpainting masks: boxes and free-form brush strokes. Convention: 1 = known, 0 = missing.
 
-:func:`free_form_mask` follows the random-stroke generators of Palette / LaMa (Saharia et al.,
+`free_form_mask` follows the random-stroke generators of Palette / LaMa (Saharia et al.,
 2022; Suvorov et al., 2022): strokes are polylines of random segments drawn with a thick round
 brush; strokes are added until the hole covers ``hole_ratio`` of the image (the last stroke is
 drawn segment by segment and stops as soon as the ratio is reached, so the result lies within

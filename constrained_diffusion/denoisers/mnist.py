@@ -25,7 +25,7 @@ Kind = Literal["ddpm", "flow"]
 
 
 class MNISTDenoiser(NetworkDenoiser):
-    """A UNet trained on MNIST as a :class:`Denoiser`.
+    """A UNet trained on MNIST as a `Denoiser`.
 
     Args:
         network: the UNet.

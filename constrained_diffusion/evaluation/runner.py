@@ -1,8 +1,8 @@
 """Run the MNIST solver comparison and keep every finished batch on disk.
 
-Each record is one batch of test digits for one (model, task, solver, budget); it is appended
+Each record is one batch of test digits for one (settings, model, task, solver, budget); it is appended
 to a JSON-lines file as soon as it is done, and a rerun skips the records already there — an
-interrupted evaluation resumes with nothing lost or computed twice. :func:`summarise` averages
+interrupted evaluation resumes with nothing lost or computed twice. `summarise` averages
 the records per row, weighting by batch size.
 
 Budgets: ``"equal-steps"`` runs every solver with the same steps and inner steps;
@@ -26,16 +26,22 @@ from constrained_diffusion.metrics.memory import PeakMemory
 from constrained_diffusion.models.classifier import MNISTClassifier
 from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
 
-KEY_FIELDS = ("model", "task", "solver", "budget", "start")
+KEY_FIELDS = ("setting", "model", "task", "solver", "budget", "start")
 
 
 @dataclass
 class Settings:
+    """What every row shares. Records carry `tag()`, so a file can hold several settings."""
+
     steps: int = 20
     inner_steps: int = 5
     batch_size: int = 100
     limit: int = 500
     seed: int = 0
+
+    def tag(self) -> str:
+        """Identifies the settings that change a record (``limit`` only selects batches)."""
+        return f"steps={self.steps},inner={self.inner_steps},batch={self.batch_size},seed={self.seed}"
 
 
 def _load(path: Path) -> list[dict]:
@@ -68,18 +74,18 @@ def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: 
 def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
              tasks: Iterable[Task], solvers: Iterable[str], out: str | Path, settings: Settings,
              equal_time: bool = True, log=print) -> list[dict]:
-    """Fill ``out`` (JSON lines) with every missing record; returns all records."""
+    """Fill ``out`` (JSON lines) with every missing record; returns the records of these settings."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records = _load(out)
-    done = {tuple(r[k] for k in KEY_FIELDS) for r in records}
     s = settings
+    records = [r for r in _load(out) if r.get("setting") == s.tag()]
+    done = {tuple(r[k] for k in KEY_FIELDS) for r in records}
     images, labels = images[: s.limit], labels[: s.limit]
 
     def ensure(model_name: str, task: Task, solver: str, budget: str, steps: int) -> list[dict]:
         rows = []
         for start in range(0, images.shape[0], s.batch_size):
-            key = (model_name, task, solver, budget, start)
+            key = (s.tag(), model_name, task, solver, budget, start)
             if key not in done:
                 rec = run_batch(models[model_name], classifier, task, solver, images[start:start + s.batch_size],
                                 labels[start:start + s.batch_size], start, steps, s.inner_steps, s.seed)
@@ -109,7 +115,7 @@ def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: t
 
 
 def summarise(records: list[dict]) -> list[dict]:
-    """One row per (model, task, solver, budget): batch-size-weighted means of the metrics."""
+    """One row per (setting, model, task, solver, budget): batch-size-weighted means of the metrics."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault(tuple(r[k] for k in KEY_FIELDS[:-1]), []).append(r)

@@ -1,6 +1,6 @@
 """Fréchet distance between two sets of feature vectors (the FID formula on any features).
 
-For Gaussians fitted to the features, ``N(mu_1, S_1)`` and ``N(mu_2, S_2)``::
+For Gaussians fitted to the features, ``N(mu_1, S_1)`` and ``N(mu_2, S_2)``:
 
     FD = ||mu_1 - mu_2||^2 + tr(S_1 + S_2 - 2 (S_1^{1/2} S_2 S_1^{1/2})^{1/2})
 

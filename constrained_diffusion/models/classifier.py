@@ -2,7 +2,7 @@
 
 Used for metrics (label accuracy, confidence, a Fréchet distance on its penultimate
 features) and as a nonlinear constraint (class guidance). Shapes: input ``(B, 1, 32, 32)``;
-:meth:`features` ``(B, 128)``; logits ``(B, 10)``.
+`features` ``(B, 128)``; logits ``(B, 10)``.
 """
 
 from __future__ import annotations

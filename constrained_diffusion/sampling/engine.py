@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from constrained_diffusion._validation import check_sample_shape, check_tensor
+from constrained_diffusion._validation import check_tensor
 from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.sampling.config import SamplerConfig
@@ -102,8 +102,8 @@ class ConstrainedSampler:
             config = SamplerConfig.from_file(config)
         elif isinstance(config, dict):
             config = SamplerConfig.model_validate(config)
-        c = config
-        return cls(denoiser, registry.get(c.solver), steps=c.steps, inner_steps=c.inner_steps, lr=c.lr, eta=c.eta)
+        return cls(denoiser, registry.get(config.solver), steps=config.steps, inner_steps=config.inner_steps,
+                   lr=config.lr, eta=config.eta)
 
     # ----------------------------------------------------------------------------------------
     def _resolve_batch(self, constraint: Constraint | None, x_T: Tensor | None, batch_size: int | None) -> int:
@@ -158,7 +158,6 @@ class ConstrainedSampler:
             constraint.validate(shape)
         if x_T is not None:
             check_tensor("x_T", x_T, min_ndim=1)
-            check_sample_shape("x_T", x_T, shape)
             if tuple(x_T.shape[1:]) != shape:
                 raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected (B, {', '.join(map(str, shape))})")
         B = self._resolve_batch(constraint, x_T, batch_size)
@@ -181,11 +180,10 @@ class ConstrainedSampler:
         for i, t in enumerate(ts):
             (alpha, sigma), (alpha_prev, sigma_prev) = grid[i], grid[i + 1]
             x_t, x0 = self._evaluate(x_t, t, graph=solver.requires_graph and K > 0)
-            r: Tensor | None = None
             for k in range(K):
                 assert constraint is not None
-                e, r = constraint.error_and_residual(x0.detach())
-                residuals[i, k] = r.detach().float().cpu()
+                e, residual = constraint.error_and_residual(x0.detach())
+                residuals[i, k] = residual.detach().float().cpu()
                 e = e.detach()
                 if not bool((e != 0).any()):  # nothing to correct: x_t and x0 stay as they are
                     residuals[i, k + 1:] = residuals[i, k]
@@ -200,8 +198,7 @@ class ConstrainedSampler:
                 x_t, x0 = self._evaluate(x_t, t, graph=solver.requires_graph and k < K - 1)
             else:
                 if constraint is not None:
-                    r = constraint.residual(x0.detach())
-                    residuals[i, K] = r.detach().float().cpu()
+                    residuals[i, K] = constraint.residual(x0.detach()).detach().float().cpu()
             noise = randn(B, shape, generator, device, dtype) if cfg.eta > 0 and sigma_prev > 0 else None
             x_t = ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, cfg.eta, noise)
             if not bool(x_t.isfinite().all()):

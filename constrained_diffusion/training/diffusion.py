@@ -27,7 +27,7 @@ from torch import Tensor
 from constrained_diffusion.denoisers.schedules import VPSchedule
 from constrained_diffusion.models.unet import UNet, UNetConfig
 from constrained_diffusion.models.weights import save_weights
-from constrained_diffusion.training.checkpoint import load_checkpoint, save_checkpoint
+from constrained_diffusion.training.checkpoint import load_checkpoint, run_lock, save_checkpoint
 from constrained_diffusion.training.ema import EMA
 
 Kind = Literal["ddpm", "flow"]
@@ -86,10 +86,16 @@ def train(cfg: TrainConfig, data: Tensor, out_dir: str | Path, max_minutes: floa
 
     Raises:
         ValueError: ``out_dir`` holds a run with a different configuration.
+        RunInUseError: another live process is training in ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
+    with run_lock(out):
+        return _train(cfg, data, out, max_minutes, torch.device(device), log)
+
+
+def _train(cfg: TrainConfig, data: Tensor, out: Path, max_minutes: float | None, device: torch.device,
+           log: Callable[[str], None]) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = UNet(cfg.unet).to(device)
@@ -164,8 +170,15 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def export_weights(out_dir: str | Path, path: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
-    """Write the run's EMA weights to a safetensors file with the training facts in its metadata."""
-    state = load_checkpoint(Path(out_dir) / CHECKPOINT)
+    """Write the run's EMA weights to a safetensors file with the training facts in its metadata.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no checkpoint yet.
+    """
+    ckpt = Path(out_dir) / CHECKPOINT
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no checkpoint in {out_dir} yet (one is written every checkpoint_every steps)")
+    state = load_checkpoint(ckpt)
     cfg = TrainConfig.model_validate_json(state["config"])
     model = UNet(cfg.unet)
     model.load_state_dict(state["ema"])
