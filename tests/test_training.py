@@ -123,3 +123,28 @@ def test_export_only_does_not_touch_the_run(tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == ckpt_before
     assert cd.MNISTDenoiser.from_file(tmp_path / "w.safetensors").metadata["train_steps"] == "2"
     assert main(["train", "ddpm", "--out", str(tmp_path / "empty"), "--export", str(tmp_path / "x.safetensors"), "--export-only"]) == 2
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, sys\n"
+        "from constrained_diffusion.training import TrainConfig, train\n"
+        "from constrained_diffusion.models import UNetConfig\n"
+        "cfg = TrainConfig(unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), sample_size=16),"
+        " steps=100000, batch_size=2, log_every=1, checkpoint_every=100000)\n"
+        "train(cfg, torch.zeros(4, 1, 16, 16), sys.argv[1], log=lambda s: print(s, flush=True))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it is training
+        if '"step": 3' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "on signal" in rest
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 3 and not (tmp_path / "LOCK").exists()

@@ -10,15 +10,19 @@ Objectives, with ``x0`` a training image and ``eps ~ N(0, I)``:
 Every random draw (batch indices, times, noise) comes from one seeded generator whose state is
 checkpointed, so a run interrupted and resumed gives the same weights as an uninterrupted one.
 The log (``log.jsonl``) is cut back to the checkpoint on resume: nothing lost, nothing twice.
+SIGTERM or SIGINT (Ctrl-C) ends the run after the current step with a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,12 +94,28 @@ def train(cfg: TrainConfig, data: Tensor, out_dir: str | Path, max_minutes: floa
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
-        return _train(cfg, data, out, max_minutes, torch.device(device), log)
+    with run_lock(out), _stop_signals() as stop:
+        return _train(cfg, data, out, max_minutes, torch.device(device), log, stop)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Collect SIGTERM/SIGINT instead of dying, so the loop can checkpoint and stop cleanly."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: requested.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _train(cfg: TrainConfig, data: Tensor, out: Path, max_minutes: float | None, device: torch.device,
-           log: Callable[[str], None]) -> dict[str, float]:
+           log: Callable[[str], None], stop: list[int]) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = UNet(cfg.unet).to(device)
@@ -152,9 +172,11 @@ def _train(cfg: TrainConfig, data: Tensor, out: Path, max_minutes: float | None,
             window, window_n = 0.0, 0
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint()
-        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+        out_of_time = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
+        if out_of_time or stop:
             checkpoint()
-            log(f"stopping after {max_minutes} minutes at step {step}; rerun the same command to resume")
+            reason = f"after {max_minutes} minutes" if out_of_time else f"on signal {stop[0]}"
+            log(f"stopping {reason} at step {step} (checkpoint written); rerun the same command to resume")
             break
     return {"step": float(step), "loss": last_loss}
 
