@@ -21,6 +21,7 @@ from constrained_diffusion.denoisers import (
     MNISTDenoiser,
     NetworkDenoiser,
     NoiseSchedule,
+    StableDiffusionDenoiser,
     VPSchedule,
 )
 from constrained_diffusion.sampling import ConstrainedSampler, SampleResult, SamplerConfig, StepInfo
@@ -32,5 +33,5 @@ __all__ = [
     "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowSchedule", "GaussianDenoiser",
     "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
-    "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",
+    "StableDiffusionDenoiser", "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",
 ]

@@ -1,0 +1,193 @@
+"""Stable Diffusion 1.x / 2.x (epsilon and v-prediction) as a `Denoiser`, over diffusers.
+
+The UNet predicts ``eps`` or ``v`` on latents ``x_t = alpha_t z0 + sigma_t eps`` with
+``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)`` from the scheduler's
+``alphas_cumprod``. With classifier-free guidance (scale ``w > 1``) one batched forward of the
+unconditional and conditional inputs gives ``out = out_u + w (out_c - out_u)``, and
+``x0_hat`` follows from ``out`` (see `to_x0`). The time grid is a ``DDIMScheduler``'s built
+from the pipeline scheduler's configuration, and the last update moves to its
+``final_alpha_cumprod``; with ``eta = 0`` and no constraint the sampler therefore reproduces the
+diffusers pipeline run with a ``DDIMScheduler`` from the same latents.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers.network import Prediction, to_x0
+from constrained_diffusion.denoisers.vae import VAECodec
+
+_PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
+
+
+def load_pipeline(path_or_id: str | os.PathLike[str], expected: tuple[str, ...], torch_dtype: torch.dtype | None) -> Any:
+    """``DiffusionPipeline.from_pretrained`` with clear errors for a missing path or the wrong kind.
+
+    Raises:
+        FileNotFoundError: a local-looking path that does not exist.
+        ValueError: a folder without a diffusers pipeline, or a pipeline not in ``expected``.
+    """
+    from diffusers import DiffusionPipeline
+
+    text = os.fspath(path_or_id)
+    path = Path(text)
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ValueError(f"{text} holds no diffusers pipeline (no model_index.json)")
+        import json
+
+        kind = json.loads((path / "model_index.json").read_text()).get("_class_name")
+        if kind not in expected:
+            raise ValueError(f"{text} holds a {kind}; expected one of {', '.join(expected)}")
+    else:
+        hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
+        if not hub_id:
+            raise FileNotFoundError(f"no such folder: {text} (and it is not a Hub id of the form org/name)")
+    pipe = DiffusionPipeline.from_pretrained(text, torch_dtype=torch_dtype)
+    if type(pipe).__name__ not in expected:
+        raise ValueError(f"{text} is a {type(pipe).__name__}; expected one of {', '.join(expected)}")
+    return pipe
+
+
+class StableDiffusionDenoiser(Denoiser):
+    """A Stable Diffusion UNet, its VAE (the codec) and its noise schedule, with bound conditioning.
+
+    Build with :meth:`from_pretrained` or :meth:`from_pipeline`, then bind a prompt with
+    :meth:`condition`. Samples are latents ``(4, H/8, W/8)``; ``images`` are decoded pixels.
+
+    Args:
+        pipe: a diffusers ``StableDiffusionPipeline`` (or any object with ``unet``, ``vae``,
+            ``scheduler`` and, for prompts, ``encode_prompt``).
+        height, width: image size in pixels (default: the UNet's ``sample_size`` x the VAE factor).
+    """
+
+    SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
+
+    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None) -> None:
+        from diffusers import DDIMScheduler
+
+        for part in ("unet", "vae", "scheduler"):
+            if getattr(pipe, part, None) is None:
+                raise ValueError(f"the pipeline has no {part}")
+        if getattr(pipe.unet.config, "in_channels", 4) != getattr(pipe.vae.config, "latent_channels", 4):
+            raise ValueError("unsupported UNet: its input channels differ from the VAE's latent channels (an inpainting UNet?)")
+        codec = VAECodec(pipe.vae)
+        f = codec.factor
+        height = height or pipe.unet.config.sample_size * f
+        width = width or pipe.unet.config.sample_size * f
+        for name, value in (("height", height), ("width", width)):
+            if value % f:
+                raise ValueError(f"{name}={value} is not divisible by the VAE factor {f}")
+        super().__init__((pipe.unet.config.in_channels, height // f, width // f), space="latent", codec=codec)
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        prediction = self.scheduler.config.prediction_type
+        if prediction not in _PREDICTIONS:
+            raise ValueError(f"unsupported prediction_type {prediction!r}")
+        self.prediction: Prediction = _PREDICTIONS[prediction]
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.double()
+        self.final_alpha_cumprod = float(self.scheduler.final_alpha_cumprod)
+        self.height, self.width = height, width
+        self.prompt_embeds: Tensor | None = None
+        self.negative_prompt_embeds: Tensor | None = None
+        self.guidance_scale = 1.0
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike[str], torch_dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> "StableDiffusionDenoiser":
+        """Load a Stable Diffusion pipeline from a local folder or a Hub id."""
+        pipe = load_pipeline(path_or_id, cls.SUPPORTED, torch_dtype)
+        if device is not None:
+            pipe = pipe.to(device)
+        return cls.from_pipeline(pipe, **kwargs)
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None) -> "StableDiffusionDenoiser":
+        """Wrap an existing pipeline (its modules are shared, not copied)."""
+        return cls(pipe, height, width)
+
+    def condition(self, prompt: str | list[str] = "", negative_prompt: str | list[str] = "",
+                  guidance_scale: float = 1.0, prompt_embeds: Tensor | None = None,
+                  negative_prompt_embeds: Tensor | None = None) -> "StableDiffusionDenoiser":
+        """A copy of this denoiser with the prompt (or its embeddings) and guidance scale bound.
+
+        Raises:
+            ValueError: a prompt for a pipeline without a text encoder; a guidance scale < 0;
+                guidance > 1 with ``prompt_embeds`` but no ``negative_prompt_embeds``.
+        """
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        cfg = guidance_scale > 1.0
+        if prompt_embeds is None:
+            if getattr(self.pipe, "text_encoder", None) is None or getattr(self.pipe, "tokenizer", None) is None:
+                raise ValueError("prompt: this pipeline has no text encoder/tokenizer; pass prompt_embeds instead")
+            with torch.no_grad():
+                prompt_embeds, negative_prompt_embeds = self.pipe.encode_prompt(
+                    prompt, self.device, 1, cfg, negative_prompt=negative_prompt or None)
+        elif cfg and negative_prompt_embeds is None:
+            raise ValueError("negative_prompt_embeds: guidance_scale > 1 with prompt_embeds needs negative_prompt_embeds")
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        bound.negative_prompt_embeds = negative_prompt_embeds.to(self.device, self.dtype) if cfg and negative_prompt_embeds is not None else None
+        bound.guidance_scale = float(guidance_scale)
+        bound.nfe = bound.nbe = 0
+        return bound
+
+    # --- the Denoiser role ---------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def _embeds(self, batch: int) -> tuple[Tensor, bool]:
+        if self.prompt_embeds is None:
+            raise ValueError("bind a prompt first: denoiser = denoiser.condition(prompt=...) (an empty prompt is fine)")
+        cond = self.prompt_embeds
+        if cond.shape[0] not in (1, batch):
+            raise ValueError(f"prompt_embeds has batch {cond.shape[0]} but the samples have batch {batch}")
+        cond = cond.expand(batch, *cond.shape[1:])
+        if self.negative_prompt_embeds is None:
+            return cond, False
+        neg = self.negative_prompt_embeds.expand(batch, *self.negative_prompt_embeds.shape[1:])
+        return torch.cat([neg, cond]), True
+
+    def predict_x0(self, x_t: Tensor, t: Tensor) -> Tensor:
+        B = x_t.shape[0]
+        embeds, guided = self._embeds(B)
+        model_in = torch.cat([x_t, x_t]) if guided else x_t
+        out = self.unet(model_in.to(self.dtype), t.to(self.device), encoder_hidden_states=embeds).sample
+        if guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + self.guidance_scale * (cond - uncond)
+        alpha, sigma = (float(v) for v in self.alpha_sigma(t))
+        return to_x0(out.to(x_t.dtype), x_t, alpha, sigma, self.prediction)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        abar = self.alphas_cumprod[int(t)]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def timesteps(self, steps: int) -> Tensor:
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        self.scheduler.set_timesteps(steps)
+        return self.scheduler.timesteps.clone()
+
+    def final_alpha_sigma(self) -> tuple[Tensor, Tensor]:
+        abar = torch.tensor(self.final_alpha_cumprod, dtype=torch.float64)
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def __repr__(self) -> str:
+        return (f"StableDiffusionDenoiser(sample_shape={self.sample_shape}, prediction={self.prediction!r}, "
+                f"guidance_scale={self.guidance_scale})")
