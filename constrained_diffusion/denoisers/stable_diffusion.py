@@ -64,7 +64,8 @@ class StableDiffusionDenoiser(Denoiser):
     Args:
         pipe: a diffusers ``StableDiffusionPipeline`` (or any object with ``unet``, ``vae``,
             ``scheduler`` and, for prompts, ``encode_prompt``).
-        height, width: image size in pixels (default: the UNet's ``sample_size`` x the VAE factor).
+        height: image height in pixels (default: the UNet's ``sample_size`` x the VAE factor).
+        width: image width in pixels (same default).
     """
 
     SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
