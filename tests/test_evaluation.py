@@ -60,13 +60,16 @@ def test_evaluation_resumes_without_loss_or_duplicates(tmp_path, tiny_model, dig
     assert json.loads(lines[0])["model"] == "ddpm"
 
 
-def test_eigvec_rows_on_a_tiny_model(tiny_model, digits):
-    images, _ = digits
-    rows = eigvec_rows(tiny_model, images, [900, 100], samples=2, k=4, log=lambda _: None)
+def test_eigvec_rows_on_a_tiny_model():
+    torch.manual_seed(0)
+    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    rows = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=lambda _: None)
     assert [r["t"] for r in rows] == [900.0, 100.0]
     for r in rows:
         assert 0 <= r["same_top-k"] <= 1 and 0 <= r["random_all"] <= 1 and r["asymmetry"] >= 0
         assert r["same_all"] >= r["same_top-k"] - 1e-9  # a larger pool can only match better
         assert -1 <= r["inpainting_cos_Je"] <= 1 and r["sr4_reduction_newton"] <= 1 + 1e-9
     with pytest.raises(ValueError, match="need at least"):
-        eigvec_rows(tiny_model, images[:2], [500], samples=2)
+        eigvec_rows(model, images[:2], [500], samples=2)

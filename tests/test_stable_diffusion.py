@@ -60,9 +60,9 @@ def test_latent_inpainting_reduces_the_residual_tenfold_for_a_batch_of_different
     assert constraint.mask.shape == (2, 1, *den.sample_shape[-2:])
     assert torch.equal(constraint.mask[0, 0, :, : den.sample_shape[-1] // 2], torch.zeros(den.sample_shape[-2], den.sample_shape[-1] // 2))
     x_T = torch.randn(2, *den.sample_shape, generator=torch.Generator().manual_seed(3))
-    free = cd.ConstrainedSampler(den, steps=8, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
+    free = cd.ConstrainedSampler(den, steps=5, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
     for solver in cd.solvers.names():
-        fit = cd.ConstrainedSampler(den, solver, steps=8, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+        fit = cd.ConstrainedSampler(den, solver, steps=5, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
         assert bool((fit.final_residual * 10 <= free.final_residual).all()), (solver, fit.final_residual, free.final_residual)
     assert fit.images.shape == (2, 3, den.height, den.width)
 
@@ -73,8 +73,8 @@ def test_decoded_pixel_constraint_reduces_the_residual_without_denoiser_backward
     image, masks = _image_and_mask(den)
     constraint = cd.constraints.DecodedConstraint(cd.Inpainting(image, masks), den.codec)
     x_T = torch.randn(1, *den.sample_shape, generator=torch.Generator().manual_seed(4))
-    free = cd.ConstrainedSampler(den, steps=6, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
-    fit = cd.ConstrainedSampler(den, "inexact-newton", steps=6, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+    free = cd.ConstrainedSampler(den, steps=4, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
+    fit = cd.ConstrainedSampler(den, "inexact-newton", steps=4, inner_steps=3).sample(constraint, x_T=x_T, progress=False)
     assert float(fit.final_residual) < float(free.final_residual)
     assert fit.nbe == 0  # the backward goes through the VAE decoder only, never the denoiser
 
