@@ -58,8 +58,8 @@ def load_pipeline(path_or_id: str | os.PathLike[str], expected: tuple[str, ...],
 class StableDiffusionDenoiser(Denoiser):
     """A Stable Diffusion UNet, its VAE (the codec) and its noise schedule, with bound conditioning.
 
-    Build with :meth:`from_pretrained` or :meth:`from_pipeline`, then bind a prompt with
-    :meth:`condition`. Samples are latents ``(4, H/8, W/8)``; ``images`` are decoded pixels.
+    Build with `from_pretrained` or `from_pipeline`, then bind a prompt with
+    `condition`. Samples are latents ``(4, H/8, W/8)``; ``images`` are decoded pixels.
 
     Args:
         pipe: a diffusers ``StableDiffusionPipeline`` (or any object with ``unet``, ``vae``,

@@ -20,7 +20,7 @@ class VAECodec:
 
     Args:
         vae: the diffusers autoencoder.
-        sample: draw from ``q(z | x)`` in :meth:`encode` instead of taking its mean.
+        sample: draw from ``q(z | x)`` in `encode` instead of taking its mean.
     """
 
     def __init__(self, vae: nn.Module, sample: bool = False) -> None:
