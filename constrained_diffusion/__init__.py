@@ -16,6 +16,7 @@ from constrained_diffusion.constraints import (
 )
 from constrained_diffusion.denoisers import (
     Denoiser,
+    FlowMatchDenoiser,
     FlowSchedule,
     GaussianDenoiser,
     MNISTDenoiser,
@@ -30,7 +31,7 @@ from constrained_diffusion.solvers import ExactJVP, GradientDescent, InexactNewt
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowSchedule", "GaussianDenoiser",
+    "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowMatchDenoiser", "FlowSchedule", "GaussianDenoiser",
     "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
     "StableDiffusionDenoiser", "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",

@@ -46,3 +46,20 @@ def tiny_sd(tmp: Path, prediction_type: str = "epsilon", with_text: bool = True)
     tokenizer, encoder = tiny_clip(tmp) if with_text else (None, None)
     return StableDiffusionPipeline(vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet.eval(), scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def tiny_sd3(shift: float = 3.0):
+    """A StableDiffusion3Pipeline without text encoders (prompt embeddings are passed)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
+                                        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+                                        pooled_projection_dim=64, out_channels=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4,
+                        shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    return StableDiffusion3Pipeline(transformer=transformer.eval(), scheduler=scheduler, vae=vae, text_encoder=None,
+                                    tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)

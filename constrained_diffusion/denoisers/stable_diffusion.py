@@ -37,19 +37,23 @@ def load_pipeline(path_or_id: str | os.PathLike[str], expected: tuple[str, ...],
 
     text = os.fspath(path_or_id)
     path = Path(text)
+    absent: dict[str, None] = {}
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise ValueError(f"{text} holds no diffusers pipeline (no model_index.json)")
         import json
 
-        kind = json.loads((path / "model_index.json").read_text()).get("_class_name")
+        index = json.loads((path / "model_index.json").read_text())
+        kind = index.get("_class_name")
         if kind not in expected:
             raise ValueError(f"{text} holds a {kind}; expected one of {', '.join(expected)}")
+        # components saved as null (e.g. no text encoders) must be passed as None explicitly
+        absent = {k: None for k, v in index.items() if not k.startswith("_") and (v is None or v == [None, None])}
     else:
         hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
         if not hub_id:
             raise FileNotFoundError(f"no such folder: {text} (and it is not a Hub id of the form org/name)")
-    pipe = DiffusionPipeline.from_pretrained(text, torch_dtype=torch_dtype)
+    pipe = DiffusionPipeline.from_pretrained(text, torch_dtype=torch_dtype, **absent)
     if type(pipe).__name__ not in expected:
         raise ValueError(f"{text} is a {type(pipe).__name__}; expected one of {', '.join(expected)}")
     return pipe

@@ -1,0 +1,180 @@
+"""Rectified-flow transformers (Stable Diffusion 3) as a `Denoiser`, over diffusers.
+
+The transformer predicts the velocity ``v = eps - z0`` of ``z_s = (1 - s) z0 + s eps``, so
+``alpha = 1 - s``, ``sigma = s`` and ``z0_hat = z_s - s v_hat``. The time grid is exactly the
+``s`` grid the diffusers pipeline uses for that number of steps and image size: a copy of the
+pipeline's ``FlowMatchEulerDiscreteScheduler`` with its shift (static, or dynamic with
+``mu`` computed from the latent sequence length as the pipeline does), and the last update
+moves to its terminal ``s``. The engine's DDIM update with ``eta = 0`` is then the pipeline's
+Euler step, so without a constraint a sample equals the pipeline's output from the same
+latents. The transformer receives the time ``1000 s``. Classifier-free guidance is one batched
+forward of the unconditional and conditional inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers.stable_diffusion import load_pipeline
+from constrained_diffusion.denoisers.vae import VAECodec
+
+
+def _calculate_shift(seq_len: int, base_len: int, max_len: int, base_shift: float, max_shift: float) -> float:
+    """``mu`` linear in the image's latent sequence length (SD3 / Flux resolution-dependent shift)."""
+    m = (max_shift - base_shift) / (max_len - base_len)
+    return seq_len * m + base_shift - m * base_len
+
+
+class FlowMatchDenoiser(Denoiser):
+    """A Stable Diffusion 3 transformer, its VAE (the codec) and its flow-matching schedule.
+
+    Build with `from_pretrained` or `from_pipeline`, then bind the conditioning with
+    `condition`. Samples are latents ``(C, H/f, W/f)``.
+
+    Args:
+        pipe: a diffusers ``StableDiffusion3Pipeline`` (``transformer``, ``vae``, ``scheduler``).
+        height: image height in pixels (default: the transformer's ``sample_size`` x the VAE factor).
+        width: image width in pixels (same default).
+    """
+
+    SUPPORTED = ("StableDiffusion3Pipeline",)
+
+    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None) -> None:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        kind = type(pipe).__name__
+        if kind.startswith("Flux"):
+            raise ValueError(f"{kind} is not supported yet (Flux's packed latents); use a StableDiffusion3Pipeline")
+        for part in ("transformer", "vae", "scheduler"):
+            if getattr(pipe, part, None) is None:
+                raise ValueError(f"the pipeline has no {part}")
+        codec = VAECodec(pipe.vae)
+        patch = int(getattr(pipe.transformer.config, "patch_size", 1))
+        unit = codec.factor * patch
+        height = height or pipe.transformer.config.sample_size * codec.factor
+        width = width or pipe.transformer.config.sample_size * codec.factor
+        for name, value in (("height", height), ("width", width)):
+            if value % unit:
+                raise ValueError(f"{name}={value} is not divisible by the VAE factor x patch size {unit}")
+        channels = pipe.transformer.config.in_channels
+        super().__init__((channels, height // codec.factor, width // codec.factor), space="latent", codec=codec)
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        self.height, self.width, self.patch = height, width, patch
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self._terminal = 0.0
+        self.prompt_embeds: Tensor | None = None
+        self.pooled_prompt_embeds: Tensor | None = None
+        self.negative_prompt_embeds: Tensor | None = None
+        self.negative_pooled_prompt_embeds: Tensor | None = None
+        self.guidance_scale = 1.0
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike[str], torch_dtype: torch.dtype | None = None,
+                        device: torch.device | str | None = None, **kwargs: Any) -> "FlowMatchDenoiser":
+        """Load a Stable Diffusion 3 pipeline from a local folder or a Hub id."""
+        pipe = load_pipeline(path_or_id, cls.SUPPORTED, torch_dtype)
+        if device is not None:
+            pipe = pipe.to(device)
+        return cls.from_pipeline(pipe, **kwargs)
+
+    @classmethod
+    def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None) -> "FlowMatchDenoiser":
+        """Wrap an existing pipeline (its modules are shared, not copied)."""
+        return cls(pipe, height, width)
+
+    def condition(self, prompt: str | list[str] = "", negative_prompt: str | list[str] = "", guidance_scale: float = 1.0,
+                  prompt_embeds: Tensor | None = None, pooled_prompt_embeds: Tensor | None = None,
+                  negative_prompt_embeds: Tensor | None = None,
+                  negative_pooled_prompt_embeds: Tensor | None = None) -> "FlowMatchDenoiser":
+        """A copy with the prompt (or its embeddings) and the guidance scale bound.
+
+        Raises:
+            ValueError: a prompt for a pipeline without text encoders; embeddings given without
+                their pooled counterpart; guidance > 1 without negative embeddings.
+        """
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        cfg = guidance_scale > 1.0
+        if prompt_embeds is None:
+            if getattr(self.pipe, "text_encoder", None) is None:
+                raise ValueError("prompt: this pipeline has no text encoders; pass prompt_embeds and pooled_prompt_embeds")
+            with torch.no_grad():
+                prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds, negative_pooled_prompt_embeds = self.pipe.encode_prompt(
+                    prompt=prompt, prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=cfg, negative_prompt=negative_prompt or None)
+        if pooled_prompt_embeds is None:
+            raise ValueError("pooled_prompt_embeds: needed with prompt_embeds")
+        if cfg and (negative_prompt_embeds is None or negative_pooled_prompt_embeds is None):
+            raise ValueError("negative_prompt_embeds: guidance_scale > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds")
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        to = lambda x: x.to(self.device, self.dtype) if x is not None else None  # noqa: E731
+        bound.prompt_embeds, bound.pooled_prompt_embeds = to(prompt_embeds), to(pooled_prompt_embeds)
+        bound.negative_prompt_embeds = to(negative_prompt_embeds) if cfg else None
+        bound.negative_pooled_prompt_embeds = to(negative_pooled_prompt_embeds) if cfg else None
+        bound.guidance_scale = float(guidance_scale)
+        bound.nfe = bound.nbe = 0
+        return bound
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def _conditioning(self, batch: int) -> tuple[Tensor, Tensor, bool]:
+        if self.prompt_embeds is None or self.pooled_prompt_embeds is None:
+            raise ValueError("bind the conditioning first: denoiser = denoiser.condition(prompt_embeds=..., pooled_prompt_embeds=...)")
+        grow = lambda x: x.expand(batch, *x.shape[1:])  # noqa: E731
+        text, pooled = grow(self.prompt_embeds), grow(self.pooled_prompt_embeds)
+        if self.negative_prompt_embeds is None or self.negative_pooled_prompt_embeds is None:
+            return text, pooled, False
+        return (torch.cat([grow(self.negative_prompt_embeds), text]),
+                torch.cat([grow(self.negative_pooled_prompt_embeds), pooled]), True)
+
+    def predict_x0(self, x_t: Tensor, t: Tensor) -> Tensor:
+        text, pooled, guided = self._conditioning(x_t.shape[0])
+        model_in = torch.cat([x_t, x_t]) if guided else x_t
+        timestep = (t.float() * self.num_train_timesteps).to(self.device).expand(model_in.shape[0])
+        v = self.transformer(hidden_states=model_in.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
+                             pooled_projections=pooled, return_dict=False)[0]
+        if guided:
+            uncond, cond = v.chunk(2)
+            v = uncond + self.guidance_scale * (cond - uncond)
+        return x_t - t.to(x_t) * v.to(x_t.dtype)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        s = torch.as_tensor(t, dtype=torch.float64)
+        return 1.0 - s, s
+
+    def timesteps(self, steps: int) -> Tensor:
+        """The pipeline's ``s`` grid for ``steps`` and this image size (also fixes the terminal ``s``)."""
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        kwargs: dict[str, float] = {}
+        config = self.scheduler.config
+        if config.get("use_dynamic_shifting", False):
+            h, w = self.sample_shape[-2:]
+            kwargs["mu"] = _calculate_shift((h // self.patch) * (w // self.patch), config.get("base_image_seq_len", 256),
+                                            config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                            config.get("max_shift", 1.16))
+        self.scheduler.set_timesteps(steps, device="cpu", **kwargs)
+        sigmas = self.scheduler.sigmas.double()
+        self._terminal = float(sigmas[-1])
+        return sigmas[:-1].clone()
+
+    def final_alpha_sigma(self) -> tuple[Tensor, Tensor]:
+        s = torch.tensor(self._terminal, dtype=torch.float64)
+        return 1.0 - s, s
+
+    def __repr__(self) -> str:
+        return f"FlowMatchDenoiser(sample_shape={self.sample_shape}, guidance_scale={self.guidance_scale})"

@@ -1,0 +1,78 @@
+"""The rectified-flow (SD3) adapter on a tiny random pipeline saved to and loaded from a folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import constrained_diffusion as cd
+
+pytest.importorskip("diffusers")
+from constrained_diffusion.denoisers.flow_match import FlowMatchDenoiser  # noqa: E402
+from tiny_pipelines import tiny_sd3  # noqa: E402
+
+
+def _embeds():
+    g = torch.Generator().manual_seed(0)
+    return {"prompt_embeds": torch.randn(1, 7, 32, generator=g), "pooled_prompt_embeds": torch.randn(1, 64, generator=g),
+            "negative_prompt_embeds": torch.randn(1, 7, 32, generator=g),
+            "negative_pooled_prompt_embeds": torch.randn(1, 64, generator=g)}
+
+
+@pytest.fixture(scope="module", params=["static-shift", "dynamic-shift"])
+def saved(request, tmp_path_factory):
+    pipe = tiny_sd3()
+    if request.param == "dynamic-shift":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=64, max_image_seq_len=1024)
+    pipe.set_progress_bar_config(disable=True)
+    folder = tmp_path_factory.mktemp(request.param) / "sd3"
+    pipe.save_pretrained(folder)
+    return pipe, folder
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.5])
+def test_unconstrained_sample_equals_the_diffusers_pipeline(saved, guidance):
+    pipe, folder = saved
+    den = FlowMatchDenoiser.from_pretrained(folder).condition(guidance_scale=guidance, **_embeds())
+    latents = torch.randn(2, *den.sample_shape, generator=torch.Generator().manual_seed(1))
+    ours = cd.ConstrainedSampler(den, steps=6, inner_steps=0).sample(None, x_T=latents, progress=False).sample
+    # diffusers does not repeat passed-in negative embeddings per image: give it batch-2 embeddings
+    batch2 = {k: v.repeat(2, *([1] * (v.ndim - 1))) for k, v in _embeds().items()}
+    ref = pipe(guidance_scale=guidance, num_inference_steps=6, latents=latents.clone(), output_type="latent",
+               height=den.height, width=den.width, **batch2).images
+    assert torch.allclose(ours, ref, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_latent_inpainting_with_a_batch_of_different_masks(saved):
+    _, folder = saved
+    den = FlowMatchDenoiser.from_pretrained(folder).condition(**{k: v for k, v in _embeds().items() if "negative" not in k})
+    H, W = den.height, den.width
+    image = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    masks = torch.ones(2, 1, H, W)
+    masks[0, :, :, : W // 2] = 0
+    masks[1, :, : H // 2, :] = 0
+    constraint = cd.constraints.latent_inpainting(den, image, masks)
+    x_T = torch.randn(2, *den.sample_shape, generator=torch.Generator().manual_seed(3))
+    free = cd.ConstrainedSampler(den, steps=5, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
+    for solver in cd.solvers.names():
+        fit = cd.ConstrainedSampler(den, solver, steps=5, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+        assert bool((fit.final_residual * 10 <= free.final_residual).all()), (solver, fit.final_residual, free.final_residual)
+
+
+def test_clear_errors(saved):
+    pipe, folder = saved
+    with pytest.raises(ValueError, match="holds a StableDiffusion3Pipeline; expected one of StableDiffusionPipeline"):
+        cd.StableDiffusionDenoiser.from_pretrained(folder)
+    den = FlowMatchDenoiser.from_pipeline(pipe)
+    with pytest.raises(ValueError, match="prompt: this pipeline has no text encoders"):
+        den.condition(prompt="a cat")
+    with pytest.raises(ValueError, match="pooled_prompt_embeds"):
+        den.condition(prompt_embeds=_embeds()["prompt_embeds"])
+    with pytest.raises(ValueError, match="negative_prompt_embeds"):
+        den.condition(guidance_scale=2.0, prompt_embeds=_embeds()["prompt_embeds"], pooled_prompt_embeds=_embeds()["pooled_prompt_embeds"])
+    with pytest.raises(ValueError, match="width=31 is not divisible"):
+        FlowMatchDenoiser.from_pipeline(pipe, width=31)
+    with pytest.raises(ValueError, match="bind the conditioning first"):
+        cd.ConstrainedSampler(den, steps=2, inner_steps=0).sample(None, progress=False)
