@@ -76,3 +76,68 @@ def test_clear_errors(saved):
         FlowMatchDenoiser.from_pipeline(pipe, width=31)
     with pytest.raises(ValueError, match="bind the conditioning first"):
         cd.ConstrainedSampler(den, steps=2, inner_steps=0).sample(None, progress=False)
+
+
+def _pack(x: torch.Tensor) -> torch.Tensor:
+    B, C, h, w = x.shape
+    return x.reshape(B, C, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(B, (h // 2) * (w // 2), C * 4)
+
+
+def _unpack(x: torch.Tensor, C: int, h: int, w: int) -> torch.Tensor:
+    return x.reshape(x.shape[0], h // 2, w // 2, C, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(x.shape[0], C, h, w)
+
+
+@pytest.fixture(scope="module", params=["flux-dev-like", "flux-true-cfg"])
+def saved_flux(request, tmp_path_factory):
+    from tiny_pipelines import tiny_flux
+
+    pipe = tiny_flux(guidance_embeds=request.param == "flux-dev-like")
+    pipe.set_progress_bar_config(disable=True)
+    folder = tmp_path_factory.mktemp(request.param) / "flux"
+    pipe.save_pretrained(folder)
+    return pipe, folder
+
+
+def _flux_embeds():
+    g = torch.Generator().manual_seed(0)
+    return {"prompt_embeds": torch.randn(1, 7, 32, generator=g), "pooled_prompt_embeds": torch.randn(1, 32, generator=g),
+            "negative_prompt_embeds": torch.randn(1, 7, 32, generator=g),
+            "negative_pooled_prompt_embeds": torch.randn(1, 32, generator=g)}
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.5])
+def test_flux_sample_equals_the_diffusers_pipeline(saved_flux, guidance):
+    pipe, folder = saved_flux
+    den = cd.FlowMatchDenoiser.from_pretrained(folder, height=32, width=32)
+    assert type(den).__name__ == "FluxDenoiser" and den.sample_shape == (4, 16, 16)
+    e = _flux_embeds()
+    if den.distilled:
+        den = den.condition(prompt_embeds=e["prompt_embeds"], pooled_prompt_embeds=e["pooled_prompt_embeds"], guidance_scale=guidance)
+        extra = {"guidance_scale": guidance}
+    else:
+        den = den.condition(guidance_scale=guidance, **e)
+        extra = {"true_cfg_scale": guidance, "negative_prompt_embeds": e["negative_prompt_embeds"],
+                 "negative_pooled_prompt_embeds": e["negative_pooled_prompt_embeds"]}
+    latents = torch.randn(1, *den.sample_shape, generator=torch.Generator().manual_seed(1))
+    ours = cd.ConstrainedSampler(den, steps=5, inner_steps=0).sample(None, x_T=latents, progress=False).sample
+    ref = pipe(prompt_embeds=e["prompt_embeds"], pooled_prompt_embeds=e["pooled_prompt_embeds"], num_inference_steps=5,
+               latents=_pack(latents), output_type="latent", height=32, width=32, **extra).images
+    ref = _unpack(ref, *den.sample_shape)
+    assert torch.allclose(ours, ref, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_flux_latent_inpainting_sees_unpacked_latents(saved_flux):
+    _, folder = saved_flux
+    e = _flux_embeds()
+    den = cd.FlowMatchDenoiser.from_pretrained(folder, height=32, width=32).condition(
+        prompt_embeds=e["prompt_embeds"], pooled_prompt_embeds=e["pooled_prompt_embeds"])
+    image = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    masks = torch.ones(2, 1, 32, 32)
+    masks[0, :, :, :16] = 0
+    masks[1, :, :16, :] = 0
+    constraint = cd.constraints.latent_inpainting(den, image, masks)
+    assert constraint.mask.shape == (2, 1, 16, 16)
+    x_T = torch.randn(2, *den.sample_shape, generator=torch.Generator().manual_seed(3))
+    free = cd.ConstrainedSampler(den, steps=5, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
+    fit = cd.ConstrainedSampler(den, "inexact-newton", steps=5, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+    assert bool((fit.final_residual * 10 <= free.final_residual).all()), (fit.final_residual, free.final_residual)
