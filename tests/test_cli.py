@@ -66,3 +66,22 @@ def test_bench_write_docs_needs_markers(tmp_path):
     page.write_text("no markers")
     assert main(["bench", "--steps", "1", "--inner-steps", "1", "--channels", "8", "--size", "16", "--repeats", "1",
                  "--solver", "inexact-newton", "--write-docs", str(page)]) == 2
+
+
+def test_bench_sd_runs_each_row_in_its_own_process(tmp_path, capsys):
+    import argparse
+
+    from constrained_diffusion.cli import bench_sd
+
+    tiny = {**bench_sd.SD15_UNET, "block_out_channels": [8, 16, 16, 16], "cross_attention_dim": 16, "attention_head_dim": 2,
+            "norm_num_groups": 4, "layers_per_block": 1, "sample_size": 8}
+    page = tmp_path / "b.md"
+    page.write_text("<!-- SD-BENCH-TABLE:START -->\n<!-- SD-BENCH-TABLE:END -->\n")
+    args = argparse.Namespace(size=8, inner_steps=1, device="cpu", dtype="float32", write_docs=page, unet_config=tiny)
+    assert bench_sd.run(args) == 0
+    text = page.read_text()
+    for row in ("plain inference (one forward)", "| inexact-newton", "| gradient-descent", "| exact-jvp"):
+        assert row in text
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| ")}
+    assert cells["inexact-newton"] == "2 F + 0 B" and cells["gradient-descent"] == "1 F + 1 B"
+    assert cells["exact-jvp"] == "2 F + 0 B"  # the dual forward counts as one network evaluation

@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import analyze, bench, demo, evaluate, model_card, train
+from constrained_diffusion.cli import analyze, bench, bench_sd, demo, evaluate, model_card, train
 from constrained_diffusion.training.checkpoint import RunInUseError
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo.add_parser(sub)
     bench.add_parser(sub)
+    bench_sd.add_parser(sub)
     train.add_parser(sub)
     evaluate.add_parser(sub)
     analyze.add_parser(sub)
