@@ -30,3 +30,30 @@ def test_every_shipped_file_is_safetensors_with_an_architecture():
     for path in files:
         assert path.suffix == ".safetensors", path
         assert cd.models.weights.read_metadata(path)["architecture"] in {"UNet", "MNISTClassifier"}
+
+
+@pytest.fixture(scope="module")
+def ddpm() -> cd.MNISTDenoiser:
+    return cd.MNISTDenoiser.pretrained("ddpm")
+
+
+def test_shipped_ddpm_loads_with_its_training_facts(ddpm):
+    assert ddpm.kind == "ddpm" and ddpm.sample_shape == (1, 32, 32)
+    assert int(ddpm.metadata["train_steps"]) > 0 and float(ddpm.metadata["final_loss"]) > 0
+
+
+def test_shipped_ddpm_few_step_sample_is_finite_and_in_range(ddpm):
+    r = cd.ConstrainedSampler(ddpm, steps=10, inner_steps=0).sample(None, batch_size=4, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.isfinite(r.sample).all()
+    assert float(r.sample.abs().max()) < 2.0  # data lie in [-1, 1]; a trained model stays near it
+
+
+def test_shipped_ddpm_constrained_beats_unconstrained_tenfold(ddpm):
+    digits, _ = cd.data.demo_digits()
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., :16, :] = 0
+    constraint = cd.Inpainting(digits[:2], mask)
+    x_T = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    free = cd.ConstrainedSampler(ddpm, steps=10, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
+    fit = cd.ConstrainedSampler(ddpm, "inexact-newton", steps=10, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+    assert bool((fit.final_residual * 10 <= free.final_residual).all()), (fit.final_residual, free.final_residual)
