@@ -94,7 +94,14 @@ def run(args: argparse.Namespace) -> int:
     card = _classifier_card(args) if args.model == "classifier" else _diffusion_card(args)
     command = f"constrained-diffusion model-card {args.model}" + (
         f" --samples {args.samples} --steps {args.steps} --seed {args.seed}" if args.model != "classifier" else "")
+    if args.grid is not None and args.model != "classifier":
+        command += f" --grid {args.grid}"
     block = f"```\n{command}\n```\n\n{card}"
+    if args.write_docs is not None and args.grid is not None and args.model != "classifier":
+        import os
+
+        relative = os.path.relpath(args.grid, args.write_docs.parent)
+        block += f"\n\n![The first 100 of the samples]({relative})"
     print(block)
     if args.write_docs is not None:
         replace_block(args.write_docs, f"{args.model.upper()}-CARD", block)
