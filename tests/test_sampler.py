@@ -129,3 +129,9 @@ def test_flow_schedule_runs_the_same_engine():
     free = cd.ConstrainedSampler(model, steps=20, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
     fit = cd.ConstrainedSampler(model, steps=20, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
     assert float(fit.final_residual) < 0.1 * float(free.final_residual)
+
+
+def test_batch_size_is_inferred_from_a_list_of_generators(gaussian):
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    r = cd.ConstrainedSampler(gaussian, steps=2, inner_steps=0).sample(None, generator=gens, progress=False)
+    assert r.sample.shape[0] == 3

@@ -91,7 +91,7 @@ def test_x_T_and_batch_checks(model):
         _sample(model, c, x_T=torch.full((2, 1, 8, 8), float("nan")))
     with pytest.raises(ValueError, match="batch sizes disagree: batch_size has 3, constraint has 2"):
         _sample(model, c, batch_size=3)
-    with pytest.raises(ValueError, match="generator is a list of 1 generators but the batch size is 2"):
+    with pytest.raises(ValueError, match="batch sizes disagree: generator has 1, constraint has 2"):
         _sample(model, c, generator=[torch.Generator()])
     assert model.nfe == 0
 

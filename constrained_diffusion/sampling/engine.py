@@ -106,10 +106,13 @@ class ConstrainedSampler:
                    lr=config.lr, eta=config.eta)
 
     # ----------------------------------------------------------------------------------------
-    def _resolve_batch(self, constraint: Constraint | None, x_T: Tensor | None, batch_size: int | None) -> int:
+    def _resolve_batch(self, constraint: Constraint | None, x_T: Tensor | None, batch_size: int | None,
+                       generator: Generator) -> int:
         candidates = {"batch_size": batch_size}
         if x_T is not None:
             candidates["x_T"] = int(x_T.shape[0])
+        if isinstance(generator, Sequence):
+            candidates["generator"] = len(generator)
         if constraint is not None and constraint.batch_size is not None:
             candidates["constraint"] = constraint.batch_size
         given = {k: v for k, v in candidates.items() if v is not None}
@@ -137,8 +140,8 @@ class ConstrainedSampler:
             constraint: the constraint on ``x0_hat``; ``None`` samples unconstrained.
             x_T: initial noise ``(B, *sample_shape)``; drawn from ``N(0, I)`` when ``None``.
             generator: a ``torch.Generator`` or one per sample (same seed, same sample).
-            batch_size: number of samples; inferred from ``x_T`` or the constraint's data
-                when ``None`` (default 1).
+            batch_size: number of samples; inferred from ``x_T``, a list of generators or the
+                constraint's data when ``None`` (default 1).
             progress: show a progress bar with the step and the mean residual.
             callback: called with a `StepInfo` after each step.
 
@@ -160,7 +163,7 @@ class ConstrainedSampler:
             check_tensor("x_T", x_T, min_ndim=1)
             if tuple(x_T.shape[1:]) != shape:
                 raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected (B, {', '.join(map(str, shape))})")
-        B = self._resolve_batch(constraint, x_T, batch_size)
+        B = self._resolve_batch(constraint, x_T, batch_size, generator)
         device, dtype = den.device, den.dtype
         ts = den.timesteps(cfg.steps)
         grid = [tuple(float(v) for v in den.alpha_sigma(t)) for t in ts] + [tuple(float(v) for v in den.final_alpha_sigma())]
