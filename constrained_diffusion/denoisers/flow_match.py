@@ -15,14 +15,12 @@ when guidance-distilled, its guidance embedding.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.denoisers.stable_diffusion import load_pipeline
+from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
 from constrained_diffusion.denoisers.vae import VAECodec
 
 
@@ -32,7 +30,7 @@ def _calculate_shift(seq_len: int, base_len: int, max_len: int, base_shift: floa
     return seq_len * m + base_shift - m * base_len
 
 
-class FlowMatchDenoiser(Denoiser):
+class FlowMatchDenoiser(DiffusersDenoiser):
     """A Stable Diffusion 3 transformer, its VAE (the codec) and its flow-matching schedule.
 
     Build with `from_pretrained` or `from_pipeline`, then bind the conditioning with
@@ -75,20 +73,11 @@ class FlowMatchDenoiser(Denoiser):
         self.guidance_scale = 1.0
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike[str], torch_dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None, **kwargs: Any) -> "FlowMatchDenoiser":
-        """Load a Stable Diffusion 3 pipeline from a local folder or a Hub id."""
-        pipe = load_pipeline(path_or_id, cls.SUPPORTED, torch_dtype)
-        if device is not None:
-            pipe = pipe.to(device)
-        return cls.from_pipeline(pipe, **kwargs)
-
-    @classmethod
     def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None) -> "FlowMatchDenoiser":
         """Wrap an existing pipeline (its modules are shared, not copied); a Flux pipeline gives a `FluxDenoiser`."""
         if cls is FlowMatchDenoiser and type(pipe).__name__.startswith("Flux"):
             return FluxDenoiser(pipe, height, width)
-        return cls(pipe, height, width)
+        return super().from_pipeline(pipe, height, width)
 
     # --- what differs between SD3 and Flux ---------------------------------------------------
     @staticmethod
@@ -141,14 +130,12 @@ class FlowMatchDenoiser(Denoiser):
             raise ValueError("pooled_prompt_embeds: needed with prompt_embeds")
         if cfg and (negative_prompt_embeds is None or negative_pooled_prompt_embeds is None):
             raise ValueError("negative_prompt_embeds: guidance_scale > 1 needs negative_prompt_embeds and negative_pooled_prompt_embeds")
-        bound = object.__new__(type(self))
-        bound.__dict__.update(self.__dict__)
+        bound = self._bound_copy()
         to = lambda x: x.to(self.device, self.dtype) if x is not None else None  # noqa: E731
         bound.prompt_embeds, bound.pooled_prompt_embeds = to(prompt_embeds), to(pooled_prompt_embeds)
         bound.negative_prompt_embeds = to(negative_prompt_embeds) if cfg else None
         bound.negative_pooled_prompt_embeds = to(negative_pooled_prompt_embeds) if cfg else None
         bound.guidance_scale = float(guidance_scale)
-        bound.nfe = bound.nbe = 0
         return bound
 
     @torch.no_grad()

@@ -12,54 +12,19 @@ diffusers pipeline run with a ``DDIMScheduler`` from the same latents.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
 from constrained_diffusion.denoisers.network import Prediction, to_x0
 from constrained_diffusion.denoisers.vae import VAECodec
 
 _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
 
 
-def load_pipeline(path_or_id: str | os.PathLike[str], expected: tuple[str, ...], torch_dtype: torch.dtype | None) -> Any:
-    """``DiffusionPipeline.from_pretrained`` with clear errors for a missing path or the wrong kind.
-
-    Raises:
-        FileNotFoundError: a local-looking path that does not exist.
-        ValueError: a folder without a diffusers pipeline, or a pipeline not in ``expected``.
-    """
-    from diffusers import DiffusionPipeline
-
-    text = os.fspath(path_or_id)
-    path = Path(text)
-    absent: dict[str, None] = {}
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(f"{text} holds no diffusers pipeline (no model_index.json)")
-        import json
-
-        index = json.loads((path / "model_index.json").read_text())
-        kind = index.get("_class_name")
-        if kind not in expected:
-            raise ValueError(f"{text} holds a {kind}; expected one of {', '.join(expected)}")
-        # components saved as null (e.g. no text encoders) must be passed as None explicitly
-        absent = {k: None for k, v in index.items() if not k.startswith("_") and (v is None or v == [None, None])}
-    else:
-        hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
-        if not hub_id:
-            raise FileNotFoundError(f"no such folder: {text} (and it is not a Hub id of the form org/name)")
-    pipe = DiffusionPipeline.from_pretrained(text, torch_dtype=torch_dtype, **absent)
-    if type(pipe).__name__ not in expected:
-        raise ValueError(f"{text} is a {type(pipe).__name__}; expected one of {', '.join(expected)}")
-    return pipe
-
-
-class StableDiffusionDenoiser(Denoiser):
+class StableDiffusionDenoiser(DiffusersDenoiser):
     """A Stable Diffusion UNet, its VAE (the codec) and its noise schedule, with bound conditioning.
 
     Build with `from_pretrained` or `from_pipeline`, then bind a prompt with
@@ -105,20 +70,6 @@ class StableDiffusionDenoiser(Denoiser):
         self.guidance_scale = 1.0
 
     # --- construction ----------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike[str], torch_dtype: torch.dtype | None = None,
-                        device: torch.device | str | None = None, **kwargs: Any) -> "StableDiffusionDenoiser":
-        """Load a Stable Diffusion pipeline from a local folder or a Hub id."""
-        pipe = load_pipeline(path_or_id, cls.SUPPORTED, torch_dtype)
-        if device is not None:
-            pipe = pipe.to(device)
-        return cls.from_pipeline(pipe, **kwargs)
-
-    @classmethod
-    def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None) -> "StableDiffusionDenoiser":
-        """Wrap an existing pipeline (its modules are shared, not copied)."""
-        return cls(pipe, height, width)
-
     def condition(self, prompt: str | list[str] = "", negative_prompt: str | list[str] = "",
                   guidance_scale: float = 1.0, prompt_embeds: Tensor | None = None,
                   negative_prompt_embeds: Tensor | None = None) -> "StableDiffusionDenoiser":
@@ -139,12 +90,10 @@ class StableDiffusionDenoiser(Denoiser):
                     prompt, self.device, 1, cfg, negative_prompt=negative_prompt or None)
         elif cfg and negative_prompt_embeds is None:
             raise ValueError("negative_prompt_embeds: guidance_scale > 1 with prompt_embeds needs negative_prompt_embeds")
-        bound = object.__new__(type(self))
-        bound.__dict__.update(self.__dict__)
+        bound = self._bound_copy()
         bound.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
         bound.negative_prompt_embeds = negative_prompt_embeds.to(self.device, self.dtype) if cfg and negative_prompt_embeds is not None else None
         bound.guidance_scale = float(guidance_scale)
-        bound.nfe = bound.nbe = 0
         return bound
 
     # --- the Denoiser role ---------------------------------------------------------------
