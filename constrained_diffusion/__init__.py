@@ -6,12 +6,14 @@ directions as swappable solvers. Compose a `Denoiser`, a `Constraint` and a
 `Solver` with `ConstrainedSampler`.
 """
 
-from constrained_diffusion import analysis, data, evaluation, metrics, models
+from constrained_diffusion import analysis, constraints, data, evaluation, metrics, models
 from constrained_diffusion.constraints import (
+    ClassGuidance,
     Constraint,
     Inpainting,
     LinearConstraint,
     NonlinearConstraint,
+    PSLDConstraint,
     SuperResolution,
 )
 from constrained_diffusion.denoisers import (
@@ -26,12 +28,13 @@ from constrained_diffusion.denoisers import (
     VPSchedule,
 )
 from constrained_diffusion.sampling import ConstrainedSampler, SampleResult, SamplerConfig, StepInfo
-from constrained_diffusion.solvers import ExactJVP, GradientDescent, InexactNewton, Solver
+from constrained_diffusion import recipes  # noqa: E402  (needs the sampler)
+from constrained_diffusion.solvers import ExactJVP, ExactNewton, GradientDescent, InexactNewton, Solver
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConstrainedSampler", "Constraint", "Denoiser", "ExactJVP", "FlowMatchDenoiser", "FlowSchedule", "GaussianDenoiser",
+    "ClassGuidance", "ConstrainedSampler", "Constraint", "PSLDConstraint", "constraints", "recipes", "Denoiser", "ExactJVP", "ExactNewton", "FlowMatchDenoiser", "FlowSchedule", "GaussianDenoiser",
     "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
     "StableDiffusionDenoiser", "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",

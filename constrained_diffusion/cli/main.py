@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import analyze, bench, bench_sd, demo, evaluate, model_card, train
+from constrained_diffusion.cli import analyze, bench, bench_sd, demo, evaluate, model_card, sample, train
 from constrained_diffusion.training.checkpoint import RunInUseError
 
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="constrained-diffusion", description="Training-free constrained sampling from diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo.add_parser(sub)
+    sample.add_parser(sub)
     bench.add_parser(sub)
     bench_sd.add_parser(sub)
     train.add_parser(sub)

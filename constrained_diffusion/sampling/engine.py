@@ -32,9 +32,11 @@ from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.sampling.config import SamplerConfig
 from constrained_diffusion.sampling.result import SampleResult, StepInfo
-from constrained_diffusion.sampling.update import ddim_update
+from constrained_diffusion.sampling.step_size import largest_eigenvalue, step_factor
+from constrained_diffusion.sampling.update import ddim_update, renoise
 from constrained_diffusion.solvers import registry
-from constrained_diffusion.solvers.base import Solver, max_abs
+from constrained_diffusion.solvers.base import Solver
+from constrained_diffusion.solvers.inexact_newton import InexactNewton
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
@@ -54,6 +56,10 @@ def randn(batch: int, shape: tuple[int, ...], generator: Generator, device: torc
     return torch.randn((batch, *shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
+def _per_sample(v: Tensor, ndim: int) -> Tensor:
+    return v.reshape(-1, *([1] * (ndim - 1)))
+
+
 class ConstrainedSampler:
     """Compose a denoiser and a solver into a constrained sampler.
 
@@ -65,6 +71,9 @@ class ConstrainedSampler:
         inner_steps: constraint iterations per step ``K`` (``>= 0``).
         lr: ``(start, end)`` of the linear step-size schedule over inner steps, or a constant.
         eta: DDIM stochasticity in ``[0, 1]``.
+        **options: the other `SamplerConfig` fields: ``step_size``, ``target``,
+            ``window``, ``time_travel``, ``time_travel_window``, ``residual_tol``,
+            ``min_decrease``, ``arnoldi_iterations``.
 
     Raises:
         pydantic.ValidationError: an invalid ``steps``, ``inner_steps``, ``lr``, ``eta`` or
@@ -83,7 +92,7 @@ class ConstrainedSampler:
 
     def __init__(self, denoiser: Denoiser, solver: Solver | str | BaseModel | dict[str, Any] = "inexact-newton",
                  steps: int = 20, inner_steps: int = 5, lr: float | tuple[float, float] = (0.5, 0.1),
-                 eta: float = 0.0) -> None:
+                 eta: float = 0.0, **options: Any) -> None:
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a constrained_diffusion.Denoiser, got {type(denoiser).__name__}")
         if isinstance(solver, Solver):
@@ -92,18 +101,18 @@ class ConstrainedSampler:
         else:
             solver_config = solver
             self.solver = registry.get(registry.parse_config(solver))
-        self.config = SamplerConfig(steps=steps, inner_steps=inner_steps, lr=lr, eta=eta, solver=solver_config)
+        self.config = SamplerConfig(steps=steps, inner_steps=inner_steps, lr=lr, eta=eta, solver=solver_config, **options)
         self.denoiser = denoiser
 
     @classmethod
     def from_config(cls, denoiser: Denoiser, config: SamplerConfig | dict[str, Any] | str) -> "ConstrainedSampler":
-        """Build from a `SamplerConfig`, a mapping, or a path to a JSON/YAML file."""
+        """Build from a `SamplerConfig` (a recipe's ``config``), a mapping, or a JSON/YAML path."""
         if isinstance(config, str):
             config = SamplerConfig.from_file(config)
         elif isinstance(config, dict):
             config = SamplerConfig.model_validate(config)
-        return cls(denoiser, registry.get(config.solver), steps=config.steps, inner_steps=config.inner_steps,
-                   lr=config.lr, eta=config.eta)
+        options = config.model_dump(exclude={"solver"})
+        return cls(denoiser, registry.get(config.solver), **options)
 
     # ----------------------------------------------------------------------------------------
     def _resolve_batch(self, constraint: Constraint | None, x_T: Tensor | None, batch_size: int | None,
@@ -130,6 +139,109 @@ class ConstrainedSampler:
         with torch.enable_grad(), self.solver.evaluation_context():
             leaf = x_t.detach().requires_grad_(True)
             return leaf, self.denoiser(leaf, t)
+
+    def _update(self, x_t: Tensor, x0: Tensor, now: tuple[float, float], prev: tuple[float, float],
+                generator: Generator, eps: Tensor | None = None) -> Tensor:
+        """The DDIM / Euler step ``x_t -> x_prev`` (noise drawn only when ``eta > 0``)."""
+        (alpha, sigma), (alpha_prev, sigma_prev) = now, prev
+        eta = self.config.eta
+        noise = randn(x_t.shape[0], tuple(x_t.shape[1:]), generator, x_t.device, x_t.dtype) if eta > 0 and sigma_prev > 0 else None
+        return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, eta, noise, eps=eps)
+
+    def _spectral_radius(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """``(B,)`` largest ``|eigenvalue|`` of ``J`` at ``x_t`` (finite-difference Arnoldi)."""
+        probe = InexactNewton()
+        start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t)
+        x_t, x0 = x_t.detach(), x0.detach()
+        return largest_eigenvalue(lambda v: probe.direction(self.denoiser, x_t, t, v, x0), start, self.config.arnoldi_iterations)
+
+    def _step(self, constraint: Constraint | None, x_t: Tensor, t: Tensor, now: tuple[float, float],
+              prev: tuple[float, float], generator: Generator, row: Tensor) -> tuple[Tensor, Tensor]:
+        """One denoising step with its constraint iterations; fills ``row`` ``(K+1, B)``.
+
+        Returns ``(x_prev, x0)``: the next state and the step's final ``x0_hat`` (detached).
+        """
+        cfg, den, solver = self.config, self.denoiser, self.solver
+        K = cfg.inner_steps if constraint is not None else 0
+        target = cfg.target
+        graph = solver.requires_graph and K > 0 and target != "x0"
+        x_t, x0 = self._evaluate(x_t, t, graph=graph)
+        if constraint is None:
+            return self._update(x_t, x0, now, prev, generator), x0.detach()
+        lrs = cfg.step_sizes()
+        mu = self._spectral_radius(x_t, t, x0) if cfg.step_size == "arnoldi" else None
+
+        def factor(k: int, d: Tensor, residual: Tensor, x_cur: Tensor, x0_cur: Tensor) -> Tensor:
+            update = None
+            if cfg.step_size == "norm-ratio":
+                (alpha, sigma), (alpha_prev, sigma_prev) = now, prev
+                update = ddim_update(x_cur.detach(), x0_cur.detach(), alpha, sigma, alpha_prev, sigma_prev) - x_cur.detach()
+            return step_factor(cfg.step_size, lrs[k], d, residual=residual, update=update, mu=mu)
+
+        if target == "x_prev":  # DPS: x_prev = DDIM(x_t, x0) + s * d(x_t)
+            e, residual = constraint.error_and_residual(x0.detach())
+            row[:] = residual.detach().float().cpu()
+            d = solver.direction(den, x_t, t, e.detach(), x0)
+            x_prev = self._update(x_t, x0, now, prev, generator) + factor(0, d, residual, x_t, x0) * d.detach()
+            return x_prev.detach(), x0.detach()
+
+        if target == "x0":  # MPGD: edit x0 along e, keep the network's noise estimate
+            alpha, sigma = now
+            eps = (x_t.detach() - alpha * x0.detach()) / sigma
+            x0 = x0.detach()
+            for k in range(K):
+                e, residual = constraint.error_and_residual(x0)
+                row[k] = residual.detach().float().cpu()
+                x0 = (x0 + factor(k, e.detach(), residual, x_t, x0) * e.detach()).detach()
+            row[K] = constraint.residual(x0).detach().float().cpu()
+            return self._update(x_t, x0, now, prev, generator, eps=eps), x0
+
+        # the paper: x_t <- x_t + s * d, x0 <- D(x_t), K times
+        adaptive = cfg.adaptive
+        B = x_t.shape[0]
+        stopped = torch.zeros(B, dtype=torch.bool)
+        best: tuple[Tensor, Tensor, Tensor] | None = None
+        for k in range(K + 1):
+            last = k == K
+            if last:
+                residual = constraint.residual(x0.detach()).detach()
+            else:
+                e, residual = constraint.error_and_residual(x0.detach())
+                e = e.detach()
+            res_cpu = residual.float().cpu()
+            row[k] = res_cpu
+            if adaptive:
+                if best is None:
+                    best = (x_t.detach(), x0.detach(), res_cpu)
+                else:
+                    prev_res = best[2]
+                    better = res_cpu < prev_res
+                    if cfg.min_decrease is not None:  # not enough progress in this inner step
+                        stopped |= ~(res_cpu < prev_res * (1.0 - cfg.min_decrease))
+                    keep = _per_sample(better.to(x_t.device), x_t.ndim)
+                    best = (torch.where(keep, x_t.detach(), best[0]), torch.where(keep, x0.detach(), best[1]),
+                            torch.where(better, res_cpu, prev_res))
+                stopped |= best[2] <= cfg.residual_tol
+                if bool(stopped.all()):
+                    row[k + 1:] = best[2]
+                    break
+            if last:
+                break
+            if not bool((e != 0).any()):  # nothing to correct: x_t and x0 stay as they are
+                row[k + 1:] = row[k]
+                break
+            d = solver.direction(den, x_t, t, e, x0)
+            s = factor(k, d, residual, x_t, x0)
+            if adaptive:
+                s = torch.where(_per_sample(stopped.to(s.device), s.ndim), torch.zeros_like(s), s)
+            if not bool((s != 0).any()):
+                row[k + 1:] = row[k]
+                break
+            x_t = (x_t.detach() + s * d).detach()
+            x_t, x0 = self._evaluate(x_t, t, graph=solver.requires_graph and k < K - 1)
+        if adaptive and best is not None:
+            x_t, x0 = best[0], best[1]
+        return self._update(x_t, x0, now, prev, generator), x0.detach()
 
     def sample(self, constraint: Constraint | None = None, x_T: Tensor | None = None,
                generator: Generator = None, batch_size: int | None = None, progress: bool = True,
@@ -171,9 +283,7 @@ class ConstrainedSampler:
             if not sigma > 0 or not alpha >= 0:
                 raise ValueError(f"timestep {i} (t={float(ts[i])}) has alpha={alpha}, sigma={sigma}; the grid needs sigma > 0")
 
-        lrs = cfg.step_sizes()
         K = cfg.inner_steps if constraint is not None else 0
-        solver = self.solver
         x_t = (x_T.to(device, dtype) if x_T is not None else randn(B, shape, generator, device, dtype))
         residuals = torch.zeros(cfg.steps, K + 1 if constraint is not None else 0, B)
         nfe0, nbe0 = den.nfe, den.nbe
@@ -182,28 +292,14 @@ class ConstrainedSampler:
         bar = tqdm(total=cfg.steps, disable=not progress, desc="sampling", leave=False)
         for i, t in enumerate(ts):
             (alpha, sigma), (alpha_prev, sigma_prev) = grid[i], grid[i + 1]
-            x_t, x0 = self._evaluate(x_t, t, graph=solver.requires_graph and K > 0)
-            for k in range(K):
-                assert constraint is not None
-                e, residual = constraint.error_and_residual(x0.detach())
-                residuals[i, k] = residual.detach().float().cpu()
-                e = e.detach()
-                if not bool((e != 0).any()):  # nothing to correct: x_t and x0 stay as they are
-                    residuals[i, k + 1:] = residuals[i, k]
-                    break
-                d = solver.direction(den, x_t, t, e, x0)
-                scale = max_abs(d)
-                if not bool((scale > 0).any()):
-                    residuals[i, k + 1:] = residuals[i, k]
-                    break
-                step = torch.where(scale > 0, lrs[k] / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(scale))
-                x_t = (x_t.detach() + step * d).detach()
-                x_t, x0 = self._evaluate(x_t, t, graph=solver.requires_graph and k < K - 1)
-            else:
-                if constraint is not None:
-                    residuals[i, K] = constraint.residual(x0.detach()).detach().float().cpu()
-            noise = randn(B, shape, generator, device, dtype) if cfg.eta > 0 and sigma_prev > 0 else None
-            x_t = ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, cfg.eta, noise)
+            active = constraint is not None and K > 0 and cfg.constrained_at(i)
+            repeats = 1 + (cfg.time_travel if active and cfg.travels_at(i) and alpha_prev > 0 and sigma_prev > 0 else 0)
+            for r in range(repeats):
+                if r > 0:  # time travel: back from t_prev to t along the forward process
+                    x_t = renoise(x_t, alpha, sigma, alpha_prev, sigma_prev, randn(B, shape, generator, device, dtype))
+                x_t, x0 = self._step(constraint if active else None, x_t, t, grid[i], grid[i + 1], generator, residuals[i])
+            if constraint is not None and not active:
+                residuals[i] = constraint.residual(x0).detach().float().cpu()
             if not bool(x_t.isfinite().all()):
                 raise FloatingPointError(
                     f"non-finite values in the sample at step {i} (t={float(t):g}); "
@@ -213,7 +309,7 @@ class ConstrainedSampler:
                 bar.set_postfix(residual=f"{float(residuals[i, -1].mean()):.4g}")
             bar.update(1)
             if callback is not None:
-                callback(StepInfo(step=i, t=t, x_t=x_t, x0=x0.detach(), residual=residuals[i, -1] if constraint is not None else None))
+                callback(StepInfo(step=i, t=t, x_t=x_t, x0=x0, residual=residuals[i, -1] if constraint is not None else None))
         bar.close()
 
         if device.type == "cuda":

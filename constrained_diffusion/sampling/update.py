@@ -28,9 +28,15 @@ def ddim_noise_scale(alpha_t: float, sigma_t: float, alpha_prev: float, sigma_pr
 
 
 def ddim_update(x_t: Tensor, x0: Tensor, alpha_t: float, sigma_t: float, alpha_prev: float,
-                sigma_prev: float, eta: float = 0.0, noise: Tensor | None = None) -> Tensor:
-    """One DDIM step from time ``t`` to ``t_prev``; shapes ``(B, *sample_shape)``."""
-    eps = (x_t - alpha_t * x0) / sigma_t
+                sigma_prev: float, eta: float = 0.0, noise: Tensor | None = None,
+                eps: Tensor | None = None) -> Tensor:
+    """One DDIM step from time ``t`` to ``t_prev``; shapes ``(B, *sample_shape)``.
+
+    ``eps`` overrides ``eps_hat``: MPGD edits ``x0`` after the network call and keeps the
+    noise estimate of the unedited one.
+    """
+    if eps is None:
+        eps = (x_t - alpha_t * x0) / sigma_t
     c = ddim_noise_scale(alpha_t, sigma_t, alpha_prev, sigma_prev, eta)
     out = alpha_prev * x0 + math.sqrt(max(0.0, sigma_prev**2 - c**2)) * eps
     if c > 0.0:
@@ -38,3 +44,15 @@ def ddim_update(x_t: Tensor, x0: Tensor, alpha_t: float, sigma_t: float, alpha_p
             raise ValueError("eta > 0 needs a noise tensor")
         out = out + c * noise
     return out
+
+
+def renoise(x_prev: Tensor, alpha_t: float, sigma_t: float, alpha_prev: float, sigma_prev: float,
+            noise: Tensor) -> Tensor:
+    """Sample ``x_t ~ q(x_t | x_prev)``: the forward process over one step (FreeDoM's time travel).
+
+    ``x_t = (alpha_t / alpha_prev) x_prev + sqrt(sigma_t^2 - (alpha_t sigma_prev / alpha_prev)^2) z``;
+    for variance-preserving models the variance is ``1 - alpha_bar_t / alpha_bar_prev``.
+    """
+    ratio = alpha_t / alpha_prev
+    var = max(0.0, sigma_t**2 - (ratio * sigma_prev) ** 2)
+    return ratio * x_prev + math.sqrt(var) * noise

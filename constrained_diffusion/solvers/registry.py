@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from constrained_diffusion.solvers.base import Solver
 from constrained_diffusion.solvers.exact_jvp import ExactJVP, ExactJVPConfig
+from constrained_diffusion.solvers.exact_newton import ExactNewton, ExactNewtonConfig
 from constrained_diffusion.solvers.gradient_descent import GradientDescent, GradientDescentConfig
 from constrained_diffusion.solvers.inexact_newton import InexactNewton, InexactNewtonConfig
 
@@ -52,5 +53,6 @@ def get(config: BaseModel | dict[str, Any] | str, **kwargs: Any) -> Solver:
     return solver_cls(**parsed.model_dump(exclude={"name"}))
 
 
-for _cls, _cfg in ((InexactNewton, InexactNewtonConfig), (GradientDescent, GradientDescentConfig), (ExactJVP, ExactJVPConfig)):
+for _cls, _cfg in ((InexactNewton, InexactNewtonConfig), (GradientDescent, GradientDescentConfig), (ExactJVP, ExactJVPConfig),
+                   (ExactNewton, ExactNewtonConfig)):
     register(_cls, _cfg)

@@ -1,0 +1,45 @@
+"""Named sampler recipes: the paper's method and the baselines it compares with.
+
+    >>> import constrained_diffusion as cd
+    >>> cd.recipes.names()
+    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'psld']
+    >>> cd.recipes.get("dps", steps=50).config.steps
+    50
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from constrained_diffusion.recipes.presets import DPS, FREEDOM, INEXACT_NEWTON, MPGD, PRESETS, PSLD
+from constrained_diffusion.recipes.recipe import Recipe
+
+_RECIPES: dict[str, Recipe] = {r.name: r for r in PRESETS}
+
+
+def names() -> list[str]:
+    """Registered recipe names."""
+    return sorted(_RECIPES)
+
+
+def register(recipe: Recipe) -> None:
+    """Make ``recipe`` available to `get` and to the CLI's ``--recipe``."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+    _RECIPES[recipe.name] = recipe
+
+
+def get(name: str, **overrides: Any) -> Recipe:
+    """The recipe called ``name``, with optional `SamplerConfig` overrides.
+
+    Raises:
+        ValueError: unknown name (lists the known ones).
+        pydantic.ValidationError: an invalid override, naming the field.
+    """
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {names()}")
+    recipe = _RECIPES[name]
+    return recipe.with_config(**overrides) if overrides else recipe
+
+
+__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PSLD", "Recipe", "get", "names", "register"]

@@ -1,0 +1,321 @@
+r"""Exact Newton: the direction ``d = J^-1 e`` that the inexact-Newton method approximates.
+
+The constraint asks the clean estimate to reach a target, ``x0_hat(x_t) = x0*``, and the
+constraint supplies the error ``e`` in ``x0``-space (``e = x0* - x0_hat`` for inpainting; the
+negative gradient of the loss in general). Newton's method linearises the denoiser around the
+current state,
+
+    x0_hat(x_t + d) ~= x0_hat(x_t) + J d,       J = d x0_hat / d x_t   (the (D, D) Jacobian),
+
+and chooses the ``d`` that removes the error in the linear model: ``J d = e``, i.e.
+``d = J^-1 e`` (for a singular or ill-conditioned ``J``, the least-squares / pseudo-inverse
+solution). Graikos, Jojic & Samaras (NeurIPS 2025) replace ``J^-1 e`` by ``J e``
+(`InexactNewton`, one extra forward pass); this solver computes the Newton direction itself,
+per sample (a batch is ``B`` independent linear systems), so the two can be compared.
+
+Two methods:
+
+* ``"gmres"`` (default, matrix-free) — GMRES (Saad & Schultz, *GMRES: a generalized minimal
+  residual algorithm for solving nonsymmetric linear systems*, SIAM J. Sci. Stat. Comput. 7,
+  1986). From ``d_0 = 0``, iteration ``k`` takes the ``d`` in the Krylov space
+  ``K_k = span{e, J e, ..., J^{k-1} e}`` that minimises ``||e - J d||``: the Arnoldi process
+  builds an orthonormal basis ``V_k`` of ``K_k`` (first vector ``e / ||e||``) and the
+  ``(k+1) x k`` Hessenberg matrix ``H_k`` with ``J V_k = V_{k+1} H_k``; then
+  ``d = V_k y`` with ``y = argmin ||beta e_1 - H_k y||``, ``beta = ||e||``. The small
+  least-squares problem is kept in QR form by Givens rotations, which also give the residual
+  ``||e - J d||`` after every iteration for free; the iteration stops when
+  ``||e - J d|| / ||e|| <= tol`` (for a batch, each sample stops — its ``d`` is frozen — at
+  its own iteration and the loop ends when every sample has; so a batch equals its samples run
+  one at a time) or after ``iterations`` steps (at most ``D``, where the Krylov space is the
+  whole space). ``J`` is only touched through products ``J v``:
+
+  - ``jvp="finite-difference"``: ``J v ~= (D(x_t + h' v, t) - x0) / h'`` with
+    ``h' = h / max|v|`` (the perturbation has max-norm ``h``, as in `InexactNewton`), reusing
+    the sampler's ``x0 = D(x_t, t)``. Cost per inner step: one forward pass per Krylov
+    iteration (at most ``iterations``) beyond the reused one, no backward, no graph.
+  - ``jvp="forward"``: forward-mode AD (`forward_jvp`), exact up to rounding; one
+    forward-AD pass (about 2-3 forwards of compute, counted as one NFE) per Krylov iteration.
+
+  Memory: the basis, ``(iterations + 1)`` vectors of the size of the batch.
+
+* ``"lstsq"`` (dense, for small ``D <= max_dim``) — the full Jacobian of each sample by
+  reverse mode (`constrained_diffusion.analysis.jacobian`, ``chunk`` rows per backward pass:
+  ``ceil(D / chunk)`` forwards with a graph and as many backwards per sample), then
+  ``d = J^+ e`` through the SVD ``J = U S V^T`` in float64: singular values
+  ``<= rcond * s_max`` are dropped (``rcond=None``: the numerical-rank cutoff
+  ``eps * D * s_max`` of `numpy.linalg.lstsq`, i.e. the exact solution ``J^-1 e`` whenever
+  ``J`` is numerically invertible). Deterministic, and a reference for ``"gmres"``.
+
+Relation to `InexactNewton` (``d = J e``): both live in Krylov spaces of ``J`` and ``e``, but
+GMRES with ``iterations=1`` returns ``d = y e`` with ``y = <J e, e> / ||J e||^2`` — a multiple
+of ``e``, *not* of ``J e``: the one JVP only sets the step length (which the sampler's
+normalisation discards, keeping the sign). ``J e`` itself lies in ``K_2``; GMRES needs
+``k >= 2`` iterations to use it and ``k ~ D`` (or a fast-converging spectrum) to reach
+``J^-1 e``. The sampler normalises ``d`` by ``max|d|`` per sample, so only its direction
+matters there; `ExactNewton.solve` returns the unnormalised ``J^-1 e`` and a report.
+
+Accuracy: with finite differences each ``J v`` carries an error of order
+``h * curvature + eps * |x0| / h'`` (about ``1e-3`` relative for float32 networks at the
+default ``h``), so the true residual ``||e - J d|| / ||e||`` cannot go much below that times
+the conditioning of the Krylov problem, whatever ``tol`` says: GMRES's residual estimate is
+exact for the operator it sees (the finite-difference one). Use ``jvp="forward"`` for
+tolerances below about ``1e-3`` on float32 networks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.solvers.base import Solver, max_abs
+from constrained_diffusion.solvers.exact_jvp import forward_jvp
+
+Method = Literal["gmres", "lstsq"]
+JVP = Literal["finite-difference", "forward"]
+
+
+class ExactNewtonConfig(BaseModel):
+    """Configuration of `ExactNewton`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["exact-newton"] = "exact-newton"
+    method: Method = Field(default="gmres", description="'gmres' (matrix-free Krylov solver) or 'lstsq' (dense Jacobian + SVD)")
+    iterations: int = Field(default=10, ge=1, description="gmres: Krylov dimension k, the most JVPs per direction (capped at D)")
+    tol: float = Field(default=1e-3, ge=0.0, lt=1.0,
+                       description="gmres: stop once the relative residual ||e - J d|| / ||e|| is <= tol (0: run all iterations)")
+    jvp: JVP = Field(default="finite-difference",
+                     description="gmres: J v by a finite difference of two forwards or by forward-mode AD")
+    h: float = Field(default=0.005, gt=0.0, le=1.0, description="gmres, finite-difference: max-norm of the perturbation")
+    max_dim: int = Field(default=4096, ge=1, description="lstsq: largest D = prod(sample_shape) for the dense Jacobian")
+    rcond: float | None = Field(default=None, ge=0.0, lt=1.0,
+                                description="lstsq: drop singular values <= rcond * s_max (None: numerical-rank cutoff eps * D * s_max)")
+    chunk: int = Field(default=64, ge=1, description="lstsq: Jacobian rows per backward pass")
+
+
+@dataclass(frozen=True)
+class ExactNewtonInfo:
+    """What the last `ExactNewton` solve achieved, per sample.
+
+    Attributes:
+        residual: relative residual ``||e - J d|| / ||e||`` (0 where ``e = 0``), float64 on the
+            CPU. For ``"gmres"`` GMRES's own estimate (exact for the JVP operator it used: the
+            finite-difference one with ``jvp="finite-difference"``); for ``"lstsq"`` computed
+            with the dense Jacobian.
+        iterations: ``"gmres"``: Krylov iterations (JVPs) that the sample's ``d`` used;
+            ``"lstsq"``: singular values kept (the rank of the pseudo-inverse).
+        converged: ``"gmres"``: ``residual <= tol``, an invariant Krylov space, or ``e = 0``;
+            ``"lstsq"``: always true.
+        forwards: network forward evaluations the solve cost (the whole batch).
+        backwards: backward passes the solve cost.
+    """
+
+    residual: Tensor
+    iterations: Tensor
+    converged: Tensor
+    forwards: int
+    backwards: int
+
+
+class ExactNewton(Solver):
+    """The Newton direction ``d = J^-1 e`` by GMRES on Jacobian-vector products, or densely.
+
+    Args:
+        method: ``"gmres"`` (default) or ``"lstsq"`` (dense; ``D <= max_dim``).
+        iterations: GMRES Krylov dimension ``k`` (``>= 1``; capped at ``D``).
+        tol: GMRES relative-residual tolerance for stopping early (``0 <= tol < 1``).
+        jvp: ``"finite-difference"`` (default; reuses the sampler's ``x0``) or ``"forward"``.
+        h: max-norm of the finite-difference perturbation (default ``0.005``, as `InexactNewton`).
+        max_dim: largest ``D`` that ``"lstsq"`` accepts.
+        rcond: ``"lstsq"`` pseudo-inverse cutoff relative to the largest singular value.
+        chunk: ``"lstsq"`` Jacobian rows per backward pass.
+
+    Raises:
+        pydantic.ValidationError: an invalid option, naming the field.
+
+    The report of the last solve is in `last_info` (see `ExactNewtonInfo`).
+    """
+
+    name = "exact-newton"
+    requires_graph = False
+
+    def __init__(self, method: Method = "gmres", iterations: int = 10, tol: float = 1e-3,
+                 jvp: JVP = "finite-difference", h: float = 0.005, max_dim: int = 4096,
+                 rcond: float | None = None, chunk: int = 64) -> None:
+        self.config = ExactNewtonConfig(method=method, iterations=iterations, tol=tol, jvp=jvp, h=h,
+                                        max_dim=max_dim, rcond=rcond, chunk=chunk)
+        c = self.config
+        self.method: Method = c.method
+        self.iterations, self.tol, self.jvp, self.h = c.iterations, c.tol, c.jvp, c.h
+        self.max_dim, self.rcond, self.chunk = c.max_dim, c.rcond, c.chunk
+        self.last_info: ExactNewtonInfo | None = None
+
+    # ----------------------------------------------------------------------------------------
+    def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
+        return self.solve(denoiser, x_t, t, e, x0)[0]
+
+    def solve(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor,
+              x0: Tensor | None = None) -> tuple[Tensor, ExactNewtonInfo]:
+        """``(d, info)``: the Newton direction ``J^-1 e`` (shape and dtype of ``e``) and a report.
+
+        Args:
+            denoiser: the model ``D``.
+            x_t: current state ``(B, *sample_shape)``.
+            t: the current time (scalar tensor).
+            e: the error in ``x0``-space, shape of ``x_t``.
+            x0: ``D(x_t, t)`` if already evaluated (reused by the finite difference; evaluated,
+                and counted, when ``None``).
+
+        Raises:
+            ValueError: ``"lstsq"`` with ``D = prod(sample_shape) > max_dim``; shapes that differ.
+        """
+        if tuple(e.shape) != tuple(x_t.shape):
+            raise ValueError(f"e has shape {tuple(e.shape)} but x_t has shape {tuple(x_t.shape)}")
+        nfe0, nbe0 = denoiser.nfe, denoiser.nbe
+        x_t, e = x_t.detach(), e.detach()
+        if self.method == "lstsq":
+            d, residual, iterations, converged = self._lstsq(denoiser, x_t, t, e)
+        else:
+            d, residual, iterations, converged = self._gmres(denoiser, x_t, t, e, x0)
+        info = ExactNewtonInfo(residual=residual, iterations=iterations, converged=converged,
+                               forwards=denoiser.nfe - nfe0, backwards=denoiser.nbe - nbe0)
+        self.last_info = info
+        return d, info
+
+    # --- GMRES --------------------------------------------------------------------------------
+    def _jvp(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, x0: Tensor | None, v: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(J v, x0)`` for a batch of directions ``v`` (zero rows give zero products)."""
+        if self.jvp == "forward":
+            try:
+                return forward_jvp(denoiser, x_t, t, v.to(x_t.dtype))[1], x0
+            except (NotImplementedError, RuntimeError) as exc:
+                raise RuntimeError(f"ExactNewton(jvp='forward'): forward-mode AD failed through the denoiser "
+                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                                   "use jvp='finite-difference'") from exc
+        with torch.no_grad():
+            if x0 is None:
+                x0 = denoiser(x_t, t)
+            scale = max_abs(v)
+            active = scale > 0
+            h_prime = torch.where(active, self.h / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(scale))
+            x0_perturbed = denoiser((x_t + h_prime * v).to(x_t.dtype), t)
+            jv = (x0_perturbed - x0).to(v.dtype) / torch.where(active, h_prime, torch.ones_like(h_prime))
+            return torch.where(active, jv, torch.zeros_like(jv)), x0
+
+    @torch.no_grad()
+    def _gmres(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor,
+               x0: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        B = e.shape[0]
+        work = torch.promote_types(e.dtype, torch.float32)
+        r0 = e.reshape(B, -1).to(work)
+        D = r0.shape[1]
+        k = min(self.iterations, D)
+        eps = torch.finfo(work).eps
+        tiny = torch.finfo(work).tiny
+
+        beta = r0.norm(dim=1)                                   # (B,)
+        active = beta > 0                                       # still iterating
+        converged = ~active                                     # e = 0: d = 0 is exact
+        safe_beta = torch.where(active, beta, torch.ones_like(beta))
+        V = r0.new_zeros(B, k + 1, D)                           # Arnoldi basis
+        V[:, 0] = torch.where(active[:, None], r0 / safe_beta[:, None], torch.zeros_like(r0))
+        R = r0.new_zeros(B, k, k)                               # H_k after the Givens rotations
+        g = r0.new_zeros(B, k + 1)                              # rotated beta e_1
+        g[:, 0] = beta
+        cs, sn = r0.new_zeros(B, k), r0.new_zeros(B, k)
+        used = torch.zeros(B, dtype=torch.long, device=r0.device)  # columns of V in each sample's d
+        residual = active.to(work)                              # relative, ||e - J d_0|| / ||e|| = 1
+
+        for j in range(k):
+            if not bool(active.any()):
+                break
+            w, x0 = self._jvp(denoiser, x_t, t, x0, V[:, j].reshape(e.shape))
+            w = w.reshape(B, -1).to(work)
+            w = torch.where(active[:, None], w, torch.zeros_like(w))
+            w_norm = w.norm(dim=1)
+            # classical Gram-Schmidt, twice ("twice is enough"): as stable as modified G-S, batched
+            basis = V[:, : j + 1]
+            h = torch.einsum("bid,bd->bi", basis, w)
+            w = w - torch.einsum("bi,bid->bd", h, basis)
+            h2 = torch.einsum("bid,bd->bi", basis, w)
+            w = w - torch.einsum("bi,bid->bd", h2, basis)
+            h = h + h2
+            h_next = w.norm(dim=1)
+            # an invariant Krylov space ("happy breakdown"): the solution in it is exact
+            breakdown = h_next <= 4 * eps * math.sqrt(j + 1) * w_norm
+            V[:, j + 1] = torch.where((active & ~breakdown)[:, None], w / h_next.clamp_min(tiny)[:, None], torch.zeros_like(w))
+            h_next = torch.where(breakdown, torch.zeros_like(h_next), h_next)
+
+            # apply the previous rotations to the new column, then one that zeroes h_next
+            col = list(h.unbind(1))
+            for i in range(j):
+                a, b = col[i], col[i + 1]
+                col[i], col[i + 1] = cs[:, i] * a + sn[:, i] * b, -sn[:, i] * a + cs[:, i] * b
+            a = col[j]
+            r = torch.hypot(a, h_next)
+            ok = r > 0  # r == 0: J is singular on the Krylov space; keep the previous solution
+            safe_r = torch.where(ok, r, torch.ones_like(r))
+            c = torch.where(ok, a / safe_r, torch.ones_like(r))
+            s = torch.where(ok, h_next / safe_r, torch.zeros_like(r))
+            col[j] = r
+            update = active & ok
+            R[:, : j + 1, j] = torch.where(update[:, None], torch.stack(col, dim=1), R[:, : j + 1, j])
+            cs[:, j] = torch.where(update, c, cs[:, j])
+            sn[:, j] = torch.where(update, s, sn[:, j])
+            g_j = g[:, j].clone()
+            g[:, j] = torch.where(update, c * g_j, g[:, j])
+            g[:, j + 1] = torch.where(update, -s * g_j, g[:, j + 1])
+            used = used + update.long()
+            residual = torch.where(update, g[:, j + 1].abs() / safe_beta, residual)
+            done = update & ((residual <= self.tol) | breakdown)
+            converged = converged | done
+            active = active & ~done & ok
+
+        # y = R^-1 g on each sample's own leading block; unused columns give y = 0
+        idx = torch.arange(k, device=r0.device)
+        keep = idx[None, :] < used[:, None]                    # (B, k)
+        eye = torch.eye(k, dtype=work, device=r0.device).expand(B, k, k)
+        R_used = torch.where(keep[:, :, None] & keep[:, None, :], R, eye)
+        y = torch.linalg.solve_triangular(R_used, torch.where(keep, g[:, :k], torch.zeros_like(g[:, :k]))[..., None],
+                                          upper=True).squeeze(-1)
+        d = torch.einsum("bi,bid->bd", y, V[:, :k])
+        return (d.reshape(e.shape).to(e.dtype), residual.double().cpu(), used.cpu(), converged.cpu())
+
+    # --- dense --------------------------------------------------------------------------------
+    def _lstsq(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from constrained_diffusion.analysis.jacobian import jacobian  # analysis imports the solvers
+
+        D = math.prod(denoiser.sample_shape)
+        if D > self.max_dim:
+            raise ValueError(f"ExactNewton(method='lstsq') builds the dense D x D Jacobian, but D = prod(sample_shape) "
+                             f"= {D} exceeds max_dim={self.max_dim}; use method='gmres' (matrix-free) or raise max_dim")
+        B = e.shape[0]
+        device = e.device if e.device.type in ("cpu", "cuda") else torch.device("cpu")  # float64 SVD
+        flat_e = e.reshape(B, -1).to(device=device, dtype=torch.float64)
+        d = torch.zeros_like(flat_e)
+        residual = torch.zeros(B, dtype=torch.float64)
+        rank = torch.zeros(B, dtype=torch.long)
+        for b in range(B):
+            beta = flat_e[b].norm()
+            if not bool(beta > 0):
+                continue
+            J = jacobian(denoiser, x_t[b : b + 1], t, chunk=self.chunk).to(device)
+            U, S, Vh = torch.linalg.svd(J)
+            rel = self.rcond if self.rcond is not None else torch.finfo(torch.float64).eps * D
+            kept = S > rel * S[0]
+            coeff = torch.where(kept, (U.T @ flat_e[b]) / torch.where(kept, S, torch.ones_like(S)), torch.zeros_like(S))
+            d[b] = Vh.T @ coeff
+            residual[b] = float((flat_e[b] - J @ d[b]).norm() / beta)
+            rank[b] = int(kept.sum())
+        return (d.reshape(e.shape).to(device=e.device, dtype=e.dtype), residual, rank, torch.ones(B, dtype=torch.bool))
+
+    def __repr__(self) -> str:
+        if self.method == "lstsq":
+            return f"ExactNewton(method='lstsq', max_dim={self.max_dim}, rcond={self.rcond}, chunk={self.chunk})"
+        return (f"ExactNewton(method='gmres', iterations={self.iterations}, tol={self.tol}, "
+                f"jvp={self.jvp!r}" + (f", h={self.h})" if self.jvp == "finite-difference" else ")"))
