@@ -20,6 +20,11 @@ from constrained_diffusion.constraints.base import LinearConstraint, NonlinearCo
 from constrained_diffusion.denoisers.base import Codec
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """Half-precision VAE outputs in float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _norm(v: Tensor) -> Tensor:
     """Per-sample 2-norm ``(B,)`` with a finite gradient at 0."""
     return v.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24).sqrt()
@@ -48,10 +53,10 @@ class PSLDConstraint(NonlinearConstraint):
         self.pixel, self.codec, self.omega, self.gamma = pixel, codec, float(omega), float(gamma)
 
     def _decode(self, z: Tensor) -> Tensor:
-        return (z if self.codec is None else self.codec.decode(z)).float()
+        return _at_least_float32(z if self.codec is None else self.codec.decode(z))
 
     def _encode(self, x: Tensor) -> Tensor:
-        return (x if self.codec is None else self.codec.encode(x)).float()
+        return _at_least_float32(x if self.codec is None else self.codec.encode(x))
 
     def loss(self, z: Tensor) -> Tensor:
         x = self._decode(z)
@@ -60,7 +65,7 @@ class PSLDConstraint(NonlinearConstraint):
         if self.gamma > 0:
             y = self.pixel.y.to(x)
             glued = self.pixel.adjoint(y.expand(x.shape[0], *y.shape[1:])) + x - self.pixel.adjoint(self.pixel.forward(x))
-            loss = loss + self.gamma * _norm(self._encode(glued.to(z.dtype)) - z.float())
+            loss = loss + self.gamma * _norm(self._encode(glued.to(z.dtype)) - z)
         return loss.to(z.dtype)
 
     def residual(self, z: Tensor) -> Tensor:

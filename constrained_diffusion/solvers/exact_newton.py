@@ -53,6 +53,10 @@ normalisation discards, keeping the sign). ``J e`` itself lies in ``K_2``; GMRES
 ``k >= 2`` iterations to use it and ``k ~ D`` (or a fast-converging spectrum) to reach
 ``J^-1 e``. The sampler normalises ``d`` by ``max|d|`` per sample, so only its direction
 matters there; `ExactNewton.solve` returns the unnormalised ``J^-1 e`` and a report.
+With that normalisation a step moves ``x_t`` by ``lr`` in max-norm, so on an ill-conditioned
+``J`` (a smooth prior, early times) ``J^-1 e`` — dominated by the directions that ``J``
+shrinks — moves ``x0`` very little per step, and a truncated GMRES (small ``iterations``,
+closer to ``e`` and ``J e``) can reduce the constraint residual faster than the exact step.
 
 Accuracy: with finite differences each ``J v`` carries an error of order
 ``h * curvature + eps * |x0| / h'`` (about ``1e-3`` relative for float32 networks at the

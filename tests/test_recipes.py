@@ -1,0 +1,170 @@
+"""Recipes (the paper and its baselines) end to end, and the engine hooks they use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+import constrained_diffusion as cd
+
+pytest.importorskip("diffusers")
+from tiny_pipelines import tiny_sd  # noqa: E402
+
+# steps for the tests (the published defaults run 100-1000 steps)
+FAST = {"inexact-newton": {}, "dps": {"steps": 30}, "psld": {"steps": 30}, "mpgd": {"steps": 30}, "freedom": {"steps": 30}}
+# residual of the result over the unconstrained one, at most (FreeDoM's energy guidance is
+# deliberately gentle: each guidance step is 0.2x the sampler's own update)
+RATIO = {"inexact-newton": 0.25, "dps": 0.25, "psld": 0.25, "mpgd": 0.25, "freedom": 0.8}
+
+
+def _problem(model: cd.Denoiser, seed: int = 0) -> cd.Inpainting:
+    truth = model.sample_prior(1, torch.Generator().manual_seed(seed))
+    mask = torch.zeros(1, 1, *model.sample_shape[-2:], dtype=truth.dtype)
+    mask[..., : model.sample_shape[-1] // 2] = 1
+    return cd.Inpainting(truth, mask)
+
+
+def test_every_published_method_is_a_recipe():
+    assert cd.recipes.names() == ["dps", "freedom", "inexact-newton", "mpgd", "psld"]
+    for name in cd.recipes.names():
+        recipe = cd.recipes.get(name)
+        assert recipe.reference and recipe.summary and name in recipe.describe()
+    dps = cd.recipes.get("dps")
+    assert (dps.config.target, dps.config.step_size, dps.config.solver.name) == ("x_prev", "residual", "gradient-descent")
+    assert cd.recipes.get("mpgd").config.target == "x0"
+    assert cd.recipes.get("freedom").config.time_travel > 0
+    paper = cd.recipes.get("inexact-newton").config
+    assert (paper.steps, paper.inner_steps, paper.lr, paper.solver.h) == (20, 5, (0.5, 0.1), 0.005)
+
+
+def test_recipe_overrides_are_validated_and_unknown_names_listed():
+    assert cd.recipes.get("dps", steps=7).config.steps == 7
+    assert cd.recipes.get("dps").config.steps == 1000  # the preset itself is unchanged
+    with pytest.raises(ValidationError, match="steps"):
+        cd.recipes.get("dps", steps=0)
+    with pytest.raises(ValidationError, match="inner_steps must be 0 or 1"):
+        cd.recipes.get("dps", inner_steps=3)
+    with pytest.raises(ValueError, match="unknown recipe 'dsp'.*dps"):
+        cd.recipes.get("dsp")
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_recipe_reduces_the_residual_on_the_analytic_model(gaussian, name):
+    recipe = cd.recipes.get(name, **FAST[name])
+    pixel = _problem(gaussian)
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    free = cd.ConstrainedSampler(gaussian, steps=recipe.config.steps, inner_steps=0).sample(pixel, generator=gen(), progress=False)
+    fit = recipe.sampler(gaussian).sample(recipe.constraint(pixel, gaussian), generator=gen(), progress=False)
+    assert float(pixel.residual(fit.sample)) < RATIO[name] * float(free.final_residual), (name, fit.final_residual, free.final_residual)
+
+
+def test_costs_match_the_update_rules(gaussian):
+    pixel = _problem(gaussian)
+    run = lambda name, **kw: cd.recipes.get(name, **kw).sampler(gaussian).sample(pixel, generator=torch.Generator().manual_seed(1), progress=False)  # noqa: E731
+    dps = run("dps", steps=10)
+    assert (dps.nfe, dps.nbe) == (10, 10)  # one forward with a graph and one backward per step
+    mpgd = run("mpgd", steps=10)
+    assert (mpgd.nfe, mpgd.nbe) == (10, 0)  # no denoiser Jacobian at all
+    freedom = run("freedom", steps=10)  # steps 3..6 lie in the window (0.3, 0.7): 3 extra passes each
+    assert (freedom.nfe, freedom.nbe) == (10 + 4 * 3, 10 + 4 * 3)
+    newton = run("inexact-newton", steps=10)
+    assert (newton.nfe, newton.nbe) == (10 * (1 + 2 * 5), 0)
+
+
+def test_window_limits_the_constrained_steps(gaussian):
+    pixel = _problem(gaussian)
+    res = cd.ConstrainedSampler(gaussian, steps=10, inner_steps=2, window=(0.5, 1.0)).sample(pixel, generator=torch.Generator().manual_seed(0), progress=False)
+    assert res.nfe == 5 + 5 * (1 + 2 * 2)
+    # outside the window the residual row is constant (no inner update)
+    assert torch.equal(res.residuals[0, 0], res.residuals[0, -1])
+    with pytest.raises(ValidationError, match="window"):
+        cd.SamplerConfig(window=(0.6, 0.2))
+
+
+def test_time_travel_is_seeded(gaussian):
+    pixel = _problem(gaussian)
+    recipe = cd.recipes.get("freedom", steps=10)
+    a = recipe.sampler(gaussian).sample(pixel, generator=torch.Generator().manual_seed(5), progress=False)
+    b = recipe.sampler(gaussian).sample(pixel, generator=torch.Generator().manual_seed(5), progress=False)
+    c = recipe.sampler(gaussian).sample(pixel, generator=torch.Generator().manual_seed(6), progress=False)
+    assert torch.equal(a.sample, b.sample) and not torch.equal(a.sample, c.sample)
+
+
+def test_psld_without_a_codec_glues_with_the_identity():
+    y = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mask = (torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.5).double()
+    pixel = cd.Inpainting(y, mask)
+    psld = cd.PSLDConstraint(pixel, None, omega=1.0, gamma=0.5)
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    r = (mask * (y - x)).flatten(1).norm(dim=1)
+    assert torch.allclose(psld.loss(x), 1.5 * r)  # A^T y + (I - A^T A) x - x = m (y - x)
+    assert torch.allclose(psld.residual(x), r)
+    with pytest.raises(TypeError, match="LinearConstraint"):
+        cd.PSLDConstraint(cd.ClassGuidance(torch.nn.Linear(16, 3), 1), None)
+
+
+class LinearCodec:
+    """A differentiable stand-in for a VAE: z (2, 2, 2) <-> x (1, 4, 4)."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.dec = torch.randn(16, 8, generator=g, dtype=torch.float64) / 3
+        self.enc = torch.linalg.pinv(self.dec)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z.flatten(1) @ self.dec.T).reshape(-1, 1, 4, 4)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) @ self.enc.T).reshape(-1, 2, 2, 2)
+
+
+def test_psld_loss_has_the_right_gradient():
+    codec = LinearCodec()
+    y = torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) - 0.5
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    mask[..., :2] = 1
+    psld = cd.PSLDConstraint(cd.Inpainting(y, mask), codec)
+    z = torch.randn(2, 2, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: psld.loss(v), (z,))
+
+
+def test_latent_models_get_the_methods_own_latent_constraint(gaussian):
+    import copy
+
+    latent = copy.copy(gaussian)
+    latent.codec = LinearCodec()
+    pixel = cd.Inpainting(torch.zeros(1, 1, 4, 4, dtype=torch.float64), torch.ones(1, 1, 4, 4, dtype=torch.float64))
+    kinds = {name: type(cd.recipes.get(name).constraint(pixel, latent)).__name__ for name in cd.recipes.names()}
+    assert kinds == {"dps": "DecodedConstraint", "freedom": "DecodedConstraint", "inexact-newton": "EncodedConstraint",
+                     "mpgd": "DecodedConstraint", "psld": "PSLDConstraint"}
+    assert cd.recipes.get("dps").constraint(pixel, gaussian) is pixel  # pixel models: unchanged
+
+
+@pytest.fixture(scope="module")
+def tiny_diffusers_denoiser(tmp_path_factory):
+    """A tiny random diffusers ``UNet2DModel``, saved to a folder and loaded back."""
+    import diffusers
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(32, 64), norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    folder = tmp_path_factory.mktemp("recipes-unet") / "unet"
+    unet.save_pretrained(folder)
+    loaded = diffusers.UNet2DModel.from_pretrained(folder).eval().requires_grad_(False)
+    return cd.NetworkDenoiser(loaded, cd.VPSchedule.linear(), (3, 16, 16), prediction="epsilon")
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_recipe_reduces_the_residual_on_a_tiny_diffusers_model(tiny_diffusers_denoiser, name):
+    den = tiny_diffusers_denoiser
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = torch.ones(1, 1, 16, 16)
+    mask[..., :8] = 0
+    pixel = cd.Inpainting(image, mask)
+    recipe = cd.recipes.get(name, **FAST[name])
+    x_T = torch.randn(1, *den.sample_shape, generator=torch.Generator().manual_seed(2))
+    free = cd.ConstrainedSampler(den, steps=recipe.config.steps, inner_steps=0).sample(pixel, x_T=x_T, progress=False)
+    fit = recipe.sampler(den).sample(recipe.constraint(pixel, den), x_T=x_T, progress=False)
+    assert float(fit.final_residual) < RATIO[name] * float(free.final_residual), (name, fit.final_residual, free.final_residual)
