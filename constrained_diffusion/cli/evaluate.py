@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=["mnist"], default="mnist", help="model family (mnist)")
     p.add_argument("--variants", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="which shipped models")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    p.add_argument("--solvers", nargs="+", choices=registry.names(), default=["inexact-newton", "gradient-descent", "exact-jvp"])
+    p.add_argument("--solvers", nargs="+", choices=registry.names(), default=["inexact-newton", "gradient-descent", "exact-jvp", "exact-newton"])
     p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--inner-steps", type=positive_int, default=5)
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
     p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
-    p.add_argument("--write-docs", type=Path, default=None, help="replace the EVAL-TABLE block of this markdown file")
+    p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
+    p.add_argument("--block", default="EVAL-TABLE", help="name of the marker block --write-docs replaces (default EVAL-TABLE)")
     p.set_defaults(run=run)
 
 
@@ -61,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.write_docs is not None:
         command = (f"constrained-diffusion evaluate --variants {' '.join(args.variants)} --tasks {' '.join(args.tasks)} "
                    f"--solvers {' '.join(args.solvers)} --steps {args.steps} --inner-steps {args.inner_steps} "
-                   f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed}")
+                   f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed}"
+                   + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
         machine = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {models[args.variants[0]].device}"
-        replace_block(args.write_docs, "EVAL-TABLE", f"```\n{command}\n```\n\n{machine}; {len(records)} batch records.\n\n{table}")
+        replace_block(args.write_docs, args.block, f"```\n{command}\n```\n\n{machine}; {len(records)} batch records.\n\n{table}")
         print(f"updated {args.write_docs}")
     return 0

@@ -12,7 +12,7 @@ from typing import NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import analyze, bench, bench_sd, demo, evaluate, model_card, sample, train
+from constrained_diffusion.cli import adaptive, analyze, bench, bench_sd, demo, evaluate, model_card, sample, train
 from constrained_diffusion.training.checkpoint import RunInUseError
 
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     analyze.add_parser(sub)
+    adaptive.add_parser(sub)
     model_card.add_parser(sub)
     return parser
 
