@@ -82,12 +82,17 @@ class DecodedConstraint(NonlinearConstraint):
             return 0.5 * self.pixel.measurement_residual(x).flatten(1).pow(2).sum(dim=1)
         return self.pixel.loss(x)  # type: ignore[union-attr]
 
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents to pixels, in float32 (or float64 when the latents are)."""
+        x = self.codec.decode(z)
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
     def loss(self, z: Tensor) -> Tensor:
-        return self.pixel_loss(self.codec.decode(z).float())
+        return self.pixel_loss(self.decode(z))
 
     def residual(self, z: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.pixel.residual(self.codec.decode(z).float())
+            return self.pixel.residual(self.decode(z))
 
     def error_and_residual(self, z: Tensor) -> tuple[Tensor, Tensor]:
         e, _ = super().error_and_residual(z)

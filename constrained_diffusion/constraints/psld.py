@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from constrained_diffusion.constraints.base import LinearConstraint, NonlinearConstraint
+from constrained_diffusion.constraints.base import LinearConstraint
+from constrained_diffusion.constraints.latent import DecodedConstraint
 from constrained_diffusion.denoisers.base import Codec
 
 
@@ -30,7 +31,7 @@ def _norm(v: Tensor) -> Tensor:
     return v.flatten(1).pow(2).sum(dim=1).clamp_min(1e-24).sqrt()
 
 
-class PSLDConstraint(NonlinearConstraint):
+class PSLDConstraint(DecodedConstraint):
     """PSLD's loss on latents; ``residual`` is the pixel residual ``||y - A D(z)||``.
 
     Args:
@@ -50,16 +51,16 @@ class PSLDConstraint(NonlinearConstraint):
             raise TypeError(f"pixel must be a LinearConstraint (PSLD needs A and A^T), got {type(pixel).__name__}")
         if not omega >= 0 or not gamma >= 0:
             raise ValueError(f"omega and gamma must be >= 0, got omega={omega}, gamma={gamma}")
-        self.pixel, self.codec, self.omega, self.gamma = pixel, codec, float(omega), float(gamma)
+        self.pixel, self.codec, self.omega, self.gamma = pixel, codec, float(omega), float(gamma)  # type: ignore[assignment]
 
-    def _decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor) -> Tensor:
         return _at_least_float32(z if self.codec is None else self.codec.decode(z))
 
     def _encode(self, x: Tensor) -> Tensor:
         return _at_least_float32(x if self.codec is None else self.codec.encode(x))
 
     def loss(self, z: Tensor) -> Tensor:
-        x = self._decode(z)
+        x = self.decode(z)
         r = self.pixel.measurement_residual(x)
         loss = self.omega * _norm(r)
         if self.gamma > 0:
@@ -67,15 +68,3 @@ class PSLDConstraint(NonlinearConstraint):
             glued = self.pixel.adjoint(y.expand(x.shape[0], *y.shape[1:])) + x - self.pixel.adjoint(self.pixel.forward(x))
             loss = loss + self.gamma * _norm(self._encode(glued.to(z.dtype)) - z)
         return loss.to(z.dtype)
-
-    def residual(self, z: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.pixel.residual(self._decode(z))
-
-    def error_and_residual(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        e, _ = super().error_and_residual(z)
-        return e, self.residual(z)
-
-    @property
-    def batch_size(self) -> int | None:
-        return self.pixel.batch_size
