@@ -57,3 +57,21 @@ def test_adaptive_options_are_validated():
     with pytest.raises(ValidationError, match="min_decrease"):
         cd.SamplerConfig(min_decrease=1.5)
     assert not cd.SamplerConfig().adaptive and cd.SamplerConfig(min_decrease=0.1).adaptive
+
+
+def test_recorded_residual_is_that_of_the_kept_iterate(gaussian):
+    pixel = _problem(gaussian, batch=3)
+    seen = []
+
+    def check(info: cd.StepInfo) -> None:
+        seen.append(torch.allclose(pixel.residual(info.x0).float(), info.residual, rtol=1e-5, atol=1e-6))
+
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+    # lr=2 overshoots, so the last iterate is often not the best; residual_tol alone never stops early
+    cd.ConstrainedSampler(gaussian, steps=10, inner_steps=5, lr=2.0, residual_tol=1e-12).sample(pixel, generator=gens, progress=False, callback=check)
+    assert len(seen) == 10 and all(seen)
+
+
+def test_adaptive_needs_the_inner_loop_of_target_x_t():
+    with pytest.raises(ValidationError, match="target='x_t'"):
+        cd.SamplerConfig(target="x0", min_decrease=0.1)

@@ -77,6 +77,8 @@ def test_arnoldi_rule_estimates_the_analytic_spectrum_and_converges(skewed):
     assert fit.nfe == 10 * (1 + 8 + 2 * 5)  # Arnoldi: 8 JVPs per step
 
 
-def test_target_x0_with_arnoldi_is_rejected():
+def test_arnoldi_is_rejected_where_it_does_not_apply():
     with pytest.raises(ValueError, match="arnoldi"):
         cd.SamplerConfig(target="x0", step_size="arnoldi")
+    with pytest.raises(ValueError, match="'gradient-descent' has another direction"):
+        cd.SamplerConfig(step_size="arnoldi", solver="gradient-descent")

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.digits > images.shape[0]:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
     model = MNISTDenoiser.pretrained(args.model)
-    records = run_study(model, images[: args.digits], args.results, task=args.task, progress=not args.quiet)
+    records = run_study(model, images[: args.digits], args.results, task=args.task, model_name=args.model,
+                        progress=not args.quiet)
     rows = summarise_study(records)
     base = next(r for r in rows if r["setting"].startswith("fixed K=5"))
     table = format_table(

@@ -4,7 +4,9 @@ The constraint is a built-in task on a shipped test digit (``--task box|free-for
 any registered constraint — built-ins and installed plugins (``--list`` shows them) — built
 with ``--constraint NAME --arg key=value ...``. Values are JSON where they parse (numbers,
 lists, ``true``) and strings otherwise; ``@digit`` stands for the chosen test digit
-``(1, 1, 32, 32)`` in ``[-1, 1]``. The method is a recipe (``--recipe dps``) or a solver with
+``(1, 1, 32, 32)`` in ``[-1, 1]`` (with ``--model gaussian``: an image drawn from the analytic
+prior). The models are 1-channel 32x32: constraints for RGB images (``clip-style``) are
+listed but need a model of your own in Python. The method is a recipe (``--recipe dps``) or a solver with
 the paper's loop (``--solver``); ``--steps``, ``--inner-steps`` and ``--lr`` override either.
 Prints residual, NFE, NBE, seconds (and the digit the shipped classifier reads) per sample
 and writes a PNG of the samples.
@@ -22,6 +24,7 @@ import torch
 from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
 from constrained_diffusion.constraints import registry as constraint_registry
 from constrained_diffusion.constraints.base import Constraint
+from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
 from constrained_diffusion.solvers import registry as solver_registry
@@ -80,7 +83,7 @@ def _listing() -> str:
     ])
 
 
-def _model(name: str):  # -> Denoiser
+def _model(name: str) -> Denoiser:
     if name == "gaussian":
         from constrained_diffusion.default_model import default_denoiser
 
@@ -107,9 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--digit must be < {digits.shape[0]}, got {args.digit}")
     digit, label = digits[args.digit:args.digit + 1], int(labels[args.digit])
     model = _model(args.model)
-    if args.model == "gaussian" and args.task is not None:
-        from constrained_diffusion.default_model import default_denoiser  # noqa: F401  (same model)
-
+    if args.model == "gaussian":  # the analytic model's own image stands in for the digit
         digit = model.sample_prior(1, torch.Generator().manual_seed(args.digit))
 
     if args.task is not None:
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         header.append("digit read")
     assert result.final_residual is not None
     for i in range(args.batch):
-        row = [str(i), f"{abs(float(result.final_residual[i])):.4f}", str(result.nfe), str(result.nbe), f"{result.seconds:.2f}"]
+        row = [str(i), f"{max(0.0, float(result.final_residual[i])):.4f}", str(result.nfe), str(result.nbe), f"{result.seconds:.2f}"]
         if read is not None:
             row.append(str(read[i]))
         rows.append(row)

@@ -59,12 +59,27 @@ class PSLDConstraint(DecodedConstraint):
     def _encode(self, x: Tensor) -> Tensor:
         return _at_least_float32(x if self.codec is None else self.codec.encode(x))
 
+    def _adjoint(self, v: Tensor, like: Tensor) -> Tensor:
+        """``A^T v``, differentiable in ``v``: the closed form, or autograd through ``A`` at 0."""
+        if self.pixel._has_closed_form_adjoint():
+            return self.pixel.adjoint(v)
+        with torch.enable_grad():
+            probe = torch.zeros_like(like).requires_grad_(True)
+            (g,) = torch.autograd.grad(self.pixel.forward(probe), probe, v, create_graph=True)
+        return g
+
+    def validate(self, sample_shape: tuple[int, ...]) -> None:
+        """Pixel-space models: the pixel constraint must fit the samples (latent models are
+        checked at the first decode)."""
+        if self.codec is None:
+            self.pixel.validate(sample_shape)
+
     def loss(self, z: Tensor) -> Tensor:
         x = self.decode(z)
         r = self.pixel.measurement_residual(x)
         loss = self.omega * _norm(r)
         if self.gamma > 0:
             y = self.pixel.y.to(x)
-            glued = self.pixel.adjoint(y.expand(x.shape[0], *y.shape[1:])) + x - self.pixel.adjoint(self.pixel.forward(x))
+            glued = self._adjoint(y.expand(x.shape[0], *y.shape[1:]), x) + x - self._adjoint(self.pixel.forward(x), x)
             loss = loss + self.gamma * _norm(self._encode(glued.to(z.dtype)) - z)
         return loss.to(z.dtype)

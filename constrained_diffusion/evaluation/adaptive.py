@@ -50,9 +50,13 @@ def _records(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def _setting_key(s: Setting) -> str:
+    return json.dumps({"inner_steps": s.inner_steps, **s.options}, sort_keys=True)
+
+
 def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settings: tuple[Setting, ...] = DEFAULT_SETTINGS,
               task: Task = "box", steps: int = 20, solver: str = "inexact-newton", seed: int = 0,
-              progress: bool = True) -> list[dict]:
+              model_name: str = "model", progress: bool = True) -> list[dict]:
     """Sample every digit under every setting, appending one JSON record per (setting, digit).
 
     Args:
@@ -65,6 +69,8 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
         steps: denoising steps for every setting.
         solver: the solver for every setting.
         seed: noise seed (digit ``i`` uses ``seed * 1_000_003 + i``).
+        model_name: names the model in the records (part of the resume key, with the task,
+            steps, solver, seed and each setting's label and options).
 
     Returns:
         All records of this configuration, each with ``setting``, ``digit``, ``psnr``, ``ssim``,
@@ -72,9 +78,10 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
     """
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = {"task": task, "steps": steps, "solver": solver, "seed": seed}
-    done = {(r["setting"], r["digit"]) for r in _records(path) if all(r.get(k) == v for k, v in key.items())}
-    todo = [(s, i) for s in settings for i in range(images.shape[0]) if (s.label, i) not in done]
+    key = {"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed}
+    mine = lambda r: all(r.get(k) == v for k, v in key.items())  # noqa: E731
+    done = {(r["setting"], r["options"], r["digit"]) for r in _records(path) if mine(r)}
+    todo = [(s, i) for s in settings for i in range(images.shape[0]) if (s.label, _setting_key(s), i) not in done]
     from tqdm.auto import tqdm
 
     with path.open("a") as f:
@@ -84,14 +91,14 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
             result = sampler.sample(make_constraint(task, truth, first_index=i, seed=seed),
                                     generator=torch.Generator().manual_seed(seed * 1_000_003 + i), progress=False)
             out = result.images.float().clamp(-1, 1)
-            record = {**key, "setting": s.label, "digit": i, "psnr": float(psnr(out, truth)[0]), "ssim": float(ssim(out, truth)[0]),
+            record = {**key, "setting": s.label, "options": _setting_key(s), "digit": i, "psnr": float(psnr(out, truth)[0]), "ssim": float(ssim(out, truth)[0]),
                       "residual": float(result.final_residual[0]) if result.final_residual is not None else float("nan"),
                       "nfe": result.nfe}
             f.write(json.dumps(record) + "\n")
             f.flush()
-    wanted = {s.label for s in settings}
+    wanted = {(s.label, _setting_key(s)) for s in settings}
     n = images.shape[0]
-    return [r for r in _records(path) if all(r.get(k) == v for k, v in key.items()) and r["setting"] in wanted and r["digit"] < n]
+    return [r for r in _records(path) if mine(r) and (r["setting"], r["options"]) in wanted and r["digit"] < n]
 
 
 def summarise_study(records: list[dict], settings: tuple[Setting, ...] = DEFAULT_SETTINGS) -> list[dict]:

@@ -22,15 +22,22 @@ def names() -> list[str]:
     return sorted(_RECIPES)
 
 
-def register(recipe: Recipe) -> None:
-    """Make ``recipe`` available to `get` and to the CLI's ``--recipe``."""
+def register(recipe: Recipe, replace: bool = False) -> None:
+    """Make ``recipe`` available to `get` and to the CLI's ``--recipe``.
+
+    Raises:
+        ValueError: the name is taken and ``replace`` is false.
+    """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+    if recipe.name in _RECIPES and not replace:
+        raise ValueError(f"a recipe named {recipe.name!r} exists; pass replace=True to replace it")
     _RECIPES[recipe.name] = recipe
 
 
 def get(name: str, **overrides: Any) -> Recipe:
-    """The recipe called ``name``, with optional `SamplerConfig` overrides.
+    """The recipe called ``name``, with optional `SamplerConfig` or option overrides
+    (``get("psld", gamma=0.5)``).
 
     Raises:
         ValueError: unknown name (lists the known ones).

@@ -10,7 +10,8 @@ or by the paper's forward-only "VAE Newton").
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint
 from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedConstraint
@@ -34,7 +35,8 @@ class Recipe:
         latent: how a pixel constraint is applied to a latent denoiser: ``"decoded"``
             (backward through the decoder), ``"encoded"`` (the paper's VAE Newton, forward
             only) or ``"psld"`` (`PSLDConstraint`).
-        options: extra parameters of the latent rule (PSLD's ``omega``, ``gamma``).
+        options: parameters of the method's constraint (PSLD's ``omega``, ``gamma``), read-only;
+            `with_config` overrides them by name like the config fields.
     """
 
     name: str
@@ -42,13 +44,20 @@ class Recipe:
     reference: str
     summary: str
     latent: LatentRule = "decoded"
-    options: dict[str, float] = field(default_factory=dict)
+    options: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
     def with_config(self, **overrides: Any) -> "Recipe":
-        """A copy with some `SamplerConfig` fields replaced (validated; errors name the field)."""
+        """A copy with `SamplerConfig` fields or `options` replaced (validated; errors name the field)."""
+        options = {k: overrides.pop(k) for k in list(overrides) if k in self.options}
+        for k, v in options.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"{k} must be a number >= 0, got {v!r}")
         data = self.config.model_dump()
         data.update(overrides)
-        return replace(self, config=SamplerConfig.model_validate(data))
+        return replace(self, config=SamplerConfig.model_validate(data), options={**self.options, **options})
 
     def sampler(self, denoiser: Denoiser, **overrides: Any) -> ConstrainedSampler:
         """The `ConstrainedSampler` for ``denoiser``; ``overrides`` replace config fields."""
@@ -65,7 +74,7 @@ class Recipe:
         if self.latent == "psld":
             if not isinstance(pixel, LinearConstraint):
                 raise TypeError(f"the psld recipe needs a LinearConstraint, got {type(pixel).__name__}")
-            return PSLDConstraint(pixel, codec, **self.options)
+            return PSLDConstraint(pixel, codec, **dict(self.options))
         if codec is None:
             return pixel
         if self.latent == "encoded":

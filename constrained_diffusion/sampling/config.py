@@ -51,11 +51,13 @@ class SamplerConfig(BaseModel):
             guided step ``x_t -> x_prev`` is repeated this many extra times, re-noising
             ``x_prev`` back to ``t`` in between.
         time_travel_window: ``(start, end)`` fractions of the run where time travel happens.
-        residual_tol: adaptive inner loop: stop a step's inner iterations once every
-            sample's residual is ``<= residual_tol`` (``0``: never).
-        min_decrease: adaptive inner loop: a sample stops once an inner step reduced its
-            residual by less than this fraction (``None``: never). With either adaptive
-            option each sample keeps its lowest-residual iterate of the step.
+        residual_tol: adaptive inner loop (``target="x_t"``): a sample's inner iterations
+            stop once its residual is ``<= residual_tol`` (``0``: never); the step's loop ends
+            when every sample has stopped (a stopped sample is frozen).
+        min_decrease: adaptive inner loop (``target="x_t"``): a sample stops once an inner
+            step reduced its residual by less than this fraction (``None``: never). With
+            either adaptive option each sample keeps its lowest-residual iterate of the step,
+            and the recorded residuals are those of the kept iterates.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -90,6 +92,14 @@ class SamplerConfig(BaseModel):
             )
         if self.target == "x0" and self.step_size == "arnoldi":
             raise ValueError("step_size='arnoldi' estimates the denoiser Jacobian's spectrum; target='x0' never uses it")
+        if self.adaptive and self.target != "x_t":
+            raise ValueError(f"residual_tol / min_decrease stop the inner loop of target='x_t'; target={self.target!r} has none")
+        solver = getattr(self.solver, "name", None)
+        if self.step_size == "arnoldi" and solver not in ("inexact-newton", "exact-jvp"):
+            raise ValueError(
+                f"step_size='arnoldi' scales a step along d = J e by 1 / mu_max^2; solver {solver!r} has another direction "
+                "(use 'inexact-newton' or 'exact-jvp', or another step_size)"
+            )
         return self
 
     @property

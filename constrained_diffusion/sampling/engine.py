@@ -15,6 +15,13 @@ Costs are minimal: ``x0`` keeps an autograd graph only when the solver needs one
 solver reuses that evaluation, so a step costs ``1 + 2K`` forwards with
 `InexactNewton` and ``1 + K`` forwards plus ``K`` backwards with
 `GradientDescent`.
+
+The baselines run on the same loop through `SamplerConfig` hooks: the step-size rule
+(``lambda / max|d|`` above is the ``"dynamic"`` one), what the correction edits (``target``:
+``x_t`` as above; ``x0``: move ``x0`` along ``e`` and step with the unedited noise estimate,
+MPGD; ``x_prev``: add the correction computed at ``x_t`` after the DDIM step, DPS/PSLD/FreeDoM),
+a ``window`` of constrained steps, FreeDoM's time travel (re-noise ``x_prev`` to ``t`` and
+repeat the step) and the adaptive inner loop (``residual_tol``, ``min_decrease``).
 """
 
 from __future__ import annotations
@@ -150,7 +157,7 @@ class ConstrainedSampler:
 
     def _spectral_radius(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """``(B,)`` largest ``|eigenvalue|`` of ``J`` at ``x_t`` (finite-difference Arnoldi)."""
-        probe = InexactNewton()
+        probe = InexactNewton(h=getattr(self.solver, "h", InexactNewton().h))
         start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t)
         x_t, x0 = x_t.detach(), x0.detach()
         return largest_eigenvalue(lambda v: probe.direction(self.denoiser, x_t, t, v, x0), start, self.config.arnoldi_iterations)
@@ -221,6 +228,7 @@ class ConstrainedSampler:
                     keep = _per_sample(better.to(x_t.device), x_t.ndim)
                     best = (torch.where(keep, x_t.detach(), best[0]), torch.where(keep, x0.detach(), best[1]),
                             torch.where(better, res_cpu, prev_res))
+                row[k] = best[2]  # the residual of the iterate the step will keep
                 stopped |= best[2] <= cfg.residual_tol
                 if bool(stopped.all()):
                     row[k + 1:] = best[2]

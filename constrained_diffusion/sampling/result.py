@@ -19,7 +19,10 @@ class SampleResult:
         nbe: backward passes through the network.
         residuals: ``(steps, inner_steps + 1, B)``: the constraint residual of ``x0_hat`` before
             each inner update and after the last one, per step. Empty (``steps x 0 x B``)
-            without a constraint.
+            without a constraint. With an adaptive inner loop, the residual of the best
+            iterate so far; with ``target="x_prev"`` (DPS-style) every entry of a step is the
+            residual before its correction, which is added after the DDIM step without
+            re-evaluating ``x0_hat``.
         final_residual: ``(B,)`` residual of ``sample`` itself, or ``None`` without a constraint.
         timesteps: the grid that was walked.
         seconds: wall-clock time of the run.

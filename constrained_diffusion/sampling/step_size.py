@@ -8,17 +8,20 @@ direction ``d`` (shape ``(B, *sample_shape)``) to a per-sample factor ``s`` of s
   "dynamic infinity-norm scaling"); no pixel moves by more than ``lambda``.
 * ``"constant"`` — ``s = lambda``: the raw direction, e.g. a plain gradient step.
 * ``"residual"`` — ``s = lambda / r`` with ``r`` the constraint's residual. For a linear
-  constraint ``e = A^T (y - A x0)`` is the negative gradient of ``0.5 r^2``, so this step
-  follows the gradient of the norm ``r`` itself: DPS's ``zeta / ||y - A(x0)||`` (Chung et al.,
-  ICLR 2023).
+  constraint (also through a decoder, `DecodedConstraint`) ``e = A^T (y - A x0)`` is the
+  negative gradient of ``0.5 r^2``, so this step follows the gradient of the norm ``r``
+  itself: DPS's ``zeta / ||y - A(x0)||`` (Chung et al., ICLR 2023). For a nonlinear
+  constraint, whose residual is its loss ``L``, it is a step along ``-grad log L``.
 * ``"norm-ratio"`` — ``s = lambda ||Delta||_2 / ||d||_2`` with ``Delta`` the unguided
   sampler update of this step (``x_prev - x_t``): the guidance moves ``lambda`` times as far as
   the sampler itself, FreeDoM's rescaling (Yu et al., ICCV 2023).
 * ``"arnoldi"`` — ``s = lambda / mu^2`` with ``mu`` the largest ``|eigenvalue|`` of ``J``
   estimated by ``n`` Arnoldi steps on finite-difference JVPs at the step's ``x_t``. For
   ``d = J e`` the error contracts as ``e <- (I - s J^2) e`` along an eigenvector, so
-  ``lambda < 2`` is the stability bound and ``lambda = 1`` removes the dominant component
-  (the paper's convergence analysis, its reference code's ``0.5 / mu^2`` .. ``3 / mu^2``).
+  ``lambda < 2`` is the stability bound and ``lambda = 1`` removes the dominant component.
+  The paper's reference code (its Jacobian-analysis notebook) compares this rule, with
+  ``lambda = 0.5, 1.5, 3``, against the dynamic rule on Stable Diffusion; meant for
+  ``d = J e`` (`InexactNewton`, `ExactJVP`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("cd_clip_style", reason="plugin not installed: pip install -e plugins/...")
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 

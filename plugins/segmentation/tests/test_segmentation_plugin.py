@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("cd_segmentation", reason="plugin not installed: pip install -e plugins/...")
 import torch
 import torch.nn.functional as F
 from torch import nn
