@@ -260,3 +260,26 @@ def test_renoise_samples_the_forward_process(kind):
     x_t = renoise(x_prev, a, s, ap, sp, torch.randn(x0.shape, generator=g, dtype=torch.float64))
     assert float(x_t.mean()) == pytest.approx(a * 0.7, abs=0.01)
     assert float(x_t.std()) == pytest.approx(s, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_denoiser(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipes-sd")
+    tiny_sd(tmp).save_pretrained(tmp / "sd")
+    return cd.StableDiffusionDenoiser.from_pretrained(tmp / "sd").condition(prompt="")
+
+
+def test_every_recipe_runs_on_a_latent_model_through_its_vae(tiny_sd_denoiser):
+    """The latent paths (decoder backward, PSLD's encoder-decoder gluing, VAE Newton) on a real
+    diffusers VAE; a random tiny model, so only that they run and stay finite is checked."""
+    den = tiny_sd_denoiser
+    H, W = den.height, den.width
+    image = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = torch.ones(1, 1, H, W)
+    mask[..., : W // 2] = 0
+    pixel = cd.Inpainting(image, mask)
+    for name in cd.recipes.names():
+        recipe = cd.recipes.get(name, steps=3, **({"inner_steps": 2} if name == "inexact-newton" else {}))
+        res = recipe.sampler(den).sample(recipe.constraint(pixel, den), generator=torch.Generator().manual_seed(0), progress=False)
+        assert res.images.shape == (1, 3, H, W) and bool(res.images.isfinite().all()), name
+        assert res.final_residual is not None and bool(res.final_residual.isfinite().all()), name
