@@ -7,6 +7,9 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import constrained_diffusion as cd
+
+# every registered solver runs; exact Newton with a 3-dimensional Krylov space keeps it cheap
+CHEAP = {"exact-newton": {"name": "exact-newton", "iterations": 3}}
 from constrained_diffusion.models import UNet
 
 diffusers = pytest.importorskip("diffusers")
@@ -92,6 +95,6 @@ def test_sampling_with_each_solver_on_a_network(net_denoiser):
     constraint = cd.Inpainting(y, mask)
     base = cd.ConstrainedSampler(net_denoiser, "inexact-newton", steps=3, inner_steps=0).sample(constraint, x_T=x_t, progress=False)
     for solver in cd.solvers.names():
-        r = cd.ConstrainedSampler(net_denoiser, solver, steps=3, inner_steps=3).sample(constraint, x_T=x_t, progress=False)
+        r = cd.ConstrainedSampler(net_denoiser, CHEAP.get(solver, solver), steps=3, inner_steps=3).sample(constraint, x_T=x_t, progress=False)
         assert torch.isfinite(r.sample).all()
         assert bool((r.final_residual < base.final_residual).all()), solver

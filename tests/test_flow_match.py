@@ -7,6 +7,9 @@ import torch
 
 import constrained_diffusion as cd
 
+# every registered solver runs; exact Newton with a 3-dimensional Krylov space keeps it cheap
+CHEAP = {"exact-newton": {"name": "exact-newton", "iterations": 3}}
+
 pytest.importorskip("diffusers")
 from constrained_diffusion.denoisers.flow_match import FlowMatchDenoiser  # noqa: E402
 from tiny_pipelines import tiny_sd3  # noqa: E402
@@ -57,7 +60,7 @@ def test_latent_inpainting_with_a_batch_of_different_masks(saved):
     x_T = torch.randn(2, *den.sample_shape, generator=torch.Generator().manual_seed(3))
     free = cd.ConstrainedSampler(den, steps=5, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
     for solver in cd.solvers.names():
-        fit = cd.ConstrainedSampler(den, solver, steps=5, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
+        fit = cd.ConstrainedSampler(den, CHEAP.get(solver, solver), steps=5, inner_steps=5).sample(constraint, x_T=x_T, progress=False)
         assert bool((fit.final_residual * 10 <= free.final_residual).all()), (solver, fit.final_residual, free.final_residual)
 
 
