@@ -32,13 +32,14 @@ def test_every_shipped_file_is_safetensors_with_an_architecture():
         assert cd.models.weights.read_metadata(path)["architecture"] in {"UNet", "MNISTClassifier"}
 
 
-@pytest.fixture(scope="module")
-def ddpm() -> cd.MNISTDenoiser:
-    return cd.MNISTDenoiser.pretrained("ddpm")
+@pytest.fixture(scope="module", params=["ddpm", "flow"])
+def ddpm(request) -> cd.MNISTDenoiser:
+    """Each shipped diffusion model in turn (the DDPM and the rectified flow)."""
+    return cd.MNISTDenoiser.pretrained(request.param)
 
 
 def test_shipped_ddpm_loads_with_its_training_facts(ddpm):
-    assert ddpm.kind == "ddpm" and ddpm.sample_shape == (1, 32, 32)
+    assert ddpm.kind in ("ddpm", "flow") and ddpm.sample_shape == (1, 32, 32)
     assert int(ddpm.metadata["train_steps"]) > 0 and float(ddpm.metadata["final_loss"]) > 0
 
 
