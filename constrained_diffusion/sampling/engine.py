@@ -39,7 +39,7 @@ from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.sampling.config import SamplerConfig
 from constrained_diffusion.sampling.result import SampleResult, StepInfo
-from constrained_diffusion.sampling.step_size import largest_eigenvalue, step_factor
+from constrained_diffusion.sampling.step_size import largest_eigenvalue, per_sample, step_factor
 from constrained_diffusion.sampling.update import ddim_update, renoise
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.base import Solver
@@ -61,10 +61,6 @@ def randn(batch: int, shape: tuple[int, ...], generator: Generator, device: torc
         return torch.cat([randn(1, shape, g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
     return torch.randn((batch, *shape), generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-def _per_sample(v: Tensor, ndim: int) -> Tensor:
-    return v.reshape(-1, *([1] * (ndim - 1)))
 
 
 class ConstrainedSampler:
@@ -225,7 +221,7 @@ class ConstrainedSampler:
                     better = res_cpu < prev_res
                     if cfg.min_decrease is not None:  # not enough progress in this inner step
                         stopped |= ~(res_cpu < prev_res * (1.0 - cfg.min_decrease))
-                    keep = _per_sample(better.to(x_t.device), x_t.ndim)
+                    keep = per_sample(better.to(x_t.device), x_t.ndim)
                     best = (torch.where(keep, x_t.detach(), best[0]), torch.where(keep, x0.detach(), best[1]),
                             torch.where(better, res_cpu, prev_res))
                 row[k] = best[2]  # the residual of the iterate the step will keep
@@ -241,7 +237,7 @@ class ConstrainedSampler:
             d = solver.direction(den, x_t, t, e, x0)
             s = factor(k, d, residual, x_t, x0)
             if adaptive:
-                s = torch.where(_per_sample(stopped.to(s.device), s.ndim), torch.zeros_like(s), s)
+                s = torch.where(per_sample(stopped.to(s.device), s.ndim), torch.zeros_like(s), s)
             if not bool((s != 0).any()):
                 row[k + 1:] = row[k]
                 break

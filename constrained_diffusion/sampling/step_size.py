@@ -35,7 +35,8 @@ StepSizeRule = Literal["dynamic", "constant", "residual", "norm-ratio", "arnoldi
 STEP_SIZE_RULES: tuple[StepSizeRule, ...] = ("dynamic", "constant", "residual", "norm-ratio", "arnoldi")
 
 
-def _per_sample(v: Tensor, ndim: int) -> Tensor:
+def per_sample(v: Tensor, ndim: int) -> Tensor:
+    """A ``(B,)`` tensor reshaped to ``(B, 1, ..., 1)`` (``ndim`` dimensions), to broadcast per sample."""
     return v.reshape(-1, *([1] * (ndim - 1)))
 
 
@@ -77,7 +78,7 @@ def step_factor(rule: StepSizeRule, lam: float, d: Tensor, residual: Tensor | No
         s = _safe_ratio(torch.full_like(flat[:, 0], lam), mu.to(d) ** 2)
     else:
         raise ValueError(f"step_size must be one of {STEP_SIZE_RULES}, got {rule!r}")
-    return _per_sample(s, d.ndim)
+    return per_sample(s, d.ndim)
 
 
 def largest_eigenvalue(matvec: Callable[[Tensor], Tensor], start: Tensor, n: int) -> Tensor:
