@@ -193,17 +193,22 @@ def _ddim(model, x_t, x0, eps=None):
 
     t = model.timesteps(1)[0]
     (a, s), (ap, sp) = model.alpha_sigma(t), model.final_alpha_sigma()
-    return ddim_update(x_t, x0, float(a), float(s), float(ap), float(sp), eps=eps), t
+    return ddim_update(x_t, x0, float(a), float(s), float(ap), float(sp), eps=eps)
+
+
+def _grad_through_denoiser(model, x_T, loss):
+    """``(x0, grad_{x_T} loss(D(x_T)))`` at the one-step grid's time, by autograd."""
+    x = x_T.clone().requires_grad_(True)
+    x0 = model(x, model.timesteps(1)[0])
+    (grad,) = torch.autograd.grad(loss(x0).sum(), x)
+    return x0.detach(), grad
 
 
 def test_dps_update_is_ddim_minus_zeta_times_the_gradient_of_the_norm(gaussian):
     pixel = _problem(gaussian)
     x_T, res = _one_step(gaussian, "dps", pixel, lr=0.7)
-    x = x_T.clone().requires_grad_(True)
-    t = gaussian.timesteps(1)[0]
-    x0 = gaussian(x, t)
-    (grad,) = torch.autograd.grad(pixel.residual(x0).sum(), x)
-    expected = _ddim(gaussian, x_T, x0.detach())[0] - 0.7 * grad
+    x0, grad = _grad_through_denoiser(gaussian, x_T, pixel.residual)
+    expected = _ddim(gaussian, x_T, x0) - 0.7 * grad
     assert torch.allclose(res.sample, expected, atol=1e-10)
 
 
@@ -216,7 +221,7 @@ def test_mpgd_update_edits_x0_and_keeps_the_noise_estimate(gaussian):
     eps = (x_T - a * x0) / s
     x = x0.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(0.5 * pixel.residual(x).pow(2).sum(), x)
-    expected = _ddim(gaussian, x_T, x0 - 0.3 * grad, eps=eps)[0]
+    expected = _ddim(gaussian, x_T, x0 - 0.3 * grad, eps=eps)
     assert torch.allclose(res.sample, expected, atol=1e-10)
     assert res.nbe == 0 and res.nfe == 1
 
@@ -224,11 +229,8 @@ def test_mpgd_update_edits_x0_and_keeps_the_noise_estimate(gaussian):
 def test_freedom_step_is_rescaled_to_the_sampler_update(gaussian):
     pixel = _problem(gaussian)
     x_T, res = _one_step(gaussian, "freedom", pixel, lr=0.2)
-    x = x_T.clone().requires_grad_(True)
-    t = gaussian.timesteps(1)[0]
-    x0 = gaussian(x, t)
-    (grad,) = torch.autograd.grad(0.5 * pixel.residual(x0).pow(2).sum(), x)
-    unguided = _ddim(gaussian, x_T, x0.detach())[0]
+    x0, grad = _grad_through_denoiser(gaussian, x_T, lambda v: 0.5 * pixel.residual(v).pow(2))
+    unguided = _ddim(gaussian, x_T, x0)
     rho = 0.2 * (unguided - x_T).norm() / grad.norm()
     assert torch.allclose(res.sample, unguided - rho * grad, atol=1e-10)
 
