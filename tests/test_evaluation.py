@@ -73,3 +73,18 @@ def test_eigvec_rows_on_a_tiny_model():
         assert -1 <= r["inpainting_cos_Je"] <= 1 and r["sr4_reduction_newton"] <= 1 + 1e-9
     with pytest.raises(ValueError, match="need at least"):
         eigvec_rows(model, images[:2], [500], samples=2)
+
+
+def test_eigvec_rows_resume_from_their_results_file(tmp_path):
+    torch.manual_seed(0)
+    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    results = tmp_path / "eigvec.jsonl"
+    first = eigvec_rows(model, images, [900], samples=2, k=4, log=lambda _: None, results=results, model_name="tiny")
+    logged: list[str] = []
+    both = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=logged.append, results=results, model_name="tiny")
+    assert both[0] == first[0] and "reused" in logged[0] and "reused" not in logged[1]
+    assert len(results.read_text().splitlines()) == 2  # t=900 was not appended twice
+    other = eigvec_rows(model, images, [900], samples=2, k=3, log=logged.append, results=results, model_name="tiny")
+    assert "reused" not in logged[-1] and other[0]["t"] == 900.0  # another k is another row

@@ -7,10 +7,15 @@ At each time ``t`` and for each of ``samples`` test digits ``x0``: ``x_t = alpha
 ``J^T e`` and ``e`` align with the regularised Newton direction ``J^+ e`` for real errors ``e``:
 the box-inpainting error (top half known) and the x4 super-resolution error, each computed
 from ``x0_hat(x_t)`` and the digit itself.
+
+With ``results``, each finished row is appended to a JSONL file, keyed by the model and every
+setting; a rerun reuses the rows already there, so an interrupted run resumes at the next ``t``.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from statistics import mean
 
 import torch
@@ -41,12 +46,46 @@ def real_errors(x0_hat: Tensor, x0: Tensor) -> dict[str, Tensor]:
 
 
 def eigvec_rows(model: Denoiser, images: Tensor, timesteps: list[int], samples: int, k: int = 20,
-                rcond: float = 1e-3, seed: int = 0, log=print) -> list[dict[str, float]]:
-    """One row per ``t``: means over ``samples`` digits of every quantity in the module docstring."""
+                rcond: float = 1e-3, seed: int = 0, log=print, results: str | Path | None = None,
+                model_name: str = "model") -> list[dict[str, float]]:
+    """One row per ``t``: means over ``samples`` digits of every quantity in the module docstring.
+
+    Args:
+        model: the denoiser (its ``x0`` prediction is differentiated).
+        images: clean test digits ``(N, C, H, W)``, ``N >= samples + 1``.
+        timesteps: the times, one row each.
+        samples: digits per time; each needs one dense ``(D, D)`` Jacobian, plus one for the
+            "random" partner of the last digit.
+        k: leading eigenvectors compared.
+        rcond: relative cut-off of the pseudo-inverse ``J^+``.
+        seed: the noise of time ``t`` comes from ``seed + t``.
+        log: called with one line per finished time.
+        results: optional JSONL file; rows already there with the same ``model_name``, ``t``,
+            ``samples``, ``k``, ``rcond`` and ``seed`` are returned without recomputation, new
+            rows are appended as they finish.
+        model_name: identifies the model in ``results`` (for example a hash of its weights).
+
+    Returns:
+        One dict per time in ``timesteps`` order, with ``t``, ``same_top-k``, ``random_top-k``,
+        ``same_all``, ``random_all``, ``asymmetry`` and ``{task}_{quantity}`` for
+        ``task`` in ``inpainting``, ``sr4`` and the keys of `direction_alignment`.
+    """
     if images.shape[0] < samples + 1:
         raise ValueError(f"need at least samples + 1 = {samples + 1} images, got {images.shape[0]}")
+    resume_key = {"model": model_name, "samples": samples, "k": k, "rcond": rcond, "seed": seed}
+    done: dict[float, dict] = {}
+    path = Path(results) if results is not None else None
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record and all(record.get(name) == value for name, value in resume_key.items()):
+                done[record["t"]] = {name: v for name, v in record.items() if name not in resume_key}
     rows = []
     for t in timesteps:
+        if float(t) in done:
+            rows.append(done[float(t)])
+            log(f"t={t}: reused from {path}")
+            continue
         tt = torch.tensor(t)
         alpha, sigma = (float(v) for v in model.alpha_sigma(tt))
         g = torch.Generator().manual_seed(seed + t)
@@ -67,6 +106,10 @@ def eigvec_rows(model: Denoiser, images: Tensor, timesteps: list[int], samples: 
             for key in aligned[0]:
                 row[f"{task}_{key}"] = mean(a[key] for a in aligned)
         rows.append(row)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(json.dumps({**resume_key, **row}) + "\n")
         log(f"t={t}: same(top-k) {row['same_top-k']:.3f}, random(top-k) {row['random_top-k']:.3f}, "
             f"same(all) {row['same_all']:.3f}, random(all) {row['random_all']:.3f}, asymmetry {row['asymmetry']:.3f}")
     return rows

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rcond", type=float, default=1e-3, help="cut-off of the pseudo-inverse J^+ (default 1e-3)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", type=Path, default=None, help="a UNet weight file instead of the shipped DDPM")
+    e.add_argument("--results", type=Path, default=Path("runs/eigvec.jsonl"),
+                   help="JSONL file of finished rows; a rerun resumes from it (default runs/eigvec.jsonl)")
     e.add_argument("--write-docs", type=Path, default=None, help="replace the EIGVEC-TABLE block of this markdown file")
     e.set_defaults(run=run_eigvec)
     d = inner.add_parser("directions", help="the Je / J^+e / J^Te figure for a single-pixel error")
@@ -42,10 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(run=run_directions)
 
 
+def _weights_file(weights: Path | None) -> Path:
+    from constrained_diffusion.models.pretrained import pretrained_path
+
+    return Path(weights) if weights is not None else Path(pretrained_path("mnist_ddpm.safetensors"))
+
+
 def _model(weights: Path | None):
     from constrained_diffusion.denoisers.mnist import MNISTDenoiser
 
-    return MNISTDenoiser.from_file(weights) if weights is not None else MNISTDenoiser.pretrained("ddpm")
+    return MNISTDenoiser.from_file(_weights_file(weights))
 
 
 def run_eigvec(args: argparse.Namespace) -> int:
@@ -56,7 +65,9 @@ def run_eigvec(args: argparse.Namespace) -> int:
         raise ValueError("--timesteps: each must lie in [0, 999]")
     model = _model(args.weights)
     images, _ = mnist("test")
-    rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed)
+    digest = hashlib.sha256(_weights_file(args.weights).read_bytes()).hexdigest()[:16]
+    rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
+                       results=args.results, model_name=f"mnist-ddpm sha256:{digest}")
     paper = lambda table, t: f"{table[t]:.2f}" if t in table else "-"  # noqa: E731
     sim = format_table(
         ["t", "same top-k", "(paper)", "random top-k", "(paper)", "same all", "random all", "asymmetry"],

@@ -3,10 +3,17 @@
 On CUDA the figure is ``torch.cuda.max_memory_allocated`` above the level at entry. On Linux
 CPUs a background thread samples the process's resident set size (``/proc/self/statm``) every
 ``interval`` seconds and reports the peak above the level at entry; elsewhere it is NaN.
+
+glibc keeps freed memory resident and reuses it, so a second block in the same process would
+read close to zero although it needs as much memory as the first. On entry the CPU path calls
+``malloc_trim(0)`` (where glibc provides it), which hands freed pages back to the kernel, so
+every block starts from the same footing and consecutive rows of a table are comparable.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
@@ -15,6 +22,17 @@ from types import TracebackType
 import torch
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _malloc_trim() -> None:
+    """Return freed heap pages to the kernel (glibc only; a no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:  # pragma: no cover - no loadable C library
+        return
+    if trim is not None:
+        trim(0)
 
 
 def _rss_bytes() -> float:
@@ -46,6 +64,7 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _malloc_trim()
             self._base = _rss_bytes()
             self._peak = self._base
             self._thread = threading.Thread(target=self._sample, daemon=True)
