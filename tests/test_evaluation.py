@@ -58,6 +58,10 @@ def test_evaluation_resumes_without_loss_or_duplicates(tmp_path, tiny_model, dig
     for r in rows:
         assert r["n"] == 4 and r["nfe"] > 0 and 0 <= r["label_accuracy"] <= 1 and r["peak_mb"] == r["peak_mb"]
     assert json.loads(lines[0])["model"] == "ddpm"
+    # other weights under the same name: nothing is reused, and the old records are not returned
+    retrained = evaluate({"ddpm": tiny_model}, clf, images, labels, weights={"ddpm": "sha256:other"}, **kwargs)
+    assert len(out.read_text().splitlines()) == 2 * len(lines)
+    assert {r["weights"] for r in retrained} == {"sha256:other"} and len(retrained) == len(keys)
 
 
 def test_eigvec_rows_on_a_tiny_model():

@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.digits > images.shape[0]:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
     model = MNISTDenoiser.pretrained(args.model)
-    records = run_study(model, images[: args.digits], args.results, task=args.task, model_name=args.model,
+    from constrained_diffusion.models.pretrained import pretrained_path, weights_digest
+
+    digest = weights_digest(pretrained_path(f"mnist_{args.model}.safetensors"))
+    records = run_study(model, images[: args.digits], args.results, task=args.task, model_name=f"{args.model} {digest}",
                         progress=not args.quiet)
     rows = summarise_study(records)
     base = next(r for r in rows if r["setting"].startswith("fixed K=5"))

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import torch
@@ -65,9 +64,10 @@ def run_eigvec(args: argparse.Namespace) -> int:
         raise ValueError("--timesteps: each must lie in [0, 999]")
     model = _model(args.weights)
     images, _ = mnist("test")
-    digest = hashlib.sha256(_weights_file(args.weights).read_bytes()).hexdigest()[:16]
+    from constrained_diffusion.models.pretrained import weights_digest
+
     rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
-                       results=args.results, model_name=f"mnist-ddpm sha256:{digest}")
+                       results=args.results, model_name=f"mnist-ddpm {weights_digest(_weights_file(args.weights))}")
     paper = lambda table, t: f"{table[t]:.2f}" if t in table else "-"  # noqa: E731
     sim = format_table(
         ["t", "same top-k", "(paper)", "random top-k", "(paper)", "same all", "random all", "asymmetry"],

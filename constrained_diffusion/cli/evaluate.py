@@ -43,14 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.data import mnist
     from constrained_diffusion.denoisers.mnist import MNISTDenoiser
     from constrained_diffusion.evaluation import Settings, evaluate, summarise
-    from constrained_diffusion.models.pretrained import mnist_classifier
+    from constrained_diffusion.models.pretrained import mnist_classifier, pretrained_path, weights_digest
 
     models = {name: MNISTDenoiser.pretrained(name) for name in args.variants}
     images, labels = mnist("test")
     settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
                         limit=args.limit, seed=args.seed)
+    digests = {name: weights_digest(pretrained_path(f"mnist_{name}.safetensors")) for name in args.variants}
     records = evaluate(models, mnist_classifier(), images, labels, args.tasks, args.solvers, args.out, settings,
-                       equal_time=not args.no_equal_time)
+                       equal_time=not args.no_equal_time, weights=digests)
     rows = summarise(records)
     table = format_table(
         ["model", "task", "solver", "budget", "steps x inner", "PSNR", "SSIM", "label acc.", "residual", "NFE", "NBE",
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
                    f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed}"
                    + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
         machine = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {models[args.variants[0]].device}"
-        replace_block(args.write_docs, args.block, f"```\n{command}\n```\n\n{machine}; {len(records)} batch records.\n\n{table}")
+        weights = ", ".join(f"{name} {digest}" for name, digest in digests.items())
+        replace_block(args.write_docs, args.block,
+                      f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")
         print(f"updated {args.write_docs}")
     return 0

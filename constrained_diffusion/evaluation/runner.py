@@ -26,7 +26,8 @@ from constrained_diffusion.metrics.memory import PeakMemory
 from constrained_diffusion.models.classifier import MNISTClassifier
 from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
 
-KEY_FIELDS = ("setting", "model", "task", "solver", "budget", "start")
+KEY_FIELDS = ("setting", "model", "weights", "task", "solver", "budget", "start")
+"""What identifies a record; ``weights`` is a digest of the model's weight file (empty if unknown)."""
 
 
 @dataclass
@@ -73,19 +74,26 @@ def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: 
 
 def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
              tasks: Iterable[Task], solvers: Iterable[str], out: str | Path, settings: Settings,
-             equal_time: bool = True, log=print) -> list[dict]:
-    """Fill ``out`` (JSON lines) with every missing record; returns the records of these settings."""
+             equal_time: bool = True, log=print, weights: dict[str, str] | None = None) -> list[dict]:
+    """Fill ``out`` (JSON lines) with every missing record; returns the records of these settings and models.
+
+    ``weights`` maps a model name to a digest of its weights (see
+    `constrained_diffusion.models.pretrained.weights_digest`); it is part of each record's key,
+    so records of retrained weights are computed afresh rather than reused.
+    """
+    weights = {name: (weights or {}).get(name, "") for name in models}
+    key_of = lambda r: tuple(r.get(k, "") for k in KEY_FIELDS)  # noqa: E731
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     s = settings
     records = [r for r in _load(out) if r.get("setting") == s.tag()]
-    done = {tuple(r[k] for k in KEY_FIELDS) for r in records}
+    done = {key_of(r) for r in records}
     images, labels = images[: s.limit], labels[: s.limit]
 
     def ensure(model_name: str, task: Task, solver: str, budget: str, steps: int) -> list[dict]:
         rows = []
         for start in range(0, images.shape[0], s.batch_size):
-            key = (s.tag(), model_name, task, solver, budget, start)
+            key = (s.tag(), model_name, weights[model_name], task, solver, budget, start)
             if key not in done:
                 rec = run_batch(models[model_name], classifier, task, solver, images[start:start + s.batch_size],
                                 labels[start:start + s.batch_size], start, steps, s.inner_steps, s.seed)
@@ -96,7 +104,7 @@ def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: t
                 done.add(key)
                 log(f"{model_name} {task} {solver} {budget} digits {start}..{start + rec['n'] - 1}: "
                     f"psnr {rec['psnr']:.2f} residual {rec['residual']:.4f} {rec['seconds_per_sample']:.3f} s/sample")
-            rows += [r for r in records if tuple(r[k] for k in KEY_FIELDS) == key]
+            rows += [r for r in records if key_of(r) == key]
         return rows
 
     solvers = list(solvers)
@@ -111,14 +119,14 @@ def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: t
                 for solver in solvers:
                     if solver != "inexact-newton":
                         ensure(model_name, task, solver, "equal-time", max(1, round(target / per_step[solver])))
-    return records
+    return [r for r in records if r["model"] in models and r.get("weights", "") == weights[r["model"]]]
 
 
 def summarise(records: list[dict]) -> list[dict]:
     """One row per (setting, model, task, solver, budget): batch-size-weighted means of the metrics."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault(tuple(r[k] for k in KEY_FIELDS[:-1]), []).append(r)
+        groups.setdefault(tuple(r.get(k, "") for k in KEY_FIELDS[:-1]), []).append(r)
     rows = []
     for key, recs in groups.items():
         n = sum(r["n"] for r in recs)

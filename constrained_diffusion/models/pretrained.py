@@ -9,6 +9,7 @@ See the model cards in the documentation for how each was trained and how good i
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -30,6 +31,15 @@ def pretrained_path(filename: str) -> Path:
         available = sorted(p.name for p in PRETRAINED_DIR.glob("*.safetensors"))
         raise FileNotFoundError(f"no shipped weights {filename!r} in {PRETRAINED_DIR}; available: {available}")
     return path
+
+
+def weights_digest(path: str | Path) -> str:
+    """``"sha256:"`` and the first 16 hex digits of the file's SHA-256.
+
+    The long-running commands (``evaluate``, ``adaptive``, ``analyze eigvec``) put it in the
+    resume key of their records, so records made with other weights are never reused.
+    """
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def mnist_classifier(device: torch.device | str | None = None) -> MNISTClassifier:
