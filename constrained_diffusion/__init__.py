@@ -29,13 +29,13 @@ from constrained_diffusion.denoisers import (
 )
 from constrained_diffusion.sampling import ConstrainedSampler, SampleResult, SamplerConfig, StepInfo
 from constrained_diffusion import recipes  # noqa: E402  (needs the sampler)
-from constrained_diffusion.solvers import ExactJVP, ExactNewton, GradientDescent, InexactNewton, Solver
+from constrained_diffusion.solvers import ExactJVP, ExactNewton, GradientDescent, IdentityDirection, InexactNewton, Solver
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClassGuidance", "ConstrainedSampler", "Constraint", "PSLDConstraint", "constraints", "recipes", "Denoiser", "ExactJVP", "ExactNewton", "FlowMatchDenoiser", "FlowSchedule", "GaussianDenoiser",
-    "GradientDescent", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
+    "GradientDescent", "IdentityDirection", "InexactNewton", "Inpainting", "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser",
     "NoiseSchedule", "NonlinearConstraint", "SampleResult", "SamplerConfig", "Solver", "StepInfo",
     "StableDiffusionDenoiser", "SuperResolution", "VPSchedule", "__version__", "analysis", "data", "evaluation", "metrics", "models",
 ]

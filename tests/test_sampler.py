@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import constrained_diffusion as cd
 
-SOLVERS = ["inexact-newton", "gradient-descent", "exact-jvp"]
+SOLVERS = ["inexact-newton", "gradient-descent", "exact-jvp", "identity"]
 
 
 def _inpainting(model: cd.GaussianDenoiser, batch: int = 1, seed: int = 0) -> cd.Inpainting:
@@ -65,6 +65,7 @@ def test_small_step_never_increases_linear_residual(solver, seed, steps):
     ("gradient-descent", lambda s, k: s * (1 + k), lambda s, k: s * k),
     ({"name": "exact-jvp", "method": "forward"}, lambda s, k: s * (1 + 2 * k), lambda s, k: 0),
     ({"name": "exact-jvp", "method": "double-backward"}, lambda s, k: s * (1 + k), lambda s, k: 2 * s * k),
+    ("identity", lambda s, k: s * (1 + k), lambda s, k: 0),
 ])
 def test_costs_are_exact(gaussian, recorder_factory, solver, forwards, backwards):
     steps, K = 5, 3

@@ -54,6 +54,28 @@ def test_exact_jvp_is_Je(skewed, method, t, seed):
     assert _rel(d, Je) < 1e-5
 
 
+@given(t=TIMES, seed=SEEDS)
+def test_identity_direction_is_e_and_calls_no_network(skewed, t, seed):
+    x_t, tt, e, x0, _, _ = _setup(skewed, t, seed, graph=False)
+    skewed.reset_counters()
+    d = cd.IdentityDirection().direction(skewed, x_t, tt, e, x0)
+    assert torch.equal(d, e) and d is not e and (skewed.nfe, skewed.nbe) == (0, 0)
+
+
+def test_one_linearised_step_along_e_beats_Je_for_a_symmetric_jacobian(gaussian):
+    """The law behind the identity baseline: min_g ||e - g J e|| <= min_g ||e - g J^2 e|| for J = J^T >= 0."""
+    for t, seed in [(900, 0), (500, 1), (100, 2)]:
+        _, tt, e, _, Je, _ = _setup(gaussian, t, seed, graph=False)
+        J = gaussian.jacobian(tt)
+        JJe = (Je.flatten(1) @ J.T)
+
+        def left(v: torch.Tensor) -> torch.Tensor:
+            g = (v * e.flatten(1)).sum(1, keepdim=True) / (v * v).sum(1, keepdim=True)
+            return (e.flatten(1) - g * v).norm(dim=1)
+
+        assert bool((left(Je.flatten(1)) <= left(JJe) + 1e-12).all())
+
+
 def test_nonsymmetric_jacobian_separates_Je_from_JTe(skewed, gaussian):
     for model, expect_differ in [(skewed, True), (gaussian, False)]:
         x_t, tt, e, x0, _, _ = _setup(model, 500, 0, graph=True)
@@ -90,7 +112,8 @@ def test_solver_counts(gaussian):
 
 
 def test_solver_registry_round_trip():
-    assert set(cd.solvers.names()) >= {"inexact-newton", "gradient-descent", "exact-jvp"}
+    assert set(cd.solvers.names()) >= {"inexact-newton", "gradient-descent", "exact-jvp", "identity"}
+    assert isinstance(cd.solvers.get("identity"), cd.IdentityDirection)
     s = cd.solvers.get("inexact-newton", h=0.01)
     assert isinstance(s, cd.InexactNewton) and s.h == 0.01
     s = cd.solvers.get({"name": "exact-jvp", "method": "double-backward"})

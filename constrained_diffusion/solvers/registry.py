@@ -15,6 +15,7 @@ from constrained_diffusion.solvers.base import Solver
 from constrained_diffusion.solvers.exact_jvp import ExactJVP, ExactJVPConfig
 from constrained_diffusion.solvers.exact_newton import ExactNewton, ExactNewtonConfig
 from constrained_diffusion.solvers.gradient_descent import GradientDescent, GradientDescentConfig
+from constrained_diffusion.solvers.identity import IdentityDirection, IdentityDirectionConfig
 from constrained_diffusion.solvers.inexact_newton import InexactNewton, InexactNewtonConfig
 
 _REGISTRY: dict[str, tuple[type[Solver], type[BaseModel]]] = {}
@@ -54,5 +55,5 @@ def get(config: BaseModel | dict[str, Any] | str, **kwargs: Any) -> Solver:
 
 
 for _cls, _cfg in ((InexactNewton, InexactNewtonConfig), (GradientDescent, GradientDescentConfig), (ExactJVP, ExactJVPConfig),
-                   (ExactNewton, ExactNewtonConfig)):
+                   (ExactNewton, ExactNewtonConfig), (IdentityDirection, IdentityDirectionConfig)):
     register(_cls, _cfg)
