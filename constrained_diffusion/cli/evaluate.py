@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     digests = {name: weights_digest(pretrained_path(f"mnist_{name}.safetensors")) for name in args.variants}
     records = evaluate(models, mnist_classifier(), images, labels, args.tasks, args.solvers, args.out, settings,
                        equal_time=not args.no_equal_time, weights=digests)
-    rows = summarise(records)
+    order = lambda seq, v: seq.index(v) if v in seq else len(seq)  # noqa: E731
+    rows = sorted(summarise(records), key=lambda r: (order(args.variants, r["model"]), order(args.tasks, r["task"]),
+                                                      order(["equal-steps", "equal-time"], r["budget"]),
+                                                      order(args.solvers, r["solver"])))
     table = format_table(
         ["model", "task", "solver", "budget", "steps x inner", "PSNR", "SSIM", "label acc.", "residual", "NFE", "NBE",
          "s / sample", "peak MB"],
