@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from statistics import mean
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -46,7 +47,8 @@ def real_errors(x0_hat: Tensor, x0: Tensor) -> dict[str, Tensor]:
 
 
 def eigvec_rows(model: Denoiser, images: Tensor, timesteps: list[int], samples: int, k: int = 20,
-                rcond: float = 1e-3, seed: int = 0, log=print, results: str | Path | None = None,
+                rcond: float = 1e-3, seed: int = 0, log: Callable[[str], object] = print,
+                results: str | Path | None = None,
                 model_name: str = "model") -> list[dict[str, float]]:
     """One row per ``t``: means over ``samples`` digits of every quantity in the module docstring.
 
