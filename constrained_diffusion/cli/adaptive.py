@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.data.mnist import mnist
     from constrained_diffusion.denoisers.mnist import MNISTDenoiser
     from constrained_diffusion.evaluation.adaptive import DEFAULT_SETTINGS, run_study, summarise_study
+    from constrained_diffusion.models.pretrained import pretrained_path, weights_digest
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
     if args.digits > images.shape[0]:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
     model = MNISTDenoiser.pretrained(args.model)
-    from constrained_diffusion.models.pretrained import pretrained_path, weights_digest
-
     digest = weights_digest(pretrained_path(f"mnist_{args.model}.safetensors"))
     records = run_study(model, images[: args.digits], args.results, task=args.task, model_name=f"{args.model} {digest}",
                         progress=not args.quiet)

@@ -59,13 +59,12 @@ def _model(weights: Path | None):
 def run_eigvec(args: argparse.Namespace) -> int:
     from constrained_diffusion.analysis.experiment import PAPER_RANDOM, PAPER_SAME, eigvec_rows
     from constrained_diffusion.data import mnist
+    from constrained_diffusion.models.pretrained import weights_digest
 
     if any(t > 999 for t in args.timesteps):
         raise ValueError("--timesteps: each must lie in [0, 999]")
     model = _model(args.weights)
     images, _ = mnist("test")
-    from constrained_diffusion.models.pretrained import weights_digest
-
     rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
                        results=args.results, model_name=f"mnist-ddpm {weights_digest(_weights_file(args.weights))}")
     paper = lambda table, t: f"{table[t]:.2f}" if t in table else "-"  # noqa: E731
