@@ -92,3 +92,18 @@ def test_eigvec_rows_resume_from_their_results_file(tmp_path):
     assert len(results.read_text().splitlines()) == 2  # t=900 was not appended twice
     other = eigvec_rows(model, images, [900], samples=2, k=3, log=logged.append, results=results, model_name="tiny")
     assert "reused" not in logged[-1] and other[0]["t"] == 900.0  # another k is another row
+
+
+def test_settings_tag_separates_devices_and_keeps_cpu_records():
+    cpu = Settings(steps=20, inner_steps=5, batch_size=25, seed=0)
+    assert cpu.tag() == "steps=20,inner=5,batch=25,seed=0"  # the tag of every CPU record written so far
+    gpu = Settings(steps=20, inner_steps=5, batch_size=25, seed=0, device="cuda")
+    assert gpu.tag() != cpu.tag() and "device=cuda" in gpu.tag()
+
+
+def test_evaluation_rejects_a_model_on_another_device(tmp_path, tiny_model, digits):
+    images, labels = digits
+    with pytest.raises(ValueError, match="settings.device"):
+        evaluate({"ddpm": tiny_model}, MNISTClassifier().eval(), images, labels, ["box"], ["inexact-newton"],
+                 tmp_path / "eval.jsonl", Settings(steps=1, inner_steps=1, batch_size=2, limit=2, device="cuda"))
+    assert not (tmp_path / "eval.jsonl").exists()

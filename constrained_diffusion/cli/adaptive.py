@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("runs/adaptive-study.jsonl"), help="JSONL of records (resumable)")
     p.add_argument("--figure", type=Path, default=None, help="write the PSNR-vs-NFE figure (SVG) here")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the ADAPTIVE-TABLE block of this markdown file")
+    p.add_argument("--device", default=None, help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
@@ -41,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     images, _ = mnist("test")
     if args.digits > images.shape[0]:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
-    model = MNISTDenoiser.pretrained(args.model)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = MNISTDenoiser.pretrained(args.model, device)
+    images = images.to(device)
     digest = weights_digest(pretrained_path(f"mnist_{args.model}.safetensors"))
     records = run_study(model, images[: args.digits], args.results, task=args.task, model_name=f"{args.model} {digest}",
                         progress=not args.quiet)

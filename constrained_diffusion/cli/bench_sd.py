@@ -78,10 +78,18 @@ def _measure(name: str, size: int, inner: int, device: str, dtype_name: str, con
         model(x_T, model.timesteps(1)[0])  # warm-up
     k = 0 if name == "plain" else inner
     sampler = ConstrainedSampler(model, "inexact-newton" if name == "plain" else name, steps=1, inner_steps=k)
+    sampler.sample(constraint, x_T=x_T, progress=False)  # warm-up: first-call kernel selection, allocator growth
     with PeakMemory(device) as peak:
         result = sampler.sample(constraint, x_T=x_T, progress=False)
     return {"seconds": result.seconds, "nfe": result.nfe, "nbe": result.nbe, "peak_mb": peak.megabytes,
             "params": float(sum(p.numel() for p in unet.parameters()))}
+
+
+def _machine(device: str) -> str:
+    """The hardware a row ran on: the GPU's name on CUDA, threads and processor on the CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,21 +98,30 @@ def run(args: argparse.Namespace) -> int:
     ctx = mp.get_context("spawn")
     names = ["plain", *registry.names()]
     results: dict[str, dict[str, float]] = {}
+    failures: dict[str, str] = {}
     for name in names:
         with ctx.Pool(1) as pool:
-            results[name] = pool.apply(_measure, (name, args.size, args.inner_steps, args.device, args.dtype,
-                                                  getattr(args, "unet_config", SD15_UNET)))
-        print(f"{name}: {results[name]}", flush=True)
+            try:
+                results[name] = pool.apply(_measure, (name, args.size, args.inner_steps, args.device, args.dtype,
+                                                      getattr(args, "unet_config", SD15_UNET)))
+            except Exception as exc:  # a solver this model or dtype cannot run is reported, not fatal
+                if name == "plain":
+                    raise
+                failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:100]
+        print(f"{name}: {results.get(name, failures.get(name))}", flush=True)
     forward = results["plain"]["seconds"]  # one step with no inner steps: one forward
     rows = [["plain inference (one forward)", "-", f"{forward:.2f}", f"{results['plain']['peak_mb']:.0f}", "1.00"]]
     for name in names[1:]:
+        if name in failures:
+            rows.append([name, "-", f"failed ({failures[name]})", "-", "-"])
+            continue
         r = results[name]
         per_inner = (r["seconds"] - forward) / args.inner_steps
         rows.append([name, f"{(r['nfe'] - 1) / args.inner_steps:g} F + {r['nbe'] / args.inner_steps:g} B",
                      f"{per_inner:.2f}", f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / results['plain']['peak_mb']:.2f}"])
     setup = (f"{'SD 1.5 UNet' if getattr(args, 'unet_config', SD15_UNET) is SD15_UNET else 'UNet'}, {results['plain']['params'] / 1e6:.1f}M parameters (random weights), batch 1, latent "
              f"4x{args.size}x{args.size}, {args.dtype}, {args.device}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; one process per row")
+             f"{_machine(args.device)}; one process per row")
     table = format_table(["", "passes per inner step", "seconds (per inner step)", "peak MB above the model",
                           "peak vs plain"], rows)
     print(setup)

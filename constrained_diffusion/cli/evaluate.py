@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
     p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
@@ -45,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.evaluation import Settings, evaluate, summarise
     from constrained_diffusion.models.pretrained import mnist_classifier, pretrained_path, weights_digest
 
-    models = {name: MNISTDenoiser.pretrained(name) for name in args.variants}
+    device = torch.device(args.device)
+    models = {name: MNISTDenoiser.pretrained(name, device=device) for name in args.variants}
     images, labels = mnist("test")
     settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
-                        limit=args.limit, seed=args.seed)
+                        limit=args.limit, seed=args.seed, device=str(device))
     digests = {name: weights_digest(pretrained_path(f"mnist_{name}.safetensors")) for name in args.variants}
     records = evaluate(models, mnist_classifier(), images, labels, args.tasks, args.solvers, args.out, settings,
                        equal_time=not args.no_equal_time, weights=digests)
@@ -66,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
     if args.write_docs is not None:
         command = (f"constrained-diffusion evaluate --variants {' '.join(args.variants)} --tasks {' '.join(args.tasks)} "
                    f"--solvers {' '.join(args.solvers)} --steps {args.steps} --inner-steps {args.inner_steps} "
-                   f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed}"
+                   f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed} --device {device}"
                    + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
-        machine = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {models[args.variants[0]].device}"
+        machine = f"torch {torch.__version__}, " + (
+            f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{torch.get_num_threads()} threads, cpu")
         weights = ", ".join(f"{name} {digest}" for name, digest in digests.items())
         replace_block(args.write_docs, args.block,
                       f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")

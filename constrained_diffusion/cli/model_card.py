@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=50, help="sampling steps (default 50)")
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--grid", type=Path, default=None, help="write a 10x10 grid of samples to this PNG")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the DDPM-CARD / FLOW-CARD / CLASSIFIER-CARD block")
     p.set_defaults(run=run)
@@ -58,7 +60,9 @@ def _diffusion_card(args: argparse.Namespace) -> str:
     from constrained_diffusion.sampling.engine import ConstrainedSampler
     from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
-    model = MNISTDenoiser.from_file(args.weights) if args.weights else MNISTDenoiser.pretrained(args.model)
+    device = torch.device(args.device)
+    model = (MNISTDenoiser.from_file(args.weights, device) if args.weights
+             else MNISTDenoiser.pretrained(args.model, device))
     if model.kind != args.model:
         raise ValueError(f"--weights holds a {model.kind!r} model, not {args.model!r}")
     sampler = ConstrainedSampler(model, steps=args.steps, inner_steps=0)
@@ -67,7 +71,7 @@ def _diffusion_card(args: argparse.Namespace) -> str:
     for i in range(0, args.samples, args.batch_size):
         n = min(args.batch_size, args.samples - i)
         gens = [torch.Generator().manual_seed(args.seed * 1_000_003 + i + j) for j in range(n)]
-        chunks.append(sampler.sample(None, generator=gens, progress=False).sample.clamp(-1, 1))
+        chunks.append(sampler.sample(None, generator=gens, progress=False).sample.clamp(-1, 1).cpu())
     samples = torch.cat(chunks)
     seconds = time.perf_counter() - start
     clf = mnist_classifier()
@@ -79,11 +83,12 @@ def _diffusion_card(args: argparse.Namespace) -> str:
         save_png(args.grid, to_uint8(make_grid(samples[:100], nrow=10)))
     meta = model.metadata
     params = sum(p.numel() for p in model.network.parameters())
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     sampler_name = "DDIM (eta = 0)" if args.model == "ddpm" else "Euler"
     return (f"- parameters: {params:,}\n- training steps: {meta.get('train_steps', '?')} (batch {meta.get('batch_size', '?')}), "
             f"final training loss (mean of the last log interval): {meta.get('final_loss', '?')}\n"
             f"- samples: {args.samples} unconditional, {sampler_name}, {args.steps} steps, seed {args.seed} "
-            f"({seconds:.0f} s on {torch.get_num_threads()} CPU threads)\n\n"
+            f"({seconds:.0f} s on {where})\n\n"
             + format_table(["", "confident fraction (p >= 0.9)", "Fréchet distance to the 500 test digits"],
                            [["model samples", f"{quality['confident_fraction']:.3f}", f"{quality['frechet_distance']:.2f}"],
                             ["1,000 real training digits (reference)", f"{floor['confident_fraction']:.3f}",
@@ -93,7 +98,8 @@ def _diffusion_card(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     card = _classifier_card(args) if args.model == "classifier" else _diffusion_card(args)
     command = f"constrained-diffusion model-card {args.model}" + (
-        f" --samples {args.samples} --steps {args.steps} --seed {args.seed}" if args.model != "classifier" else "")
+        f" --samples {args.samples} --steps {args.steps} --seed {args.seed} --device {args.device}"
+        if args.model != "classifier" else "")
     if args.grid is not None and args.model != "classifier":
         command += f" --grid {args.grid}"
     block = f"```\n{command}\n```\n\n{card}"

@@ -39,10 +39,16 @@ class Settings:
     batch_size: int = 100
     limit: int = 500
     seed: int = 0
+    device: str = "cpu"
 
     def tag(self) -> str:
-        """Identifies the settings that change a record (``limit`` only selects batches)."""
-        return f"steps={self.steps},inner={self.inner_steps},batch={self.batch_size},seed={self.seed}"
+        """Identifies the settings that change a record (``limit`` only selects batches).
+
+        A device other than the CPU is part of the tag, so the timings of two machines never
+        mix in one row (CPU records keep the tag they had before devices were recorded).
+        """
+        tag = f"steps={self.steps},inner={self.inner_steps},batch={self.batch_size},seed={self.seed}"
+        return tag if self.device == "cpu" else f"{tag},device={self.device}"
 
 
 def _load(path: Path) -> list[dict]:
@@ -53,8 +59,12 @@ def _load(path: Path) -> list[dict]:
 
 def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: str, images: torch.Tensor,
               labels: torch.Tensor, start: int, steps: int, inner_steps: int, seed: int) -> dict:
-    """Sample one batch and measure it (means over the batch; ``n`` = batch size)."""
-    constraint = make_constraint(task, images, first_index=start, seed=seed)
+    """Sample one batch on ``model.device`` and measure it (means over the batch; ``n`` = batch size).
+
+    ``images`` and ``labels`` may live anywhere; the metrics are computed on the CPU.
+    """
+    images, labels = images.cpu(), labels.cpu()
+    constraint = make_constraint(task, images.to(model.device, model.dtype), first_index=start, seed=seed)
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + start + i) for i in range(images.shape[0])]
     x_T = randn(images.shape[0], model.sample_shape, gens, model.device, model.dtype)
     sampler = ConstrainedSampler(model, solver, steps=steps, inner_steps=inner_steps)
@@ -81,6 +91,9 @@ def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: t
     `constrained_diffusion.models.pretrained.weights_digest`); it is part of each record's key,
     so records of retrained weights are computed afresh rather than reused.
     """
+    for name, model in models.items():
+        if model.device.type != torch.device(settings.device).type:
+            raise ValueError(f"models[{name!r}] is on {model.device}, but settings.device is {settings.device!r}")
     weights = {name: (weights or {}).get(name, "") for name in models}
     key_of = lambda r: tuple(r.get(k, "") for k in KEY_FIELDS)  # noqa: E731
     out = Path(out)

@@ -56,15 +56,19 @@ class TrainConfig(BaseModel):
 
 
 def diffusion_loss(model: UNet, x0: Tensor, kind: Kind, g: torch.Generator, abar: Tensor) -> Tensor:
-    """One Monte-Carlo estimate of the training objective on the batch ``x0`` ``(B, C, H, W)``."""
+    """One Monte-Carlo estimate of the training objective on the batch ``x0`` ``(B, C, H, W)``.
+
+    The draws come from ``g`` on its own device and are then moved to ``x0``'s, so a CPU
+    generator drives a GPU run and the random stream does not depend on where training runs.
+    """
     B = x0.shape[0]
-    eps = torch.randn(x0.shape, generator=g, device=x0.device)
+    eps = torch.randn(x0.shape, generator=g, device=g.device).to(x0.device)
     if kind == "ddpm":
-        t = torch.randint(0, abar.numel(), (B,), generator=g, device=x0.device)
+        t = torch.randint(0, abar.numel(), (B,), generator=g, device=g.device).to(x0.device)
         a = abar.to(x0.device)[t].view(B, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
         return (model(x_t, t) - eps).pow(2).mean()
-    s = torch.rand(B, generator=g, device=x0.device)
+    s = torch.rand(B, generator=g, device=g.device).to(x0.device)
     x_s = (1 - s.view(B, 1, 1, 1)) * x0 + s.view(B, 1, 1, 1) * eps
     return (model(x_s, 1000.0 * s) - (eps - x0)).pow(2).mean()
 
