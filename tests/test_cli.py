@@ -76,8 +76,9 @@ def test_bench_sd_runs_each_row_in_its_own_process(tmp_path, capsys):
     tiny = {**bench_sd.SD15_UNET, "block_out_channels": [8, 16, 16, 16], "cross_attention_dim": 16, "attention_head_dim": 2,
             "norm_num_groups": 4, "layers_per_block": 1, "sample_size": 8}
     page = tmp_path / "b.md"
-    page.write_text("<!-- SD-BENCH-TABLE:START -->\n<!-- SD-BENCH-TABLE:END -->\n")
-    args = argparse.Namespace(size=8, inner_steps=1, device="cpu", dtype="float32", write_docs=page, unet_config=tiny)
+    page.write_text("<!-- SD-CPU:START -->\n<!-- SD-CPU:END -->\n")
+    args = argparse.Namespace(size=8, inner_steps=1, device="cpu", dtype="float32", write_docs=page, block="SD-CPU",
+                              unet_config=tiny)
     assert bench_sd.run(args) == 0
     text = page.read_text()
     for row in ("plain inference (one forward)", "| inexact-newton", "| gradient-descent", "| exact-jvp"):
@@ -85,3 +86,4 @@ def test_bench_sd_runs_each_row_in_its_own_process(tmp_path, capsys):
     cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| ")}
     assert cells["inexact-newton"] == "2 F + 0 B" and cells["gradient-descent"] == "1 F + 1 B"
     assert cells["exact-jvp"] == "2 F + 0 B"  # the dual forward counts as one network evaluation
+    assert "--block SD-CPU" in text  # the command written with the table regenerates this block

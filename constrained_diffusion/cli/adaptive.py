@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         ["setting", "digits", "PSNR (dB)", "SSIM", "residual", "NFE / sample", "NFE vs K=5"],
         [[r["setting"], str(r["n"]), f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['residual']:.3f}", f"{r['nfe']:.1f}",
           f"{100 * (r['nfe'] / base['nfe'] - 1):+.0f}%"] for r in rows])
-    command = (f"constrained-diffusion adaptive --digits {args.digits} --model {args.model} --task {args.task}")
+    command = (f"constrained-diffusion adaptive --digits {args.digits} --model {args.model} --task {args.task}"
+               + (f" --device {device}" if device.type != "cpu" else ""))
     print(table)
     if args.figure is not None:
         from constrained_diffusion.utils.svg_plot import Series, scatter_svg

@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--write-docs", type=Path, default=None, help="replace the SD-BENCH-TABLE block of this markdown file")
+    p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
+    p.add_argument("--block", default="SD-BENCH-TABLE", help="name of the marker block --write-docs replaces (default SD-BENCH-TABLE)")
     p.set_defaults(run=run)
 
 
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     if args.write_docs is not None:
         command = (f"constrained-diffusion bench-sd --size {args.size} --inner-steps {args.inner_steps} "
-                   f"--device {args.device} --dtype {args.dtype}")
-        replace_block(args.write_docs, "SD-BENCH-TABLE", f"```\n{command}\n```\n\n{setup}\n\n{table}")
+                   f"--device {args.device} --dtype {args.dtype}"
+                   + (f" --block {args.block}" if args.block != "SD-BENCH-TABLE" else ""))
+        replace_block(args.write_docs, args.block, f"```\n{command}\n```\n\n{setup}\n\n{table}")
         print(f"updated {args.write_docs}")
     return 0
 

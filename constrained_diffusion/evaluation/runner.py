@@ -40,15 +40,23 @@ class Settings:
     limit: int = 500
     seed: int = 0
     device: str = "cpu"
+    precision: str = "float32"
+    """``"float32"``, or ``"tf32-emulated"`` when the caller runs the models under
+    `constrained_diffusion.utils.precision.emulate_tf32` (recorded, not applied, here)."""
 
     def tag(self) -> str:
         """Identifies the settings that change a record (``limit`` only selects batches).
 
-        A device other than the CPU is part of the tag, so the timings of two machines never
-        mix in one row (CPU records keep the tag they had before devices were recorded).
+        A device other than the CPU and a precision other than float32 are part of the tag,
+        so the timings of two machines never mix in one row (CPU float32 records keep the tag
+        they had before devices were recorded).
         """
         tag = f"steps={self.steps},inner={self.inner_steps},batch={self.batch_size},seed={self.seed}"
-        return tag if self.device == "cpu" else f"{tag},device={self.device}"
+        if self.device != "cpu":
+            tag += f",device={self.device}"
+        if self.precision != "float32":
+            tag += f",precision={self.precision}"
+        return tag
 
 
 def _load(path: Path) -> list[dict]:
