@@ -99,6 +99,17 @@ def test_settings_tag_separates_devices_and_keeps_cpu_records():
     assert cpu.tag() == "steps=20,inner=5,batch=25,seed=0"  # the tag of every CPU record written so far
     gpu = Settings(steps=20, inner_steps=5, batch_size=25, seed=0, device="cuda")
     assert gpu.tag() != cpu.tag() and "device=cuda" in gpu.tag()
+    emulated = Settings(steps=20, inner_steps=5, batch_size=25, seed=0, precision="tf32-emulated")
+    assert emulated.tag() == cpu.tag() + ",precision=tf32-emulated"
+
+
+def test_evaluate_cli_refuses_two_precisions(capsys):
+    from constrained_diffusion.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--emulate-tf32", "--no-tf32", "--limit", "1"])
+    assert exit_info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
 
 
 def test_evaluation_rejects_a_model_on_another_device(tmp_path, tiny_model, digits):

@@ -56,3 +56,19 @@ def test_emulated_convolution_uses_rounded_operands_and_restores_the_weights():
     for p, o in zip(net.parameters(), original):
         assert torch.equal(p, o)  # restored bit for bit
     assert not net[0]._forward_pre_hooks  # hooks removed
+
+
+def test_tf32_disabled_sets_and_restores_the_backend_flags():
+    from constrained_diffusion.utils.precision import tf32_disabled
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with tf32_disabled():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+        with pytest.raises(RuntimeError), tf32_disabled():
+            raise RuntimeError("restored on error too")
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

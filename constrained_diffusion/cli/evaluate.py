@@ -35,8 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu or cuda (default cuda when available)")
-    p.add_argument("--emulate-tf32", action="store_true",
-                   help="round every convolution's input and weight to TF32, as cuDNN does on a GPU by default")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--emulate-tf32", action="store_true",
+                           help="round every convolution's input and weight to TF32, as cuDNN does on a GPU by default")
+    precision.add_argument("--no-tf32", action="store_true",
+                           help="on CUDA, run float32 convolutions and matrix products in full float32 (TF32 off)")
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
     p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
@@ -49,19 +52,21 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.denoisers.mnist import MNISTDenoiser
     from constrained_diffusion.evaluation import Settings, evaluate, summarise
     from constrained_diffusion.models.pretrained import mnist_classifier, pretrained_path, weights_digest
-    from constrained_diffusion.utils.precision import emulate_tf32
+    from constrained_diffusion.utils.precision import emulate_tf32, tf32_disabled
 
     device = torch.device(args.device)
     models = {name: MNISTDenoiser.pretrained(name, device=device) for name in args.variants}
     images, labels = mnist("test")
     settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
                         limit=args.limit, seed=args.seed, device=str(device),
-                        precision="tf32-emulated" if args.emulate_tf32 else "float32")
+                        precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
     digests = {name: weights_digest(pretrained_path(f"mnist_{name}.safetensors")) for name in args.variants}
     with contextlib.ExitStack() as stack:
         if args.emulate_tf32:
             for model in models.values():
                 stack.enter_context(emulate_tf32(model.network))
+        if args.no_tf32:
+            stack.enter_context(tf32_disabled())
         records = evaluate(models, mnist_classifier(), images, labels, args.tasks, args.solvers, args.out, settings,
                            equal_time=not args.no_equal_time, weights=digests)
     order = lambda seq, v: seq.index(v) if v in seq else len(seq)  # noqa: E731
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         command = (f"constrained-diffusion evaluate --variants {' '.join(args.variants)} --tasks {' '.join(args.tasks)} "
                    f"--solvers {' '.join(args.solvers)} --steps {args.steps} --inner-steps {args.inner_steps} "
                    f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed} --device {device}"
-                   + (" --emulate-tf32" if args.emulate_tf32 else "")
+                   + (" --emulate-tf32" if args.emulate_tf32 else "") + (" --no-tf32" if args.no_tf32 else "")
                    + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
         machine = f"torch {torch.__version__}, " + (
             f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{torch.get_num_threads()} threads, cpu")

@@ -41,8 +41,10 @@ class Settings:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float32"
-    """``"float32"``, or ``"tf32-emulated"`` when the caller runs the models under
-    `constrained_diffusion.utils.precision.emulate_tf32` (recorded, not applied, here)."""
+    """``"float32"`` (the device's default float32 arithmetic: TF32 convolutions on recent
+    NVIDIA GPUs), ``"tf32-emulated"`` (the caller runs the models under
+    `constrained_diffusion.utils.precision.emulate_tf32`) or ``"no-tf32"`` (under
+    `constrained_diffusion.utils.precision.tf32_disabled`). Recorded here, not applied."""
 
     def tag(self) -> str:
         """Identifies the settings that change a record (``limit`` only selects batches).

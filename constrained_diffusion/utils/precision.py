@@ -84,4 +84,19 @@ def emulate_tf32(module: nn.Module) -> Iterator[nn.Module]:
                 weight.copy_(original)
 
 
-__all__ = ["emulate_tf32", "round_to_tf32"]
+@contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """Within the block, CUDA float32 convolutions and matrix products run in full float32.
+
+    Sets ``torch.backends.cudnn.allow_tf32`` and ``torch.backends.cuda.matmul.allow_tf32`` to
+    ``False`` and restores both on exit. A no-op for CPU computations, which never use TF32.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+__all__ = ["emulate_tf32", "round_to_tf32", "tf32_disabled"]
