@@ -83,3 +83,13 @@ def test_adaptive_study_resumes_without_recomputing(tmp_path):
     assert [r["setting"] for r in rows] == ["fixed K=5 (paper)", "adaptive"]
     assert rows[1]["nfe"] <= rows[0]["nfe"]
     assert all(json.loads(line)["steps"] == 3 for line in path.read_text().splitlines())
+    # a record without a device (written before devices were recorded) counts as a CPU record,
+    # while one from a GPU run is not reused on the CPU
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["device"] for r in records} == {"cpu"}
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "device"}) + "\n" for r in records))
+    assert len(run_study(model, images, path, settings, steps=3, progress=False)) == 4
+    assert len(path.read_text().splitlines()) == 4
+    path.write_text("".join(json.dumps({**r, "device": "cuda"}) + "\n" for r in records))
+    assert len(run_study(model, images, path, settings, steps=3, progress=False)) == 4
+    assert len(path.read_text().splitlines()) == 8  # computed afresh for the CPU

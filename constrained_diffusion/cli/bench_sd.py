@@ -6,8 +6,10 @@ an epsilon-prediction denoiser with a fixed random text conditioning ``(1, 77, 7
 plain inference and each solver it runs one denoising step with ``--inner-steps`` constraint
 iterations on a latent inpainting problem and reports seconds per inner step
 (``(run - one forward) / inner steps``) and the peak memory above the model's own footprint.
-Each measurement runs in a fresh process, so the peaks do not bleed into one another; on CUDA
-the peak is the allocator's, on CPU the sampled resident set size.
+Each measurement runs in a fresh process, so the peaks do not bleed into one another, and
+times the second of two identical runs, so first-call costs (cuDNN's kernel selection) stay
+out; on CUDA the peak is the allocator's, on CPU the sampled resident set size. A solver that
+cannot run on this model or dtype is reported as a failed row.
 """
 
 from __future__ import annotations

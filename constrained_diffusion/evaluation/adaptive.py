@@ -70,7 +70,9 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
         solver: the solver for every setting.
         seed: noise seed (digit ``i`` uses ``seed * 1_000_003 + i``).
         model_name: names the model in the records (part of the resume key, with the task,
-            steps, solver, seed and each setting's label and options).
+            steps, solver, seed, the device type and each setting's label and options; the
+            finite difference of inexact Newton depends on a GPU's TF32 convolutions, so the
+            records of two devices are kept apart).
 
     Returns:
         All records of this configuration, each with ``setting``, ``digit``, ``psnr``, ``ssim``,
@@ -78,8 +80,10 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
     """
     path = Path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = {"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed}
-    mine = lambda r: all(r.get(k) == v for k, v in key.items())  # noqa: E731
+    key = {"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed,
+           "device": model.device.type}
+    # records written before the device was recorded all came from CPU runs
+    mine = lambda r: all(r.get(k, "cpu" if k == "device" else None) == v for k, v in key.items())  # noqa: E731
     done = {(r["setting"], r["options"], r["digit"]) for r in _records(path) if mine(r)}
     todo = [(s, i) for s in settings for i in range(images.shape[0]) if (s.label, _setting_key(s), i) not in done]
     from tqdm.auto import tqdm
