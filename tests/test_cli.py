@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from constrained_diffusion.cli.main import main
 
@@ -87,3 +88,20 @@ def test_bench_sd_runs_each_row_in_its_own_process(tmp_path, capsys):
     assert cells["inexact-newton"] == "2 F + 0 B" and cells["gradient-descent"] == "1 F + 1 B"
     assert cells["exact-jvp"] == "2 F + 0 B"  # the dual forward counts as one network evaluation
     assert "--block SD-CPU" in text  # the command written with the table regenerates this block
+
+
+@pytest.mark.parametrize("command", ["evaluate", "model-card ddpm", "adaptive", "train ddpm --out runs/x", "bench-sd"])
+@pytest.mark.parametrize("device, message", [("tpu", "expected cpu or cuda"), ("cuda:99", "CUDA")])
+def test_device_is_checked_before_anything_runs(command, device, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command.split(), "--device", device])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--device", "cuda"])
+    assert "CUDA is not available" in capsys.readouterr().err

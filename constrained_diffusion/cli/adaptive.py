@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from constrained_diffusion.cli.args import format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("runs/adaptive-study.jsonl"), help="JSONL of records (resumable)")
     p.add_argument("--figure", type=Path, default=None, help="write the PSNR-vs-NFE figure (SVG) here")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the ADAPTIVE-TABLE block of this markdown file")
-    p.add_argument("--device", default=None, help="where to sample: cpu or cuda (default cuda when available)")
+    p.add_argument("--device", type=device_name, default=None, help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)

@@ -28,6 +28,27 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def device_name(text: str) -> str:
+    """An argparse type: ``cpu``, or ``cuda`` / ``cuda:N`` where that GPU exists, else a one-line error."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (use cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
+    return str(device)
+
+
+device_name.__name__ = "device"
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-markdown table (also readable in a terminal)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
 
 SD15_UNET: dict[str, Any] = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-sd", help="seconds per inner step and peak memory on the full SD 1.x UNet", description=summary(__doc__))
     p.add_argument("--size", type=positive_int, default=64, help="latent side (default 64, i.e. 512x512 images)")
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
     p.add_argument("--block", default="SD-BENCH-TABLE", help="name of the marker block --write-docs replaces (default SD-BENCH-TABLE)")

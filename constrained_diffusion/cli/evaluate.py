@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
 from constrained_diffusion.solvers import registry
 
 
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu or cuda (default cuda when available)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--emulate-tf32", action="store_true",

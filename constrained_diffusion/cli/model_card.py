@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=50, help="sampling steps (default 50)")
     p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--grid", type=Path, default=None, help="write a 10x10 grid of samples to this PNG")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the DDPM-CARD / FLOW-CARD / CLASSIFIER-CARD block")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import positive_int, summary
+from constrained_diffusion.cli.args import device_name, positive_int, summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (with a checkpoint)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--export", type=Path, default=None, help="write the (EMA) weights to this safetensors file")
     p.add_argument("--export-only", action="store_true",
                    help="with --export: write the weights of the run's last checkpoint without training (safe while it trains)")
