@@ -49,6 +49,17 @@ def device_name(text: str) -> str:
 device_name.__name__ = "device"
 
 
+def describe_device(device: str) -> str:
+    """The hardware a measurement ran on: the GPU's name on CUDA, else CPU threads and processor."""
+    import platform
+
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}"
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-markdown table (also readable in a terminal)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import describe_device, device_name, format_table, positive_int, replace_block, summary
 
 SD15_UNET: dict[str, Any] = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -88,13 +87,6 @@ def _measure(name: str, size: int, inner: int, device: str, dtype_name: str, con
             "params": float(sum(p.numel() for p in unet.parameters()))}
 
 
-def _machine(device: str) -> str:
-    """The hardware a row ran on: the GPU's name on CUDA, threads and processor on the CPU."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-
-
 def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.solvers import registry
 
@@ -124,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                      f"{per_inner:.2f}", f"{r['peak_mb']:.0f}", f"{r['peak_mb'] / results['plain']['peak_mb']:.2f}"])
     setup = (f"{'SD 1.5 UNet' if getattr(args, 'unet_config', SD15_UNET) is SD15_UNET else 'UNet'}, {results['plain']['params'] / 1e6:.1f}M parameters (random weights), batch 1, latent "
              f"4x{args.size}x{args.size}, {args.dtype}, {args.device}, torch {torch.__version__}, "
-             f"{_machine(args.device)}; one process per row")
+             f"{describe_device(args.device)}; one process per row")
     table = format_table(["", "passes per inner step", "seconds (per inner step)", "peak MB above the model",
                           "peak vs plain"], rows)
     print(setup)

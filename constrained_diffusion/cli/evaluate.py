@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import describe_device, device_name, format_table, positive_int, replace_block, summary
 from constrained_diffusion.solvers import registry
 
 
@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
                    f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed} --device {device}"
                    + (" --emulate-tf32" if args.emulate_tf32 else "") + (" --no-tf32" if args.no_tf32 else "")
                    + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
-        machine = f"torch {torch.__version__}, " + (
-            f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"{torch.get_num_threads()} threads, cpu")
+        machine = f"torch {torch.__version__}, {describe_device(str(device))}"
         weights = ", ".join(f"{name} {digest}" for name, digest in digests.items())
         replace_block(args.write_docs, args.block,
                       f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")

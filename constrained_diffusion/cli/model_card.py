@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import device_name, format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import describe_device, device_name, format_table, positive_int, replace_block, summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,12 +83,11 @@ def _diffusion_card(args: argparse.Namespace) -> str:
         save_png(args.grid, to_uint8(make_grid(samples[:100], nrow=10)))
     meta = model.metadata
     params = sum(p.numel() for p in model.network.parameters())
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     sampler_name = "DDIM (eta = 0)" if args.model == "ddpm" else "Euler"
     return (f"- parameters: {params:,}\n- training steps: {meta.get('train_steps', '?')} (batch {meta.get('batch_size', '?')}), "
             f"final training loss (mean of the last log interval): {meta.get('final_loss', '?')}\n"
             f"- samples: {args.samples} unconditional, {sampler_name}, {args.steps} steps, seed {args.seed} "
-            f"({seconds:.0f} s on {where})\n\n"
+            f"({seconds:.0f} s on {describe_device(str(device))})\n\n"
             + format_table(["", "confident fraction (p >= 0.9)", "Fréchet distance to the 500 test digits"],
                            [["model samples", f"{quality['confident_fraction']:.3f}", f"{quality['frechet_distance']:.2f}"],
                             ["1,000 real training digits (reference)", f"{floor['confident_fraction']:.3f}",
