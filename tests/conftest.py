@@ -29,7 +29,7 @@ class Recorder(cd.Denoiser):
     """Wraps a denoiser; records whether grad was enabled at each call and can inject a NaN."""
 
     def __init__(self, inner: cd.Denoiser, nan_at_call: int | None = None) -> None:
-        super().__init__(inner.sample_shape, inner.space, inner.codec)
+        super().__init__(inner.sample_shape, codec=inner.codec, schedule=inner.schedule)
         self.inner = inner
         self.grad_enabled: list[bool] = []
         self.nan_at_call = nan_at_call
@@ -44,15 +44,6 @@ class Recorder(cd.Denoiser):
         if self.nan_at_call is not None and len(self.grad_enabled) > self.nan_at_call:
             out = out * float("nan")
         return out
-
-    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inner.alpha_sigma(t)
-
-    def timesteps(self, steps: int) -> torch.Tensor:
-        return self.inner.timesteps(steps)
-
-    def final_alpha_sigma(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inner.final_alpha_sigma()
 
 
 @pytest.fixture

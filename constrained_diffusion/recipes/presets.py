@@ -43,7 +43,7 @@ PSLD = Recipe(
 
 MPGD = Recipe(
     name="mpgd",
-    config=SamplerConfig(steps=100, inner_steps=1, lr=1.0, eta=0.0, solver={"name": "inexact-newton"},
+    config=SamplerConfig(steps=100, inner_steps=1, lr=1.0, eta=0.0,
                          step_size="constant", target="x0", window=(0.0, 1.0)),
     reference="He et al., Manifold Preserving Guided Diffusion, ICLR 2024",
     summary="x0 <- x0 - c grad_{x0} L(x0) (no denoiser Jacobian, no backward through the network), "

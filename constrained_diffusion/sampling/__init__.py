@@ -1,8 +1,25 @@
-"""The sampler engine, its configuration and its result."""
+"""The sampler engine, its corrections, step-size rules, configuration and result."""
 
+from constrained_diffusion.sampling.adaptive import AdaptiveStop
 from constrained_diffusion.sampling.config import SamplerConfig
-from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
+from constrained_diffusion.sampling.corrections import (
+    Correction,
+    CorrectionConfig,
+    CorrectionResult,
+    InnerLoop,
+    PostStep,
+    TimeTravel,
+    X0Edit,
+)
+from constrained_diffusion.sampling.engine import ConstrainedSampler
+from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.result import SampleResult, StepInfo
+from constrained_diffusion.sampling.step import DenoisingStep
+from constrained_diffusion.sampling.step_size import StepContext, register_step_size, step_size_names
 from constrained_diffusion.sampling.update import ddim_noise_scale, ddim_update
 
-__all__ = ["ConstrainedSampler", "SampleResult", "SamplerConfig", "StepInfo", "ddim_noise_scale", "ddim_update", "randn"]
+__all__ = [
+    "AdaptiveStop", "ConstrainedSampler", "Correction", "CorrectionConfig", "CorrectionResult", "DenoisingStep", "InnerLoop",
+    "PostStep", "SampleResult", "SamplerConfig", "StepContext", "StepInfo", "TimeTravel", "X0Edit", "ddim_noise_scale",
+    "ddim_update", "randn", "register_step_size", "step_size_names",
+]

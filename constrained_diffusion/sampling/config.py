@@ -1,5 +1,8 @@
 """Sampler configuration: a pydantic model that loads from JSON or YAML.
 
+The flat fields describe the built-in corrections; `SamplerConfig.correction` builds the
+`Correction` they name (``target``), which validates its own options.
+
 Example (YAML):
 
     steps: 20
@@ -15,13 +18,25 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from constrained_diffusion.sampling.adaptive import AdaptiveStop
+from constrained_diffusion.sampling.corrections import Correction, InnerLoop, PostStep, TimeTravel, X0Edit, step_sizes
+from constrained_diffusion.sampling.corrections.base import check_lr
+from constrained_diffusion.sampling.step_size import get_step_size
 from constrained_diffusion.solvers import registry
-from constrained_diffusion.sampling.step_size import StepSizeRule
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
 
 Target = Literal["x_t", "x0", "x_prev"]
+CORRECTION_FIELDS = ("inner_steps", "lr", "step_size", "arnoldi_iterations", "target", "time_travel",
+                     "time_travel_window", "residual_tol", "min_decrease")
+"""The fields that describe the correction (not used when a `Correction` is given directly)."""
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
+    return str(exc)
 
 
 class SamplerConfig(BaseModel):
@@ -33,31 +48,29 @@ class SamplerConfig(BaseModel):
         lr: step size ``lambda``: a pair ``(start, end)`` interpolated linearly over the inner
             steps, or one constant; each value ``>= 0``.
         eta: DDIM stochasticity in ``[0, 1]`` (0: deterministic).
-        solver: the solver's configuration; ``{"name": ..., **options}``.
-        step_size: how ``lambda`` turns into a step along the direction ``d`` (see
-            `constrained_diffusion.sampling.step_size`): ``"dynamic"`` (the paper's
-            ``lambda / ||d||_inf``), ``"constant"``, ``"residual"`` (DPS), ``"norm-ratio"``
-            (FreeDoM) or ``"arnoldi"`` (``lambda / mu_max^2``).
+        solver: the solver's configuration, ``{"name": ..., **options}``; ``None`` for a
+            correction that calls none (``target="x0"``, the default there).
+        step_size: a registered step-size rule (`constrained_diffusion.sampling.step_size`):
+            ``"dynamic"`` (the paper's ``lambda / ||d||_inf``), ``"constant"``, ``"residual"``
+            (DPS), ``"norm-ratio"`` (FreeDoM), ``"arnoldi"`` (``lambda / mu_max^2``) or a user's.
         arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``"arnoldi"``.
-        target: what the correction edits. ``"x_t"`` (the paper): move ``x_t``, re-evaluate
-            ``x0_hat``, repeat ``inner_steps`` times, then take the DDIM step. ``"x0"`` (MPGD):
-            move ``x0_hat`` along the constraint's error ``e`` itself (no denoiser Jacobian, no
-            extra network call), then take the DDIM step with the edited ``x0_hat`` and the
-            unedited noise estimate. ``"x_prev"`` (DPS, PSLD, FreeDoM): take the DDIM step,
-            then add the correction computed at ``x_t`` (one per step, no re-evaluation).
+        target: which correction: ``"x_t"`` — `InnerLoop` (the paper): move ``x_t``,
+            re-evaluate ``x0_hat``, ``inner_steps`` times, then take the DDIM step; ``"x0"`` —
+            `X0Edit` (MPGD): move ``x0_hat`` along the error itself, then step with the
+            unedited noise estimate; ``"x_prev"`` — `PostStep` (DPS, PSLD, FreeDoM): take the
+            DDIM step, then add the correction computed at ``x_t``.
         window: ``(start, end)``, fractions of the run (0 = the first, noisiest step): step
             ``i`` is constrained iff ``start <= i / steps < end``.
-        time_travel: FreeDoM's "time travel": in the steps of `time_travel_window`, the
-            guided step ``x_t -> x_prev`` is repeated this many extra times, re-noising
-            ``x_prev`` back to ``t`` in between.
-        time_travel_window: ``(start, end)`` fractions of the run where time travel happens.
-        residual_tol: adaptive inner loop (``target="x_t"``): a sample's inner iterations
-            stop once its residual is ``<= residual_tol`` (``0``: never); the step's loop ends
-            when every sample has stopped (a stopped sample is frozen).
-        min_decrease: adaptive inner loop (``target="x_t"``): a sample stops once an inner
-            step reduced its residual by less than this fraction (``None``: never). With
-            either adaptive option each sample keeps its lowest-residual iterate of the step,
-            and the recorded residuals are those of the kept iterates.
+        time_travel: FreeDoM's time travel (`TimeTravel`): in the steps of
+            `time_travel_window`, the guided step is repeated this many extra times,
+            re-noising ``x_prev`` back to ``t`` in between.
+        time_travel_window: ``(start, end)`` fractions of the run where time travel happens;
+            must overlap `window`.
+        residual_tol: adaptive inner loop (`AdaptiveStop`, ``target="x_t"``): a sample stops
+            once its residual is ``<= residual_tol`` (``0``: never).
+        min_decrease: adaptive inner loop: a sample stops once an inner step reduced its
+            residual by less than this fraction (``None``: never). With either option each
+            sample keeps its lowest-residual iterate of the step.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -66,8 +79,8 @@ class SamplerConfig(BaseModel):
     inner_steps: int = Field(5, ge=0)
     lr: float | tuple[float, float] = (0.5, 0.1)
     eta: float = Field(0.0, ge=0.0, le=1.0)
-    solver: SerializeAsAny[BaseModel] = Field(default_factory=InexactNewtonConfig)
-    step_size: StepSizeRule = "dynamic"
+    solver: SerializeAsAny[BaseModel] | None = Field(default_factory=InexactNewtonConfig)
+    step_size: str = "dynamic"
     arnoldi_iterations: int = Field(10, ge=1)
     target: Target = "x_t"
     window: tuple[float, float] = (0.0, 1.0)
@@ -75,6 +88,16 @@ class SamplerConfig(BaseModel):
     time_travel_window: tuple[float, float] = (0.0, 1.0)
     residual_tol: float = Field(0.0, ge=0.0)
     min_decrease: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _x0_has_no_solver(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("target") == "x0":
+            if data.get("solver") is not None:
+                raise ValueError("target='x0' (MPGD) moves x0_hat along the constraint's error and never calls a solver; "
+                                 "leave solver unset")
+            data = {**data, "solver": None}
+        return data
 
     @field_validator("window", "time_travel_window")
     @classmethod
@@ -84,22 +107,36 @@ class SamplerConfig(BaseModel):
             raise ValueError(f"must be (start, end) with 0 <= start < end <= 1, got {value!r}")
         return value
 
+    @field_validator("lr")
+    @classmethod
+    def _lr_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        return check_lr(value)
+
+    @field_validator("step_size")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        get_step_size(value)
+        return value
+
+    @field_validator("solver", mode="before")
+    @classmethod
+    def _parse_solver(cls, value: Any) -> BaseModel | None:
+        return None if value is None else registry.parse_config(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> "SamplerConfig":
-        if self.target == "x_prev" and self.inner_steps > 1:
-            raise ValueError(
-                f"target='x_prev' applies one correction per step (DPS-style); inner_steps must be 0 or 1, got {self.inner_steps}"
-            )
-        if self.target == "x0" and self.step_size == "arnoldi":
-            raise ValueError("step_size='arnoldi' estimates the denoiser Jacobian's spectrum; target='x0' never uses it")
         if self.adaptive and self.target != "x_t":
             raise ValueError(f"residual_tol / min_decrease stop the inner loop of target='x_t'; target={self.target!r} has none")
-        solver = getattr(self.solver, "name", None)
-        if self.step_size == "arnoldi" and solver not in ("inexact-newton", "exact-jvp"):
-            raise ValueError(
-                f"step_size='arnoldi' scales a step along d = J e by 1 / mu_max^2; solver {solver!r} has another direction "
-                "(use 'inexact-newton' or 'exact-jvp', or another step_size)"
-            )
+        if self.time_travel > 0 and not (self.time_travel_window[0] < self.window[1] and self.window[0] < self.time_travel_window[1]):
+            raise ValueError(f"time_travel_window={self.time_travel_window} does not overlap window={self.window}: "
+                             "time travel would never happen")
+        try:
+            correction = self.correction()
+        except (ValidationError, ValueError) as exc:
+            raise ValueError(_message(exc)) from None
+        name = getattr(self.solver, "name", None)
+        if self.solver is None or name in registry.names():
+            correction.validate(registry.solver_class(name) if self.solver is not None else None)  # type: ignore[arg-type]
         return self
 
     @property
@@ -112,31 +149,25 @@ class SamplerConfig(BaseModel):
         f = step / self.steps
         return self.window[0] <= f < self.window[1]
 
-    def travels_at(self, step: int) -> bool:
-        """Whether step ``step`` lies in `time_travel_window` (and time travel is on)."""
-        f = step / self.steps
-        return self.time_travel > 0 and self.time_travel_window[0] <= f < self.time_travel_window[1]
-
-    @field_validator("lr")
-    @classmethod
-    def _lr_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
-        values = value if isinstance(value, tuple) else (value,)
-        if any(not v >= 0 or v == float("inf") for v in values):
-            raise ValueError(f"every step size must be finite and >= 0, got {value!r}")
-        return value
-
-    @field_validator("solver", mode="before")
-    @classmethod
-    def _parse_solver(cls, value: Any) -> BaseModel:
-        return registry.parse_config(value)
-
     def step_sizes(self) -> list[float]:
         """``lambda_k`` for ``k = 0 .. inner_steps - 1`` (``linspace(start, end, inner_steps)``)."""
-        n = self.inner_steps
-        if isinstance(self.lr, tuple):
-            start, end = self.lr
-            return [start + (end - start) * k / (n - 1) if n > 1 else start for k in range(n)]
-        return [float(self.lr)] * n
+        return step_sizes(self.lr, self.inner_steps)
+
+    def correction(self) -> Correction:
+        """The `Correction` these fields describe (`InnerLoop`, `PostStep` or `X0Edit`, wrapped
+        in `TimeTravel` when ``time_travel > 0``)."""
+        common = {"inner_steps": self.inner_steps, "lr": self.lr, "step_size": self.step_size}
+        correction: Correction
+        if self.target == "x_t":
+            stop = AdaptiveStop(residual_tol=self.residual_tol, min_decrease=self.min_decrease) if self.adaptive else None
+            correction = InnerLoop(**common, arnoldi_iterations=self.arnoldi_iterations, stop=stop)
+        elif self.target == "x_prev":
+            correction = PostStep(**common)
+        else:
+            correction = X0Edit(**common)
+        if self.time_travel > 0:
+            correction = TimeTravel(correction, repeats=self.time_travel, window=self.time_travel_window)
+        return correction
 
     @classmethod
     def from_file(cls, path: str | Path) -> "SamplerConfig":

@@ -1,8 +1,12 @@
-"""Step-size rules: how far the sampler moves along a solver's direction ``d``.
+"""Step-size rules: how far a correction moves along a solver's direction ``d``.
 
-Each rule maps the step's base size ``lambda_k`` (the config's ``lr`` schedule) and the
-direction ``d`` (shape ``(B, *sample_shape)``) to a per-sample factor ``s`` of shape
-``(B, 1, ..., 1)``; the update is ``x <- x + s d``.
+A rule is a small function of a `StepContext` that returns the per-sample factor ``s``
+(shape ``(B,)``); the update is ``x <- x + s d``. Rules live in a registry: a user rule plugs
+in by name (``step_size="my-rule"``) after one `register_step_size` call. What a rule reads
+beyond ``lambda`` and ``d`` (the residual, the unguided update, the spectral radius of ``J``)
+is computed only when it reads it.
+
+Built-in rules:
 
 * ``"dynamic"`` — ``s = lambda / ||d||_inf``: the paper's rule (Graikos et al., NeurIPS 2025,
   "dynamic infinity-norm scaling"); no pixel moves by more than ``lambda``.
@@ -20,106 +24,188 @@ direction ``d`` (shape ``(B, *sample_shape)``) to a per-sample factor ``s`` of s
   ``d = J e`` the error contracts as ``e <- (I - s J^2) e`` along an eigenvector, so
   ``lambda < 2`` is the stability bound and ``lambda = 1`` removes the dominant component.
   The paper's reference code (its Jacobian-analysis notebook) compares this rule, with
-  ``lambda = 0.5, 1.5, 3``, against the dynamic rule on Stable Diffusion; meant for
-  ``d = J e`` (`InexactNewton`, `ExactJVP`).
+  ``lambda = 0.5, 1.5, 3``, against the dynamic rule on Stable Diffusion. It applies to
+  solvers whose ``direction_kind`` is ``"jvp"`` and to corrections that move ``x_t``.
+
+Example:
+    >>> import torch
+    >>> @register_step_size("half-dynamic")
+    ... def half_dynamic(ctx: StepContext) -> torch.Tensor:
+    ...     return 0.5 * ctx.lam / ctx.d.flatten(1).abs().amax(dim=1)
+    >>> step_factor("half-dynamic", 1.0, torch.tensor([[2.0, -4.0]])).flatten().tolist()
+    [0.125]
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-StepSizeRule = Literal["dynamic", "constant", "residual", "norm-ratio", "arnoldi"]
-STEP_SIZE_RULES: tuple[StepSizeRule, ...] = ("dynamic", "constant", "residual", "norm-ratio", "arnoldi")
+from constrained_diffusion.linalg.arnoldi import largest_eigenvalue
+from constrained_diffusion.linalg.reductions import per_sample, safe_ratio
+
+__all__ = [
+    "STEP_SIZE_RULES", "StepContext", "StepSizeRule", "get_step_size", "largest_eigenvalue", "register_step_size",
+    "step_factor", "step_size_names",
+]
 
 
-def per_sample(v: Tensor, ndim: int) -> Tensor:
-    """A ``(B,)`` tensor reshaped to ``(B, 1, ..., 1)`` (``ndim`` dimensions), to broadcast per sample."""
-    return v.reshape(-1, *([1] * (ndim - 1)))
-
-
-def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` where ``den > 0``, else 0 (a zero direction or residual means no step)."""
-    ok = den > 0
-    return torch.where(ok, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(den))
-
-
-def step_factor(rule: StepSizeRule, lam: float, d: Tensor, residual: Tensor | None = None,
-                update: Tensor | None = None, mu: Tensor | None = None) -> Tensor:
-    """Per-sample factor ``s`` (shape ``(B, 1, ..., 1)``) for direction ``d``.
+class StepContext:
+    """What a rule may read, each part computed on first access.
 
     Args:
-        rule: one of `STEP_SIZE_RULES`.
+        lam: the base step size ``lambda_k`` of this inner step.
+        d: the direction, ``(B, *sample_shape)``, detached.
+        residual: ``(B,)`` constraint residual, or a zero-argument callable giving it.
+        update: the unguided sampler update ``x_prev - x_t``, or a callable giving it.
+        mu: ``(B,)`` largest ``|eigenvalue|`` of ``J``, or a callable giving it.
+
+    Raises:
+        ValueError: on access to a part that was not provided, naming it.
+    """
+
+    def __init__(self, lam: float, d: Tensor, residual: Tensor | Callable[[], Tensor] | None = None,
+                 update: Tensor | Callable[[], Tensor] | None = None, mu: Tensor | Callable[[], Tensor] | None = None) -> None:
+        self.lam = float(lam)
+        self.d = d.detach()
+        self._parts = {"residual": residual, "update": update, "mu": mu}
+
+    def _get(self, part: str, what: str) -> Tensor:
+        value = self._parts[part]
+        if value is None:
+            raise ValueError(f"this step-size rule needs {what} ({part!r}), which the correction did not provide")
+        if callable(value):
+            value = value()
+            self._parts[part] = value
+        return value.detach()
+
+    @property
+    def residual(self) -> Tensor:
+        """``(B,)`` residual of the constraint at the current ``x0_hat``."""
+        return self._get("residual", "the residual")
+
+    @property
+    def update(self) -> Tensor:
+        """The unguided update ``x_prev - x_t``, shape of ``d``."""
+        return self._get("update", "the unguided update")
+
+    @property
+    def mu(self) -> Tensor:
+        """``(B,)`` largest ``|eigenvalue|`` of the denoiser Jacobian at this step's ``x_t``."""
+        return self._get("mu", "the eigenvalue estimate mu")
+
+
+@dataclass(frozen=True)
+class StepSizeRule:
+    """A registered rule.
+
+    Attributes:
+        name: the registry name.
+        factor: ``StepContext -> (B,)`` per-sample factor.
+        direction_kinds: the solver ``direction_kind`` values it is meant for (``None``: any).
+        needs_jacobian: whether it probes the denoiser's Jacobian (it cannot serve a correction
+            that edits ``x0`` directly).
+    """
+
+    name: str
+    factor: Callable[[StepContext], Tensor]
+    direction_kinds: frozenset[str] | None = None
+    needs_jacobian: bool = False
+
+
+_RULES: dict[str, StepSizeRule] = {}
+
+
+def register_step_size(name: str, *, direction_kinds: set[str] | None = None,
+                       needs_jacobian: bool = False) -> Callable[[Callable[[StepContext], Tensor]], Callable[[StepContext], Tensor]]:
+    """Decorator: register ``factor(ctx) -> (B,)`` as the step-size rule ``name``.
+
+    Raises:
+        ValueError: an empty name.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a step-size rule needs a non-empty name, got {name!r}")
+
+    def decorate(factor: Callable[[StepContext], Tensor]) -> Callable[[StepContext], Tensor]:
+        kinds = frozenset(direction_kinds) if direction_kinds is not None else None
+        _RULES[name] = StepSizeRule(name, factor, kinds, needs_jacobian)
+        return factor
+
+    return decorate
+
+
+def step_size_names() -> list[str]:
+    """Registered rule names, sorted."""
+    return sorted(_RULES)
+
+
+def get_step_size(name: str) -> StepSizeRule:
+    """The rule registered as ``name``.
+
+    Raises:
+        ValueError: an unknown name (lists the known ones).
+    """
+    if name not in _RULES:
+        raise ValueError(f"step_size must be one of {tuple(step_size_names())}, got {name!r}")
+    return _RULES[name]
+
+
+def step_factor(rule: str, lam: float, d: Tensor, residual: Tensor | None = None, update: Tensor | None = None,
+                mu: Tensor | None = None) -> Tensor:
+    """Per-sample factor ``s``, shape ``(B, 1, ..., 1)``, of rule ``rule`` for direction ``d``.
+
+    Args:
+        rule: a registered rule name.
         lam: the base step size ``lambda``.
         d: the direction, ``(B, *sample_shape)``.
         residual: ``(B,)`` constraint residual (rule ``"residual"``).
         update: the unguided update ``x_prev - x_t`` (rule ``"norm-ratio"``).
         mu: ``(B,)`` largest ``|eigenvalue|`` of ``J`` (rule ``"arnoldi"``).
     """
-    d = d.detach()
-    flat = d.flatten(1)
-    if rule == "dynamic":
-        s = _safe_ratio(torch.full_like(flat[:, 0], lam), flat.abs().amax(dim=1))
-    elif rule == "constant":
-        s = torch.full_like(flat[:, 0], lam)
-    elif rule == "residual":
-        if residual is None:
-            raise ValueError("the 'residual' step-size rule needs the residual")
-        s = _safe_ratio(torch.full_like(flat[:, 0], lam), residual.to(d))
-    elif rule == "norm-ratio":
-        if update is None:
-            raise ValueError("the 'norm-ratio' step-size rule needs the unguided update")
-        s = _safe_ratio(lam * update.detach().flatten(1).norm(dim=1).to(d), flat.norm(dim=1))
-    elif rule == "arnoldi":
-        if mu is None:
-            raise ValueError("the 'arnoldi' step-size rule needs the eigenvalue estimate mu")
-        s = _safe_ratio(torch.full_like(flat[:, 0], lam), mu.to(d) ** 2)
-    else:
-        raise ValueError(f"step_size must be one of {STEP_SIZE_RULES}, got {rule!r}")
-    return per_sample(s, d.ndim)
+    return factor_of(get_step_size(rule), StepContext(lam, d, residual=residual, update=update, mu=mu))
 
 
-def largest_eigenvalue(matvec: Callable[[Tensor], Tensor], start: Tensor, n: int) -> Tensor:
-    """Per-sample largest ``|eigenvalue|`` of a batched operator by ``n`` Arnoldi steps.
+def factor_of(rule: StepSizeRule, ctx: StepContext) -> Tensor:
+    """``rule.factor(ctx)`` in ``d``'s dtype, reshaped to ``(B, 1, ..., 1)``."""
+    return per_sample(rule.factor(ctx).to(ctx.d), ctx.d.ndim)
 
-    Args:
-        matvec: ``V -> A V`` on ``(B, *shape)`` tensors, sample ``i`` by its own ``A_i``
-            (one batched call per Arnoldi step).
-        start: start vectors ``(B, *shape)``, nonzero.
-        n: Arnoldi steps (``>= 1``).
 
-    Returns:
-        ``(B,)`` float64: the largest magnitude among the Ritz values of each sample's
-        ``n x n`` Hessenberg matrix (exact if the Krylov space becomes invariant earlier).
-    """
-    if n < 1:
-        raise ValueError(f"arnoldi_iterations must be >= 1, got {n}")
-    B = start.shape[0]
-    q = start.detach().flatten(1).double()
-    Q = [q / q.norm(dim=1, keepdim=True).clamp_min(1e-300)]
-    H = torch.zeros(B, n + 1, n, dtype=torch.float64)
-    size = torch.full((B,), n, dtype=torch.long)
-    alive = torch.ones(B, dtype=torch.bool)
-    for j in range(n):
-        w = matvec(Q[j].reshape(start.shape).to(start)).detach().flatten(1).double()
-        basis = torch.stack(Q, dim=1)  # (B, j+1, D)
-        for _ in range(2):  # classical Gram-Schmidt, twice
-            coeffs = torch.einsum("bkd,bd->bk", basis, w)
-            H[:, : j + 1, j] += coeffs.cpu()
-            w = w - torch.einsum("bkd,bk->bd", basis, coeffs)
-        norm = w.norm(dim=1)
-        H[:, j + 1, j] = norm.cpu()
-        broke = alive & (norm.cpu() < 1e-12 * H[:, : j + 1, j].norm(dim=1).clamp_min(1e-300))
-        size[broke] = j + 1
-        alive &= ~broke
-        if not bool(alive.any()):
-            break
-        keep = alive.to(w.device).unsqueeze(1)  # a finished sample continues with zeros
-        Q.append(torch.where(keep, w / norm.clamp_min(1e-300).unsqueeze(1), torch.zeros_like(w)))
-    mus = []
-    for b in range(B):
-        m = int(size[b])
-        mus.append(torch.linalg.eigvals(H[b, :m, :m]).abs().max())
-    return torch.stack(mus)
+def _lam_like(ctx: StepContext) -> Tensor:
+    return torch.full((ctx.d.shape[0],), ctx.lam, dtype=ctx.d.dtype, device=ctx.d.device)
+
+
+@register_step_size("dynamic")
+def dynamic(ctx: StepContext) -> Tensor:
+    """``lambda / ||d||_inf`` (the paper's)."""
+    return safe_ratio(_lam_like(ctx), ctx.d.flatten(1).abs().amax(dim=1))
+
+
+@register_step_size("constant")
+def constant(ctx: StepContext) -> Tensor:
+    """``lambda``."""
+    return _lam_like(ctx)
+
+
+@register_step_size("residual")
+def residual(ctx: StepContext) -> Tensor:
+    """``lambda / r`` (DPS)."""
+    return safe_ratio(_lam_like(ctx), ctx.residual.to(ctx.d))
+
+
+@register_step_size("norm-ratio")
+def norm_ratio(ctx: StepContext) -> Tensor:
+    """``lambda ||Delta||_2 / ||d||_2`` (FreeDoM)."""
+    return safe_ratio(ctx.lam * ctx.update.flatten(1).norm(dim=1).to(ctx.d), ctx.d.flatten(1).norm(dim=1))
+
+
+@register_step_size("arnoldi", direction_kinds={"jvp"}, needs_jacobian=True)
+def arnoldi(ctx: StepContext) -> Tensor:
+    """``lambda / mu_max^2``."""
+    return safe_ratio(_lam_like(ctx), ctx.mu.to(ctx.d) ** 2)
+
+
+STEP_SIZE_RULES: tuple[str, ...] = ("dynamic", "constant", "residual", "norm-ratio", "arnoldi")
+"""The built-in rules (`step_size_names` also lists the ones registered later)."""

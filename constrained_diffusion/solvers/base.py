@@ -2,47 +2,109 @@
 
 Newton's method would take ``d = J^-1 e`` with ``J = d x0_hat / d x_t``; solvers provide cheap
 stand-ins (see the Concepts page): ``J e`` by a finite difference (`InexactNewton`),
-``J^T e`` by backpropagation (`GradientDescent`) and ``J e`` by forward-mode AD
-(`ExactJVP`). The sampler normalises the direction (``d / max|d|`` per sample), so a
-solver need not care about its scale.
+``J^T e`` by backpropagation (`GradientDescent`), ``J e`` by forward-mode AD (`ExactJVP`),
+``J^-1 e`` by GMRES (`ExactNewton`) and ``e`` itself (`IdentityDirection`). The step-size
+rule scales the direction, so a solver need not care about its length.
+
+A solver is one class: its options are a pydantic `SolverConfig` subclass assigned to
+``Config`` (validated once, in the generic ``__init__``, and exposed as attributes), what it
+computes is ``direction_kind``, and the work is `Solver.direction`. Registering it under its
+``name`` (`constrained_diffusion.solvers.register`) is needed only for configuration files and
+the CLI: the sampler uses any instance as given.
+
+Example:
+    >>> import torch
+    >>> import constrained_diffusion as cd
+    >>> class Scaled(cd.Solver):
+    ...     '''d = c e: the identity direction with a (useless) scale, as a worked example.'''
+    ...     name = "scaled"
+    ...     direction_kind = "identity"
+    ...     class Config(cd.solvers.SolverConfig):
+    ...         c: float = 2.0
+    ...     def direction(self, denoiser, x_t, t, e, x0):
+    ...         return self.c * e
+    >>> Scaled(c=3.0)
+    Scaled(c=3.0)
+    >>> Scaled().direction(None, None, None, torch.ones(1, 2), None).tolist()
+    [[2.0, 2.0]]
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from abc import ABC, abstractmethod
-from typing import ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.denoisers.base import Denoiser
 
+DirectionKind = Literal["jvp", "vjp", "inverse", "identity"]
+"""What a solver's direction is: ``J e`` (``"jvp"``), ``J^T e`` (``"vjp"``), ``J^-1 e``
+(``"inverse"``) or ``e`` (``"identity"``). Step-size rules that assume one (the ``"arnoldi"``
+rule needs ``d = J e``) check it instead of a list of solver names."""
 
-class Solver(ABC):
+
+class SolverConfig(BaseModel):
+    """Base of a solver's options: subclass it with one field per option.
+
+    ``name`` is filled in from the solver class; unknown options are rejected, naming them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+class Solver(Configurable, ABC):
     """Abstract solver.
 
     Attributes:
-        name: registry name (``"inexact-newton"``, ...), used by configuration files.
+        name: registry name (``"inexact-newton"``, ...), used by configuration files; defaults
+            to the class name in kebab case.
+        direction_kind: what `direction` computes (see `DirectionKind`); ``None`` if unknown.
+        Config: the options' pydantic model; ``self.config`` is the validated instance and each
+            option is also an attribute (``solver.h``).
         requires_graph: if true the sampler evaluates ``x0 = D(x_t, t)`` with an autograd
             graph from a leaf ``x_t`` and passes both, so the solver can reuse the forward.
+
+    Args:
+        *args: options by position, in the order ``Config`` declares them.
+        **options: options by name.
+
+    Raises:
+        pydantic.ValidationError: an invalid or unknown option, naming it.
     """
 
     name: ClassVar[str]
+    direction_kind: ClassVar[DirectionKind | None] = None
+    Config: ClassVar[type[SolverConfig]] = SolverConfig  # type: ignore[assignment]
     requires_graph: bool = False
+    _fixed_fields = ("name",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = _kebab(cls.__name__)
 
     def evaluation_context(self) -> ContextManager[None]:
         """Context in which the sampler evaluates the ``x0`` this solver reuses.
 
-        The default does nothing; `ExactJVP` with
-        ``"double-backward"`` builds its graph with math attention, whose backward is itself
-        differentiable.
+        The default does nothing; `ExactJVP` with ``"double-backward"`` builds its graph with
+        math attention, whose backward is itself differentiable.
         """
         return contextlib.nullcontext()
 
     @abstractmethod
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
-        """Update direction in ``x_t``-space, before normalisation.
+        """Update direction in ``x_t``-space, before the step-size rule scales it.
 
         Args:
             denoiser: the model ``D``.
@@ -55,11 +117,6 @@ class Solver(ABC):
         Returns:
             ``d``, shape of ``x_t``, detached.
         """
-
-
-def max_abs(x: Tensor) -> Tensor:
-    """Per-sample ``max |x|`` broadcastable against ``x``: shape ``(B, 1, ..., 1)``."""
-    return x.detach().flatten(1).abs().amax(dim=1).view(-1, *([1] * (x.ndim - 1)))
 
 
 def vjp_through(denoiser: Denoiser, x0: Tensor, x_t: Tensor, v: Tensor, create_graph: bool = False) -> Tensor:

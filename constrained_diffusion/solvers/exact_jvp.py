@@ -25,20 +25,19 @@ from typing import Any, ContextManager, Iterator, Literal
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.solvers.base import Solver, vjp_through
+from constrained_diffusion.solvers.base import Solver, SolverConfig, vjp_through
+from constrained_diffusion.solvers.registry import register
 
 Method = Literal["forward", "double-backward"]
 
 
-class ExactJVPConfig(BaseModel):
-    """Configuration of `ExactJVP`."""
+class ExactJVPConfig(SolverConfig):
+    """Options of `ExactJVP`."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["exact-jvp"] = "exact-jvp"
     method: Method = "forward"
 
@@ -90,18 +89,25 @@ def double_backward_jvp(denoiser: Denoiser, x0: Tensor, x_t: Tensor, v: Tensor) 
     return jv.detach()
 
 
+@register
 class ExactJVP(Solver):
     """``d = J e`` exactly, by forward-mode AD or by double backward.
 
     Args:
         method: ``"forward"`` (default) or ``"double-backward"``.
+
+    Example:
+        >>> ExactJVP("double-backward").requires_graph
+        True
     """
 
     name = "exact-jvp"
+    direction_kind = "jvp"
+    Config = ExactJVPConfig
+    method: Method
 
-    def __init__(self, method: Method = "forward") -> None:
-        self.config = ExactJVPConfig(method=method)
-        self.method: Method = self.config.method
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
         self.requires_graph = self.method == "double-backward"
         self._warned = False
 
@@ -121,6 +127,3 @@ class ExactJVP(Solver):
                 leaf = x_t.detach().requires_grad_(True)
                 graph_x0 = denoiser(leaf, t)
             return double_backward_jvp(denoiser, graph_x0, leaf, e)
-
-    def __repr__(self) -> str:
-        return f"ExactJVP(method={self.method!r})"

@@ -70,24 +70,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.solvers.base import Solver, max_abs
+from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.gmres import gmres
+from constrained_diffusion.linalg.pinv import pinv_solve
+from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.exact_jvp import forward_jvp
+from constrained_diffusion.solvers.registry import register
 
 Method = Literal["gmres", "lstsq"]
 JVP = Literal["finite-difference", "forward"]
 
 
-class ExactNewtonConfig(BaseModel):
-    """Configuration of `ExactNewton`."""
+class ExactNewtonConfig(SolverConfig):
+    """Options of `ExactNewton`."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["exact-newton"] = "exact-newton"
     method: Method = Field(default="gmres", description="'gmres' (matrix-free Krylov solver) or 'lstsq' (dense Jacobian + SVD)")
     iterations: int = Field(default=10, ge=1, description="gmres: Krylov dimension k, the most JVPs per direction (capped at D)")
@@ -126,6 +129,7 @@ class ExactNewtonInfo:
     backwards: int
 
 
+@register
 class ExactNewton(Solver):
     """The Newton direction ``d = J^-1 e`` by GMRES on Jacobian-vector products, or densely.
 
@@ -146,17 +150,19 @@ class ExactNewton(Solver):
     """
 
     name = "exact-newton"
-    requires_graph = False
+    direction_kind = "inverse"
+    Config = ExactNewtonConfig
+    method: Method
+    iterations: int
+    tol: float
+    jvp: JVP
+    h: float
+    max_dim: int
+    rcond: float | None
+    chunk: int
 
-    def __init__(self, method: Method = "gmres", iterations: int = 10, tol: float = 1e-3,
-                 jvp: JVP = "finite-difference", h: float = 0.005, max_dim: int = 4096,
-                 rcond: float | None = None, chunk: int = 64) -> None:
-        self.config = ExactNewtonConfig(method=method, iterations=iterations, tol=tol, jvp=jvp, h=h,
-                                        max_dim=max_dim, rcond=rcond, chunk=chunk)
-        c = self.config
-        self.method: Method = c.method
-        self.iterations, self.tol, self.jvp, self.h = c.iterations, c.tol, c.jvp, c.h
-        self.max_dim, self.rcond, self.chunk = c.max_dim, c.rcond, c.chunk
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
         self.last_info: ExactNewtonInfo | None = None
 
     # ----------------------------------------------------------------------------------------
@@ -192,103 +198,33 @@ class ExactNewton(Solver):
         return d, info
 
     # --- GMRES --------------------------------------------------------------------------------
-    def _jvp(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, x0: Tensor | None, v: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(J v, x0)`` for a batch of directions ``v`` (zero rows give zero products)."""
-        if self.jvp == "forward":
-            try:
-                return forward_jvp(denoiser, x_t, t, v.to(x_t.dtype))[1], x0
-            except (NotImplementedError, RuntimeError) as exc:
-                raise RuntimeError(f"ExactNewton(jvp='forward'): forward-mode AD failed through the denoiser "
-                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                                   "use jvp='finite-difference'") from exc
-        with torch.no_grad():
-            if x0 is None:
-                x0 = denoiser(x_t, t)
-            scale = max_abs(v)
-            active = scale > 0
-            h_prime = torch.where(active, self.h / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(scale))
-            x0_perturbed = denoiser((x_t + h_prime * v).to(x_t.dtype), t)
-            jv = (x0_perturbed - x0).to(v.dtype) / torch.where(active, h_prime, torch.ones_like(h_prime))
-            return torch.where(active, jv, torch.zeros_like(jv)), x0
+    def _matvec(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, x0: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """``V -> J V`` on flat ``(B, D)`` directions (zero rows give zero products).
 
-    @torch.no_grad()
+        With finite differences the sampler's ``x0`` is reused, or evaluated (and counted) once.
+        """
+        cache = {"x0": x0}
+
+        def matvec(v: Tensor) -> Tensor:
+            v = v.reshape(x_t.shape)
+            if self.jvp == "forward":
+                try:
+                    return forward_jvp(denoiser, x_t, t, v.to(x_t.dtype))[1]
+                except (NotImplementedError, RuntimeError) as exc:
+                    raise RuntimeError(f"ExactNewton(jvp='forward'): forward-mode AD failed through the denoiser "
+                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                                       "use jvp='finite-difference'") from exc
+            with torch.no_grad():
+                if cache["x0"] is None:
+                    cache["x0"] = denoiser(x_t, t)
+                return fd_jvp(lambda x: denoiser(x, t), x_t, v, self.h, fx=cache["x0"])
+
+        return matvec
+
     def _gmres(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor,
                x0: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        B = e.shape[0]
-        work = torch.promote_types(e.dtype, torch.float32)
-        r0 = e.reshape(B, -1).to(work)
-        D = r0.shape[1]
-        k = min(self.iterations, D)
-        eps = torch.finfo(work).eps
-        tiny = torch.finfo(work).tiny
-
-        beta = r0.norm(dim=1)                                   # (B,)
-        active = beta > 0                                       # still iterating
-        converged = ~active                                     # e = 0: d = 0 is exact
-        safe_beta = torch.where(active, beta, torch.ones_like(beta))
-        V = r0.new_zeros(B, k + 1, D)                           # Arnoldi basis
-        V[:, 0] = torch.where(active[:, None], r0 / safe_beta[:, None], torch.zeros_like(r0))
-        R = r0.new_zeros(B, k, k)                               # H_k after the Givens rotations
-        g = r0.new_zeros(B, k + 1)                              # rotated beta e_1
-        g[:, 0] = beta
-        cs, sn = r0.new_zeros(B, k), r0.new_zeros(B, k)
-        used = torch.zeros(B, dtype=torch.long, device=r0.device)  # columns of V in each sample's d
-        residual = active.to(work)                              # relative, ||e - J d_0|| / ||e|| = 1
-
-        for j in range(k):
-            if not bool(active.any()):
-                break
-            w, x0 = self._jvp(denoiser, x_t, t, x0, V[:, j].reshape(e.shape))
-            w = w.reshape(B, -1).to(work)
-            w = torch.where(active[:, None], w, torch.zeros_like(w))
-            w_norm = w.norm(dim=1)
-            # classical Gram-Schmidt, twice ("twice is enough"): as stable as modified G-S, batched
-            basis = V[:, : j + 1]
-            h = torch.einsum("bid,bd->bi", basis, w)
-            w = w - torch.einsum("bi,bid->bd", h, basis)
-            h2 = torch.einsum("bid,bd->bi", basis, w)
-            w = w - torch.einsum("bi,bid->bd", h2, basis)
-            h = h + h2
-            h_next = w.norm(dim=1)
-            # an invariant Krylov space ("happy breakdown"): the solution in it is exact
-            breakdown = h_next <= 4 * eps * math.sqrt(j + 1) * w_norm
-            V[:, j + 1] = torch.where((active & ~breakdown)[:, None], w / h_next.clamp_min(tiny)[:, None], torch.zeros_like(w))
-            h_next = torch.where(breakdown, torch.zeros_like(h_next), h_next)
-
-            # apply the previous rotations to the new column, then one that zeroes h_next
-            col = list(h.unbind(1))
-            for i in range(j):
-                a, b = col[i], col[i + 1]
-                col[i], col[i + 1] = cs[:, i] * a + sn[:, i] * b, -sn[:, i] * a + cs[:, i] * b
-            a = col[j]
-            r = torch.hypot(a, h_next)
-            ok = r > 0  # r == 0: J is singular on the Krylov space; keep the previous solution
-            safe_r = torch.where(ok, r, torch.ones_like(r))
-            c = torch.where(ok, a / safe_r, torch.ones_like(r))
-            s = torch.where(ok, h_next / safe_r, torch.zeros_like(r))
-            col[j] = r
-            update = active & ok
-            R[:, : j + 1, j] = torch.where(update[:, None], torch.stack(col, dim=1), R[:, : j + 1, j])
-            cs[:, j] = torch.where(update, c, cs[:, j])
-            sn[:, j] = torch.where(update, s, sn[:, j])
-            g_j = g[:, j].clone()
-            g[:, j] = torch.where(update, c * g_j, g[:, j])
-            g[:, j + 1] = torch.where(update, -s * g_j, g[:, j + 1])
-            used = used + update.long()
-            residual = torch.where(update, g[:, j + 1].abs() / safe_beta, residual)
-            done = update & ((residual <= self.tol) | breakdown)
-            converged = converged | done
-            active = active & ~done & ok
-
-        # y = R^-1 g on each sample's own leading block; unused columns give y = 0
-        idx = torch.arange(k, device=r0.device)
-        keep = idx[None, :] < used[:, None]                    # (B, k)
-        eye = torch.eye(k, dtype=work, device=r0.device).expand(B, k, k)
-        R_used = torch.where(keep[:, :, None] & keep[:, None, :], R, eye)
-        y = torch.linalg.solve_triangular(R_used, torch.where(keep, g[:, :k], torch.zeros_like(g[:, :k]))[..., None],
-                                          upper=True).squeeze(-1)
-        d = torch.einsum("bi,bid->bd", y, V[:, :k])
-        return (d.reshape(e.shape).to(e.dtype), residual.double().cpu(), used.cpu(), converged.cpu())
+        res = gmres(self._matvec(denoiser, x_t, t, x0), e.reshape(e.shape[0], -1), self.iterations, self.tol)
+        return res.x.reshape(e.shape).to(e.dtype), res.residual, res.iterations, res.converged
 
     # --- dense --------------------------------------------------------------------------------
     def _lstsq(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -309,17 +245,6 @@ class ExactNewton(Solver):
             if not bool(beta > 0):
                 continue
             J = jacobian(denoiser, x_t[b : b + 1], t, chunk=self.chunk).to(device)
-            U, S, Vh = torch.linalg.svd(J)
-            rel = self.rcond if self.rcond is not None else torch.finfo(torch.float64).eps * D
-            kept = S > rel * S[0]
-            coeff = torch.where(kept, (U.T @ flat_e[b]) / torch.where(kept, S, torch.ones_like(S)), torch.zeros_like(S))
-            d[b] = Vh.T @ coeff
+            d[b], rank[b] = pinv_solve(J, flat_e[b], self.rcond)
             residual[b] = float((flat_e[b] - J @ d[b]).norm() / beta)
-            rank[b] = int(kept.sum())
         return (d.reshape(e.shape).to(device=e.device, dtype=e.dtype), residual, rank, torch.ones(B, dtype=torch.bool))
-
-    def __repr__(self) -> str:
-        if self.method == "lstsq":
-            return f"ExactNewton(method='lstsq', max_dim={self.max_dim}, rcond={self.rcond}, chunk={self.chunk})"
-        return (f"ExactNewton(method='gmres', iterations={self.iterations}, tol={self.tol}, "
-                f"jvp={self.jvp!r}" + (f", h={self.h})" if self.jvp == "finite-difference" else ")"))

@@ -10,33 +10,35 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.solvers.base import Solver, vjp_through
+from constrained_diffusion.solvers.base import Solver, SolverConfig, vjp_through
+from constrained_diffusion.solvers.registry import register
 
 
-class GradientDescentConfig(BaseModel):
-    """Configuration of `GradientDescent`."""
+class GradientDescentConfig(SolverConfig):
+    """Options of `GradientDescent` (none)."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["gradient-descent"] = "gradient-descent"
 
 
+@register
 class GradientDescent(Solver):
-    """``d = J^T e`` by backpropagation, reusing the sampler's forward pass (which kept a graph)."""
+    """``d = J^T e`` by backpropagation, reusing the sampler's forward pass (which kept a graph).
+
+    Example:
+        >>> GradientDescent()
+        GradientDescent()
+    """
 
     name = "gradient-descent"
+    direction_kind = "vjp"
+    Config = GradientDescentConfig
     requires_graph = True
 
-    def __init__(self) -> None:
-        self.config = GradientDescentConfig()
-
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
+        """``J^T e`` through the graph of ``x0 = D(x_t, t)`` (one backward pass)."""
         if not x0.requires_grad:
             raise RuntimeError("GradientDescent needs x0 = D(x_t, t) evaluated with an autograd graph from x_t")
         return vjp_through(denoiser, x0, x_t, e).detach()
-
-    def __repr__(self) -> str:
-        return "GradientDescent()"

@@ -18,31 +18,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.solvers.base import Solver
+from constrained_diffusion.solvers.base import Solver, SolverConfig
+from constrained_diffusion.solvers.registry import register
 
 
-class IdentityDirectionConfig(BaseModel):
-    """Configuration of `IdentityDirection` (no options)."""
+class IdentityDirectionConfig(SolverConfig):
+    """Options of `IdentityDirection` (none)."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["identity"] = "identity"
 
 
+@register
 class IdentityDirection(Solver):
     """``d = e``: the Newton direction under ``J ~ I``; no network call, no graph."""
 
     name = "identity"
-
-    def __init__(self) -> None:
-        self.config = IdentityDirectionConfig()
+    direction_kind = "identity"
+    Config = IdentityDirectionConfig
 
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
         """Return ``e`` itself (a copy, ``(B, *sample_shape)``)."""
         return e.detach().clone()
-
-    def __repr__(self) -> str:
-        return "IdentityDirection()"

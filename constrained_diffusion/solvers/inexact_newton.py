@@ -18,46 +18,43 @@ descent and forward-mode AD did not move (docs: MNIST evaluation, "GPU against C
 
 from __future__ import annotations
 
-import torch
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from pydantic import Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.solvers.base import Solver, max_abs
+from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.solvers.base import Solver, SolverConfig
+from constrained_diffusion.solvers.registry import register
 
 
-class InexactNewtonConfig(BaseModel):
-    """Configuration of `InexactNewton`."""
+class InexactNewtonConfig(SolverConfig):
+    """Options of `InexactNewton`."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["inexact-newton"] = "inexact-newton"
     h: float = Field(default=0.005, gt=0.0, le=1.0, description="max-norm of the finite-difference perturbation")
 
 
+@register
 class InexactNewton(Solver):
     """``d = J e`` by a finite difference of two forward passes (one of them reused).
 
     Args:
         h: max-norm of the perturbation ``h' e`` (default ``0.005``, the paper's).
+
+    Example:
+        >>> InexactNewton(h=0.01)
+        InexactNewton(h=0.01)
     """
 
     name = "inexact-newton"
-    requires_graph = False
-
-    def __init__(self, h: float = 0.005) -> None:
-        self.config = InexactNewtonConfig(h=h)
-        self.h = self.config.h
+    direction_kind = "jvp"
+    Config = InexactNewtonConfig
+    h: float
 
     @torch.no_grad()
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
-        scale = max_abs(e)
-        active = scale > 0
-        h_prime = torch.where(active, self.h / scale.clamp_min(torch.finfo(scale.dtype).tiny), torch.zeros_like(scale))
-        x0_perturbed = denoiser(x_t + h_prime * e, t)
-        d = (x0_perturbed - x0) / torch.where(active, h_prime, torch.ones_like(h_prime))
-        return torch.where(active, d, torch.zeros_like(d))
-
-    def __repr__(self) -> str:
-        return f"InexactNewton(h={self.h})"
+        """``(D(x_t + h' e, t) - x0) / h'`` with ``h' = h / max|e|`` per sample (`fd_jvp`)."""
+        return fd_jvp(lambda x: denoiser(x, t), x_t, e, self.h, fx=x0)

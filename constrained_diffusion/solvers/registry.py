@@ -1,59 +1,92 @@
 """Solvers by name, so that configuration files and the CLI can pick one.
 
-A third-party solver registers itself with `register` (a pydantic config class whose
-``name`` field is a ``Literal`` of the solver's name, and the solver class that accepts the
-config's other fields as keyword arguments).
+Registering is one decorator on the class (its ``name`` and ``Config`` are read from it)::
+
+    @register
+    class MySolver(Solver):
+        name = "my-solver"
+        ...
+
+The sampler itself never needs the registry: ``ConstrainedSampler(model, MySolver())`` uses
+the instance as given, registered or not.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from constrained_diffusion.solvers.base import Solver
-from constrained_diffusion.solvers.exact_jvp import ExactJVP, ExactJVPConfig
-from constrained_diffusion.solvers.exact_newton import ExactNewton, ExactNewtonConfig
-from constrained_diffusion.solvers.gradient_descent import GradientDescent, GradientDescentConfig
-from constrained_diffusion.solvers.identity import IdentityDirection, IdentityDirectionConfig
-from constrained_diffusion.solvers.inexact_newton import InexactNewton, InexactNewtonConfig
+from constrained_diffusion.solvers.base import Solver, SolverConfig
 
-_REGISTRY: dict[str, tuple[type[Solver], type[BaseModel]]] = {}
+S = TypeVar("S", bound=type[Solver])
+
+_REGISTRY: dict[str, type[Solver]] = {}
 
 
-def register(solver_cls: type[Solver], config_cls: type[BaseModel]) -> None:
-    """Make ``solver_cls`` available under ``solver_cls.name``."""
-    _REGISTRY[solver_cls.name] = (solver_cls, config_cls)
+def register(solver_cls: S, config_cls: type[BaseModel] | None = None) -> S:
+    """Make ``solver_cls`` available under ``solver_cls.name``; usable as a class decorator.
+
+    Args:
+        solver_cls: a `Solver` subclass.
+        config_cls: its options' model (default: ``solver_cls.Config``; given for backward
+            compatibility with ``register(cls, cfg)``).
+
+    Raises:
+        TypeError: not a `Solver` subclass, or a config that is not a `SolverConfig`-like model.
+    """
+    if not (isinstance(solver_cls, type) and issubclass(solver_cls, Solver)):
+        raise TypeError(f"register needs a Solver subclass, got {solver_cls!r}")
+    if config_cls is not None:
+        if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
+            raise TypeError(f"config_cls must be a pydantic model class, got {config_cls!r}")
+        solver_cls.Config = config_cls  # type: ignore[assignment]
+    _REGISTRY[solver_cls.name] = solver_cls
+    return solver_cls
 
 
 def names() -> list[str]:
-    """Registered solver names."""
+    """Registered solver names, sorted."""
     return sorted(_REGISTRY)
 
 
-def parse_config(config: BaseModel | dict[str, Any] | str) -> BaseModel:
-    """Validate a solver configuration given as a name, a mapping with ``name`` or a config model."""
-    if isinstance(config, str):
-        config = {"name": config}
-    if isinstance(config, BaseModel):
-        config = config.model_dump()
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"a solver configuration needs a 'name' (one of {names()}), got {config!r}")
-    name = config["name"]
+def solver_class(name: str) -> type[Solver]:
+    """The class registered as ``name``.
+
+    Raises:
+        ValueError: an unknown name (lists the known ones).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown solver {name!r}; expected one of {names()}")
-    return _REGISTRY[name][1].model_validate(config)
+    return _REGISTRY[name]
+
+
+def parse_config(config: BaseModel | dict[str, Any] | str) -> BaseModel:
+    """Validate a solver configuration given as a name, a mapping with ``name`` or a config model.
+
+    A config model instance of a registered solver is re-validated; one of an unregistered
+    solver (`SolverConfig` subclass) is returned as is.
+    """
+    if isinstance(config, BaseModel):
+        name = getattr(config, "name", None)
+        if name not in _REGISTRY and isinstance(config, SolverConfig):
+            return config
+        config = config.model_dump()
+    if isinstance(config, str):
+        config = {"name": config}
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"a solver configuration needs a 'name' (one of {names()}), got {config!r}")
+    return solver_class(config["name"]).Config.model_validate(config)
 
 
 def get(config: BaseModel | dict[str, Any] | str, **kwargs: Any) -> Solver:
-    """Build a solver: ``get("inexact-newton", h=0.01)`` or ``get({"name": "exact-jvp", ...})``."""
+    """Build a registered solver: ``get("inexact-newton", h=0.01)`` or ``get({"name": "exact-jvp", ...})``.
+
+    Example:
+        >>> get("inexact-newton", h=0.01)
+        InexactNewton(h=0.01)
+    """
     if isinstance(config, str):
         config = {"name": config, **kwargs}
     parsed = parse_config(config)
-    solver_cls = _REGISTRY[parsed.name][0]  # type: ignore[attr-defined]
-    return solver_cls(**parsed.model_dump(exclude={"name"}))
-
-
-for _cls, _cfg in ((InexactNewton, InexactNewtonConfig), (GradientDescent, GradientDescentConfig), (ExactJVP, ExactJVPConfig),
-                   (ExactNewton, ExactNewtonConfig), (IdentityDirection, IdentityDirectionConfig)):
-    register(_cls, _cfg)
+    return solver_class(parsed.name)(**parsed.model_dump(exclude={"name"}))  # type: ignore[attr-defined]

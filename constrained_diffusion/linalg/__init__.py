@@ -1,0 +1,17 @@
+"""Numerical kernels, one copy each: finite-difference JVPs, Arnoldi, GMRES, the
+pseudo-inverse, per-sample reductions and the half-precision upcast.
+
+Solvers, step-size rules, constraints and the analysis all call these; none keeps its own copy.
+"""
+
+from constrained_diffusion.linalg.arnoldi import ArnoldiResult, arnoldi, gram_schmidt, largest_eigenvalue
+from constrained_diffusion.linalg.finite_difference import fd_jvp, fd_step
+from constrained_diffusion.linalg.gmres import GMRESResult, gmres
+from constrained_diffusion.linalg.pinv import pinv_solve
+from constrained_diffusion.linalg.precision import HALF_DTYPES, upcast
+from constrained_diffusion.linalg.reductions import max_abs, per_sample, safe_ratio
+
+__all__ = [
+    "HALF_DTYPES", "ArnoldiResult", "GMRESResult", "arnoldi", "fd_jvp", "fd_step", "gmres", "gram_schmidt",
+    "largest_eigenvalue", "max_abs", "per_sample", "pinv_solve", "safe_ratio", "upcast",
+]

@@ -1,0 +1,114 @@
+"""The paper's correction: an inner loop on ``x_t`` before each update.
+
+Graikos, Jojic & Samaras, *Fast constrained sampling in pre-trained diffusion models*,
+NeurIPS 2025, Algorithm 1. At time ``t``, from ``x0 = D(x_t, t)``:
+
+    for k in 0 .. K-1:                       # lambda_k = linspace(lr[0], lr[1], K)[k]
+        e   = constraint.error(x0)           # direction in x0-space
+        d   = solver.direction(D, x_t, t, e, x0)
+        x_t = x_t + s_k d                    # s_k from the step-size rule, per sample
+        x0  = D(x_t, t)
+    x_prev = update(x_t, x0)                 # DDIM; the Euler step for rectified flows
+
+A step costs ``1 + K`` forwards plus the solver's own (``K`` more for `InexactNewton`); the
+last re-evaluation keeps an autograd graph only when the solver needs one. A sample whose
+error is zero, or whose factor is zero for every sample, ends the loop early without spending
+forwards. With an `AdaptiveStop` each sample stops on its own criterion.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+from pydantic import BaseModel, Field
+from torch import Tensor
+
+from constrained_diffusion.sampling.adaptive import AdaptiveRun, AdaptiveStop
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionConfig, CorrectionResult, step_sizes
+from constrained_diffusion.sampling.step import DenoisingStep
+from constrained_diffusion.sampling.step_size import StepContext, factor_of
+
+
+class InnerLoopConfig(CorrectionConfig):
+    """Options of `InnerLoop` (see `CorrectionConfig`).
+
+    Attributes:
+        arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``step_size="arnoldi"``.
+        stop: an `AdaptiveStop`, or ``None`` for the full ``K`` iterations.
+    """
+
+    inner_steps: int = Field(5, ge=0)
+    lr: float | tuple[float, float] = (0.5, 0.1)
+    step_size: str = "dynamic"
+    arnoldi_iterations: int = Field(10, ge=1)
+    stop: AdaptiveStop | None = None
+
+
+class InnerLoop(Correction):
+    """``K`` solver steps on ``x_t`` with re-evaluation, then the update (the paper's method).
+
+    Example:
+        >>> InnerLoop(inner_steps=3).step_sizes()
+        [0.5, 0.3, 0.1]
+    """
+
+    Config: ClassVar[type[BaseModel]] = InnerLoopConfig
+    lr: float | tuple[float, float]
+    step_size: str
+    arnoldi_iterations: int
+    stop: AdaptiveStop | None
+
+    def step_sizes(self) -> list[float]:
+        """``lambda_k`` for ``k = 0 .. K - 1``."""
+        return step_sizes(self.lr, self.inner_steps)
+
+    def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
+        """Run the inner loop at ``step`` from ``x_t``; see the module docstring."""
+        K, solver = self.inner_steps, step.solver
+        graph = bool(solver is not None and solver.requires_graph)
+        x_t, x0 = step.evaluate(x_t, graph=graph and K > 0)
+        mu = _once(lambda: step.spectral_radius(x_t, x0, self.arnoldi_iterations))
+        run = self.stop.start() if self.stop is not None else None
+        lrs, rule, rows = self.step_sizes(), self.rule, []
+        for k in range(K + 1):
+            if k == K:
+                residual = step.constraint.residual(x0.detach()).detach()
+            else:
+                e, residual = step.constraint.error_and_residual(x0.detach())
+                e = e.detach()
+            rows.append(residual.float() if run is None else run.observe(x_t, x0, residual.float()))
+            if k == K or (run is not None and run.done) or not bool((e != 0).any()):
+                break
+            d = step.direction(x_t, e, x0)
+            ctx = StepContext(lrs[k], d, residual=residual, mu=mu,
+                              update=lambda x_t=x_t, x0=x0: step.unguided_update(x_t, x0))
+            s = _frozen(run, factor_of(rule, ctx))
+            if not bool((s != 0).any()):
+                break
+            x_t, x0 = step.evaluate((x_t.detach() + s * d).detach(), graph=graph and k < K - 1)
+        if run is not None:
+            x_t, x0 = run.kept()
+        rows += [rows[-1]] * (K + 1 - len(rows))  # an early end repeats the last residual
+        return CorrectionResult(step.update(x_t, x0), x0.detach(), _stack(rows))
+
+
+def _once(compute: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """A zero-argument callable that computes on its first call and then returns the cache."""
+    cache: list[Tensor] = []
+
+    def get() -> Tensor:
+        if not cache:
+            cache.append(compute())
+        return cache[0]
+
+    return get
+
+
+def _frozen(run: AdaptiveRun | None, s: Tensor) -> Tensor:
+    return s if run is None else run.freeze(s)
+
+
+def _stack(rows: list[Tensor]) -> Tensor:
+    import torch
+
+    return torch.stack([r.to(rows[0].device) for r in rows])

@@ -1,0 +1,112 @@
+"""One denoising step ``t -> t_prev`` as a correction sees it: the model, the constraint, the
+times, and the operations a correction composes (evaluate ``x0_hat``, take the DDIM / Euler
+update, re-noise, probe the Jacobian's spectrum).
+
+The engine builds one `DenoisingStep` per grid point and hands it to the sampler's
+`Correction`; a correction never touches the grid, the noise generator or the counters itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from constrained_diffusion.constraints.base import Constraint
+from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.linalg.arnoldi import largest_eigenvalue
+from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.sampling.noise import Generator, randn
+from constrained_diffusion.sampling.update import ddim_update, renoise
+from constrained_diffusion.solvers.base import Solver
+
+DEFAULT_H = 0.005
+"""The finite-difference step of the Jacobian probes when the solver declares none (the paper's)."""
+
+
+@dataclass
+class DenoisingStep:
+    """Step ``index`` of ``steps``, from time ``t`` (``now = (alpha_t, sigma_t)``) to ``prev``.
+
+    Attributes:
+        denoiser: the model ``D``.
+        solver: the direction (``None`` for corrections that use none).
+        constraint: the constraint on ``x0_hat``.
+        t: the current time (scalar tensor).
+        now: ``(alpha_t, sigma_t)``.
+        prev: ``(alpha, sigma)`` of the point the update moves to.
+        index: the step's position in the grid (0 = the noisiest).
+        steps: the number of steps of the run.
+        eta: DDIM stochasticity.
+        generator: the run's noise generator(s).
+    """
+
+    denoiser: Denoiser
+    solver: Solver | None
+    constraint: Constraint
+    t: Tensor
+    now: tuple[float, float]
+    prev: tuple[float, float]
+    index: int
+    steps: int
+    eta: float
+    generator: Generator
+
+    @property
+    def fraction(self) -> float:
+        """``index / steps``: where in the run this step lies (0 = first)."""
+        return self.index / self.steps
+
+    def evaluate(self, x_t: Tensor, graph: bool = False) -> tuple[Tensor, Tensor]:
+        """``(x_t, D(x_t, t))``; with ``graph`` ``x_t`` is a fresh leaf and ``x0`` keeps a graph."""
+        if not graph:
+            with torch.no_grad():
+                return x_t, self.denoiser(x_t, self.t)
+        context: Any = self.solver.evaluation_context() if self.solver is not None else torch.enable_grad()
+        with torch.enable_grad(), context:
+            leaf = x_t.detach().requires_grad_(True)
+            return leaf, self.denoiser(leaf, self.t)
+
+    def direction(self, x_t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
+        """The solver's direction for error ``e`` at ``x_t`` (``x0 = D(x_t, t)``, reused)."""
+        if self.solver is None:
+            raise ValueError("this correction asked for a solver direction, but the sampler has no solver")
+        return self.solver.direction(self.denoiser, x_t, self.t, e, x0)
+
+    def update(self, x_t: Tensor, x0: Tensor, eps: Tensor | None = None) -> Tensor:
+        """The DDIM / Euler step ``x_t -> x_prev`` (noise drawn only when ``eta > 0``)."""
+        (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
+        noise = None
+        if self.eta > 0 and sigma_prev > 0:
+            noise = randn(x_t.shape[0], tuple(x_t.shape[1:]), self.generator, x_t.device, x_t.dtype)
+        return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, self.eta, noise, eps=eps)
+
+    def unguided_update(self, x_t: Tensor, x0: Tensor) -> Tensor:
+        """``x_prev - x_t`` of the deterministic update from ``(x_t, x0)`` (FreeDoM's scale)."""
+        (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
+        return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev) - x_t.detach()
+
+    @property
+    def can_renoise(self) -> bool:
+        """Whether ``x_prev`` can be taken back to ``t`` (the next point is neither clean nor pure noise)."""
+        alpha_prev, sigma_prev = self.prev
+        return alpha_prev > 0 and sigma_prev > 0
+
+    def renoise(self, x_prev: Tensor) -> Tensor:
+        """``x_t ~ q(x_t | x_prev)``: back from ``t_prev`` to ``t`` along the forward process."""
+        (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
+        noise = randn(x_prev.shape[0], tuple(x_prev.shape[1:]), self.generator, x_prev.device, x_prev.dtype)
+        return renoise(x_prev, alpha, sigma, alpha_prev, sigma_prev, noise)
+
+    def spectral_radius(self, x_t: Tensor, x0: Tensor, iterations: int) -> Tensor:
+        """``(B,)`` largest ``|eigenvalue|`` of ``J`` at ``x_t``: Arnoldi on finite-difference JVPs.
+
+        The step is the solver's ``h`` when it has one, else `DEFAULT_H`; the start vector is
+        seeded, so the estimate is deterministic.
+        """
+        h = float(getattr(self.solver, "h", DEFAULT_H))
+        start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t)
+        x_t, x0 = x_t.detach(), x0.detach()
+        return largest_eigenvalue(lambda v: fd_jvp(lambda x: self.denoiser(x, self.t), x_t, v, h, fx=x0), start, iterations)
