@@ -11,8 +11,10 @@ import constrained_diffusion as cd
 CHEAP = {"exact-newton": {"name": "exact-newton", "iterations": 3}}
 
 pytest.importorskip("diffusers")
-from constrained_diffusion.denoisers.flow_match import FlowMatchDenoiser  # noqa: E402
-from tiny_pipelines import tiny_sd3  # noqa: E402
+from tiny_pipelines import tiny_flux, tiny_sd3
+
+from constrained_diffusion.denoisers import FluxDenoiser, SD3Denoiser
+from constrained_diffusion.denoisers.flow_match import FlowMatchDenoiser
 
 
 def _embeds():
@@ -92,8 +94,6 @@ def _unpack(x: torch.Tensor, C: int, h: int, w: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module", params=["flux-dev-like", "flux-true-cfg"])
 def saved_flux(request, tmp_path_factory):
-    from tiny_pipelines import tiny_flux
-
     pipe = tiny_flux(guidance_embeds=request.param == "flux-dev-like")
     pipe.set_progress_bar_config(disable=True)
     folder = tmp_path_factory.mktemp(request.param) / "flux"
@@ -149,8 +149,6 @@ def test_flux_latent_inpainting_sees_unpacked_latents(saved_flux):
 @pytest.mark.parametrize("kind", ["sd3", "flux"])
 def test_exact_jvp_runs_natively_on_the_transformers(kind, recwarn):
     """Forward-mode AD through the transformers' fused attention (no fallback), equal to the other two."""
-    from tiny_pipelines import tiny_flux
-
     g = torch.Generator().manual_seed(0)
     pipe, pooled = (tiny_sd3(), 64) if kind == "sd3" else (tiny_flux(True), 32)
     den = cd.FlowMatchDenoiser.from_pipeline(pipe, height=32, width=32).condition(
@@ -169,3 +167,46 @@ def test_exact_jvp_runs_natively_on_the_transformers(kind, recwarn):
     assert not [w for w in recwarn if "double-backward" in str(w.message)]
     assert float((d_fwd - d_fd).norm() / d_fwd.norm()) < 1e-2
     assert torch.allclose(d_dbl, d_fwd, rtol=1e-4, atol=1e-5 * float(d_fwd.abs().max()))
+
+
+def _pipeline_sigmas(pipe, den, steps: int) -> torch.Tensor:
+    """The sigmas the pipeline sets for ``steps``, on a fresh scheduler from its configuration."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    config, (h, w), p = scheduler.config, den.sample_shape[-2:], den.patch
+    mu = calculate_shift((h // p) * (w // p), config.base_image_seq_len, config.max_image_seq_len, config.base_shift,
+                         config.max_shift)
+    if isinstance(den, FluxDenoiser):
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    else:
+        scheduler.set_timesteps(steps, **({"mu": mu} if config.use_dynamic_shifting else {}))
+    return scheduler.sigmas.double()
+
+
+@pytest.mark.parametrize("kind", ["sd3-static", "sd3-dynamic", "flux"])
+def test_grid_is_the_pipelines_without_touching_its_scheduler(kind):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe = tiny_flux(True) if kind == "flux" else tiny_sd3()
+    if kind == "sd3-dynamic":
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=64, max_image_seq_len=1024)
+    before = (pipe.scheduler.sigmas.clone(), getattr(pipe.scheduler, "num_inference_steps", None))
+    den = FlowMatchDenoiser(pipe, height=32, width=32)  # the class itself dispatches, as from_pipeline does
+    assert type(den) is (FluxDenoiser if kind == "flux" else SD3Denoiser) and isinstance(den, FlowMatchDenoiser)
+    assert den.final_alpha_sigma() == (1.0, 0.0)  # before any grid: no call-order dependency
+    for steps in (6, 2, 6, 13):
+        grid = den.grid(steps)
+        ref = _pipeline_sigmas(pipe, den, steps)
+        assert torch.equal(grid.sigma, ref) and torch.equal(grid.times, ref[:-1]) and grid.point(steps) == (1.0, 0.0)
+    assert torch.equal(pipe.scheduler.sigmas, before[0]) and getattr(pipe.scheduler, "num_inference_steps", None) == before[1]
+
+
+def test_explicit_classes_take_only_their_family(saved):
+    pipe, folder = saved
+    assert type(SD3Denoiser.from_pretrained(folder)) is SD3Denoiser
+    assert type(FlowMatchDenoiser.from_pipeline(pipe)) is SD3Denoiser
+    with pytest.raises(ValueError, match="holds a StableDiffusion3Pipeline; expected one of FluxPipeline"):
+        FluxDenoiser.from_pretrained(folder)

@@ -12,7 +12,7 @@ CHEAP = {"exact-newton": {"name": "exact-newton", "iterations": 3}}
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
-from tiny_pipelines import tiny_sd  # noqa: E402
+from tiny_pipelines import tiny_sd
 
 
 @pytest.fixture(scope="module", params=["epsilon", "v_prediction"])
@@ -130,3 +130,23 @@ def test_clear_errors(saved, tmp_path):
     bare = tiny_sd(tmp_path, with_text=False)
     with pytest.raises(ValueError, match="prompt: this pipeline has no text encoder"):
         cd.StableDiffusionDenoiser.from_pipeline(bare).condition(prompt="a cat")
+
+
+def test_the_schedule_is_ddims_and_the_pipelines_scheduler_is_never_touched(saved):
+    from diffusers import DDIMScheduler
+
+    pipe, _ = saved
+    before = (pipe.scheduler.timesteps.clone(), pipe.scheduler.num_inference_steps)
+    den = cd.StableDiffusionDenoiser.from_pipeline(pipe)
+    assert isinstance(den.schedule, cd.VPSchedule) and den.space == "latent"
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config)
+    for steps in (7, 3, 50, 7):  # any order, any number of times
+        grid = den.grid(steps)
+        ddim.set_timesteps(steps)
+        assert torch.equal(grid.times, ddim.timesteps)
+        assert torch.allclose(grid.alpha[:-1] ** 2, ddim.alphas_cumprod[grid.times].double(), rtol=1e-12)
+        assert torch.isclose(grid.alpha[-1] ** 2, ddim.final_alpha_cumprod.double())  # set_alpha_to_one=False
+    bound = den.condition(prompt="a cat")
+    assert bound.schedule is den.schedule and bound.grid(5) == den.grid(5)
+    assert den.final_alpha_sigma() == den.schedule.final_alpha_sigma()
+    assert torch.equal(pipe.scheduler.timesteps, before[0]) and pipe.scheduler.num_inference_steps == before[1]

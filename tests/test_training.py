@@ -47,7 +47,7 @@ def test_resume_gives_the_same_weights_and_log(tmp_path, kind):
     for key in ("model", "ema"):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), name
-    strip = lambda p: [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in p.read_text().splitlines()]  # noqa: E731
+    strip = lambda p: [{k: v for k, v in json.loads(ln).items() if k != "seconds"} for ln in p.read_text().splitlines()]
     assert strip(tmp_path / "straight" / "log.jsonl") == strip(tmp_path / "pieces" / "log.jsonl")
     assert [r["step"] for r in strip(tmp_path / "pieces" / "log.jsonl")] == [1, 2, 3, 4]
 
@@ -73,9 +73,15 @@ def test_resume_with_another_config_is_refused(tmp_path):
 def test_export_and_load_as_a_denoiser(tmp_path):
     cfg = TrainConfig(kind="flow", unet=TINY, steps=2, batch_size=2)
     train(cfg, _data(), tmp_path, log=lambda _: None)
+    exact = cd.MNISTDenoiser.from_file(export_weights(tmp_path, tmp_path / "w32.safetensors", dtype=None))
+    trained = UNet(TINY).eval()
+    trained.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["ema"])
+    x, t = _data()[:3], torch.tensor([0.0, 400.0, 999.0])
+    with torch.no_grad():
+        assert torch.equal(exact.network(x, t), trained(x, t))  # the exported weights are the EMA weights, exactly
     path = export_weights(tmp_path, tmp_path / "w.safetensors")
     model = cd.MNISTDenoiser.from_file(path)
-    assert model.kind == "flow" and model.sample_shape == (1, 16, 16) and model.metadata["train_steps"] == "2"
+    assert model.sample_shape == (1, 16, 16) and model.metadata["train_steps"] == "2"
     r = cd.ConstrainedSampler(model, steps=3, inner_steps=1).sample(
         cd.Inpainting(torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)), progress=False)
     assert torch.isfinite(r.sample).all()
@@ -148,3 +154,122 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     assert proc.returncode == 0 and "on signal" in rest
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] >= 3 and not (tmp_path / "LOCK").exists()
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from constrained_diffusion.cli.main import main
+
+    rc = main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_checkpoints_default_to_a_folder_outside_the_repo_and_resume(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from constrained_diffusion.training.checkpoint import HOME_ENV
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    command = ["train", "ddpm", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert _cli(command, capsys)[0] == 0
+    run = tmp_path / "home" / "runs" / "mnist-ddpm"
+    repo = Path(cd.__file__).resolve().parents[1]
+    assert not run.resolve().is_relative_to(repo)
+    assert _state(run / "checkpoint.pt")["step"] == 2 and (run / "log.jsonl").exists()
+    rc, out, _ = _cli(command, capsys)  # the same command again: resumes, nothing left to do
+    assert rc == 0 and "resumed from step 2" in out and _state(run / "checkpoint.pt")["step"] == 2
+    log = tmp_path / "elsewhere" / "log.jsonl"
+    rc, out, _ = _cli([*command[:2], "--steps", "3", *command[4:], "--log", str(log)], capsys)
+    assert rc == 0 and "resumed from step 2" in out and _state(run / "checkpoint.pt")["step"] == 3
+    assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [3]
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "flow"])
+def test_init_from_shipped_loads_the_shipped_weights_before_any_step(tmp_path, kind):
+    from safetensors import safe_open
+
+    from constrained_diffusion.models import pretrained_path
+    from constrained_diffusion.training.diffusion import prepare_run
+
+    shipped = pretrained_path(f"mnist_{kind}.safetensors")
+    run = prepare_run(TrainConfig(kind=kind, steps=10**6), tmp_path / "checkpoint.pt", shipped)
+    name = "down.0.0.conv1.weight"
+    with safe_open(str(shipped), framework="pt") as f:
+        steps = int(f.metadata()["train_steps"])
+        file_tensors = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 (not a dict)
+    assert torch.equal(run.model.state_dict()[name], file_tensors[name])
+    for net in (run.model, run.ema.model):
+        assert all(torch.equal(net.state_dict()[k], v) for k, v in file_tensors.items())
+    assert run.step == steps and not run.resumed and run.init is not None
+    fresh = prepare_run(TrainConfig(kind=kind), tmp_path / "checkpoint.pt")  # without init_from: other weights
+    assert not torch.equal(fresh.model.state_dict()[name], file_tensors[name])
+
+
+def test_init_from_shipped_trains_further_and_the_same_command_resumes(tmp_path, capsys):
+    from constrained_diffusion.models.weights import read_metadata
+
+    steps = int(read_metadata(cd.models.pretrained_path("mnist_ddpm.safetensors"))["train_steps"])
+    out = tmp_path / "run"
+    command = ["train", "ddpm", "--init-from", "shipped", "--steps", str(steps + 1), "--batch-size", "2",
+               "--device", "cpu", "--out", str(out)]
+    rc, printed, _ = _cli(command, capsys)
+    assert rc == 0 and f"at step {steps}" in printed
+    state = _state(out / "checkpoint.pt")
+    assert state["step"] == steps + 1 and state["init_from"]["digest"].startswith("sha256:")
+    rc, printed, _ = _cli(command, capsys)  # the checkpoint wins when it started from the same weights
+    assert rc == 0 and f"resumed from step {steps + 1}" in printed
+    other = export_weights(out, tmp_path / "other.safetensors")
+    rc, _, err = _cli([*command[:3], str(other), *command[4:]], capsys)
+    assert rc == 2 and "--init-from" in err and "already holds a run" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _cli(["train", "ddpm", "--init-from", "shipped", "--steps", "5", "--out", str(tmp_path / "b")], capsys)
+    assert rc == 2 and "--steps" in err and f"trained for {steps} steps" in err
+
+
+def test_init_from_refuses_a_run_trained_from_scratch(tmp_path):
+    from constrained_diffusion.training.checkpoint import TrainArgumentError
+
+    cfg = TrainConfig(unet=TINY, steps=1, batch_size=2)
+    train(cfg, _data(), tmp_path / "run", log=lambda _: None)
+    weights = export_weights(tmp_path / "run", tmp_path / "w.safetensors")
+    with pytest.raises(TrainArgumentError, match="trained from scratch") as info:
+        train(cfg, _data(), tmp_path / "run", init_from=weights, log=lambda _: None)
+    assert info.value.argument == "init_from"
+
+
+@pytest.mark.parametrize("argv, flag, message", [
+    (["train", "ddpm", "--init-from", "shiped"], "--init-from", "unknown source 'shiped'"),
+    (["train", "flow", "--init-from", "{tmp}/missing.safetensors"], "--init-from", "no weight file at"),
+    (["train", "classifier", "--init-from", "{tmp}/missing", "--export", "{tmp}/c.safetensors"], "--init-from", "no weight file"),
+    (["train", "ddpm", "--init-from", "{classifier}", "--steps", "99999", "--out", "{tmp}/run"], "--init-from", "does not hold UNet"),
+    (["train", "ddpm", "--out", "{tmp}/empty", "--export", "{tmp}/w.safetensors", "--export-only"], "--out", "no checkpoint"),
+])
+def test_bad_training_input_is_a_one_line_error_naming_the_flag(tmp_path, capsys, argv, flag, message):
+    classifier = cd.models.pretrained_path("mnist_classifier.safetensors")
+    rc, _, err = _cli([a.format(tmp=tmp_path, classifier=classifier) for a in argv], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: {flag}:" in err and message in err
+
+
+def test_a_log_of_another_run_is_not_cut(tmp_path):
+    from constrained_diffusion.training.checkpoint import TrainArgumentError
+
+    cfg = TrainConfig(unet=TINY, steps=2, batch_size=2, log_every=1)
+    train(cfg, _data(), tmp_path / "a", log_path=tmp_path / "log.jsonl", log=lambda _: None)
+    before = (tmp_path / "log.jsonl").read_text()
+    with pytest.raises(TrainArgumentError, match="already has records up to step 2") as info:
+        train(cfg, _data(), tmp_path / "b", log_path=tmp_path / "log.jsonl", log=lambda _: None)
+    assert info.value.argument == "log_path" and (tmp_path / "log.jsonl").read_text() == before
+
+
+def test_classifier_init_from_shipped_starts_from_its_weights():
+    from constrained_diffusion.training.classifier import initial_classifier
+
+    shipped, _ = load_weights(cd.models.pretrained_path("mnist_classifier.safetensors"))
+    model = initial_classifier(cd.models.pretrained_path("mnist_classifier.safetensors"))
+    assert all(p.requires_grad for p in model.parameters())
+    for (k, a), (_, b) in zip(shipped.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), k

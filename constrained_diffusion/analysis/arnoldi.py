@@ -14,13 +14,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from constrained_diffusion.linalg.arnoldi import arnoldi
+
 
 def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | None = None,
                         v0: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Ritz values of ``matvec`` after ``n`` Arnoldi steps, sorted by decreasing magnitude.
 
+    A single-vector front end of `constrained_diffusion.linalg.arnoldi`.
+
     Args:
-        matvec: ``v -> A v`` on flat float vectors.
+        matvec: ``v -> A v`` on flat float vectors ``(D,)``.
         n: number of Arnoldi steps (matvecs), ``>= 1``.
         dim: length of the vectors (needed when ``v0`` is ``None``).
         v0: start vector; random normal by default.
@@ -29,6 +33,11 @@ def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | N
     Returns:
         Complex tensor of at most ``n`` Ritz values (fewer on an early breakdown, when the
         Krylov space is invariant and the values are exact).
+
+    Example:
+        >>> A = torch.diag(torch.tensor([1.0, -5.0, 2.0], dtype=torch.float64))
+        >>> [round(v.real.item(), 6) for v in arnoldi_eigenvalues(lambda v: A @ v, n=3, v0=torch.ones(3))]
+        [-5.0, 2.0, 1.0]
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -36,20 +45,6 @@ def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | N
         if dim is None:
             raise ValueError("arnoldi_eigenvalues needs dim or v0")
         v0 = torch.randn(dim, generator=generator, dtype=torch.float64)
-    q = v0.double().flatten()
-    Q = [q / q.norm()]
-    H = torch.zeros(n + 1, n, dtype=torch.float64)
-    m = n
-    for j in range(n):
-        w = matvec(Q[j]).double().flatten()
-        for _ in range(2):  # classical Gram-Schmidt, twice (stable re-orthogonalisation)
-            coeffs = torch.stack(Q) @ w
-            H[: j + 1, j] += coeffs
-            w = w - torch.stack(Q).T @ coeffs
-        H[j + 1, j] = w.norm()
-        if float(H[j + 1, j]) < 1e-12 * float(H[: j + 1, j].norm().clamp_min(1e-300)):
-            m = j + 1
-            break
-        Q.append(w / H[j + 1, j])
-    ritz = torch.linalg.eigvals(H[:m, :m])
-    return ritz[torch.argsort(ritz.abs(), descending=True)]
+    start = v0.double().flatten().unsqueeze(0)
+    result = arnoldi(lambda V: matvec(V[0]).double().flatten().unsqueeze(0), start, n)
+    return result.ritz_values(0)

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from constrained_diffusion.linalg.pinv import pinv_solve
+
 Pool = Literal["top-k", "all"]
 
 
@@ -66,9 +68,7 @@ def direction_alignment(J: Tensor, e: Tensor, rcond: float = 1e-3) -> dict[str, 
         ``{"cos_Je", "cos_JTe", "cos_e", "reduction_newton", "reduction_Je", "reduction_JTe", "reduction_e"}``.
     """
     J, e = J.double(), e.double().flatten()
-    U, S, Vh = torch.linalg.svd(J)
-    keep = S > rcond * S[0]
-    newton = Vh[keep].T @ ((U[:, keep].T @ e) / S[keep])
+    newton, _ = pinv_solve(J, e, rcond)
     candidates = {"newton": newton, "Je": J @ e, "JTe": J.T @ e, "e": e}
     out: dict[str, float] = {}
     for name, d in candidates.items():

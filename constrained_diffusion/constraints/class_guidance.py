@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from constrained_diffusion.linalg.precision import upcast
 from constrained_diffusion.constraints.base import NonlinearConstraint
 
 
@@ -58,9 +59,7 @@ class ClassGuidance(NonlinearConstraint):
         if int(self.labels.max()) >= logits.shape[1]:
             raise ValueError(f"labels must be < {logits.shape[1]} (the classifier's number of classes), got {self.labels.tolist()}")
         labels = self.labels.to(logits.device).expand(x.shape[0]) if self.labels.numel() == 1 else self.labels.to(logits.device)
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-        return F.cross_entropy(logits, labels, reduction="none").to(x.dtype)
+        return F.cross_entropy(upcast(logits), labels, reduction="none").to(x.dtype)
 
     def validate(self, sample_shape: tuple[int, ...]) -> None:
         """Probe the classifier on a zero sample: it must return ``(1, K)`` logits with ``K`` above every label."""

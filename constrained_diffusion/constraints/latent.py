@@ -24,6 +24,8 @@ from constrained_diffusion._validation import check_tensor, check_unit_interval
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.denoisers.base import Codec, Denoiser
+from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.precision import upcast
 
 
 def _codec_of(denoiser: Denoiser) -> Codec:
@@ -84,8 +86,7 @@ class DecodedConstraint(NonlinearConstraint):
 
     def decode(self, z: Tensor) -> Tensor:
         """Latents to pixels, in float32 (or float64 when the latents are)."""
-        x = self.codec.decode(z)
-        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        return upcast(self.codec.decode(z))
 
     def loss(self, z: Tensor) -> Tensor:
         return self.pixel_loss(self.decode(z))
@@ -127,14 +128,8 @@ class EncodedConstraint(Constraint):
     def error_and_residual(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = self.codec.decode(z).float()
         e_pix, residual = self.pixel.error_and_residual(x)
-        scale = e_pix.flatten(1).abs().amax(dim=1).view(-1, *([1] * (x.ndim - 1)))
-        active = scale > 0
-        h_prime = torch.where(active, self.h / scale.clamp_min(1e-30), torch.zeros_like(scale))
-        both = self.codec.encode(torch.cat([x, x + h_prime * e_pix]).to(z.dtype)).float()
-        base, moved = both.chunk(2)
-        denom = torch.where(active, h_prime, torch.ones_like(h_prime)).view(-1, *([1] * (z.ndim - 1)))
-        e = (moved - base) / denom
-        return torch.where(active.view(-1, *([1] * (z.ndim - 1))), e, torch.zeros_like(e)).to(z.dtype), residual
+        e = fd_jvp(lambda u: self.codec.encode(u.to(z.dtype)).float(), x, e_pix, self.h)  # one batched encoder call
+        return e.to(z.dtype), residual
 
     def error(self, z: Tensor) -> Tensor:
         return self.error_and_residual(z)[0]

@@ -19,11 +19,7 @@ from torch import Tensor
 from constrained_diffusion.constraints.base import LinearConstraint
 from constrained_diffusion.constraints.latent import DecodedConstraint
 from constrained_diffusion.denoisers.base import Codec
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    """Half-precision VAE outputs in float32; float32 and float64 unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from constrained_diffusion.linalg.precision import upcast
 
 
 def _norm(v: Tensor) -> Tensor:
@@ -54,10 +50,10 @@ class PSLDConstraint(DecodedConstraint):
         self.pixel, self.codec, self.omega, self.gamma = pixel, codec, float(omega), float(gamma)  # type: ignore[assignment]
 
     def decode(self, z: Tensor) -> Tensor:
-        return _at_least_float32(z if self.codec is None else self.codec.decode(z))
+        return upcast(z if self.codec is None else self.codec.decode(z))
 
     def _encode(self, x: Tensor) -> Tensor:
-        return _at_least_float32(x if self.codec is None else self.codec.encode(x))
+        return upcast(x if self.codec is None else self.codec.encode(x))
 
     def _adjoint(self, v: Tensor, like: Tensor) -> Tensor:
         """``A^T v``, differentiable in ``v``: the closed form, or autograd through ``A`` at 0."""

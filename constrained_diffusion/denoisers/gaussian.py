@@ -13,15 +13,14 @@ skew-symmetric matrix of unit spectral norm; then ``J != J^T``.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.denoisers.schedules import NoiseSchedule, ScheduledDenoiser, VPSchedule
+from constrained_diffusion.denoisers.schedules import NoiseSchedule, VPSchedule
 
 
-class GaussianDenoiser(ScheduledDenoiser, Denoiser):
+class GaussianDenoiser(Denoiser):
     """Exact posterior-mean denoiser for ``x0 ~ N(mean, cov)``.
 
     Args:
@@ -37,7 +36,7 @@ class GaussianDenoiser(ScheduledDenoiser, Denoiser):
     def __init__(self, mean: Tensor, cov: Tensor, schedule: NoiseSchedule | None = None,
                  skew: float = 0.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
         mean = torch.as_tensor(mean, dtype=torch.float64)
-        super().__init__(tuple(mean.shape), space="pixel")
+        super().__init__(tuple(mean.shape), schedule=schedule if schedule is not None else VPSchedule.linear())
         D = mean.numel()
         cov = torch.as_tensor(cov, dtype=torch.float64)
         if cov.shape != (D, D):
@@ -52,7 +51,6 @@ class GaussianDenoiser(ScheduledDenoiser, Denoiser):
         self.mean = mean
         self.cov = cov
         self._evals, self._evecs = evals, evecs
-        self.schedule = schedule if schedule is not None else VPSchedule.linear()
         self.skew = float(skew)
         g = torch.Generator().manual_seed(seed)
         M = torch.randn(D, D, generator=g, dtype=torch.float64)
@@ -64,7 +62,7 @@ class GaussianDenoiser(ScheduledDenoiser, Denoiser):
     @classmethod
     def smooth(cls, shape: tuple[int, ...] = (1, 16, 16), length_scale: float = 3.0,
                variance: float = 0.5, mean: float = 0.0, jitter: float = 1e-3,
-               **kwargs: object) -> "GaussianDenoiser":
+               **kwargs: object) -> GaussianDenoiser:
         """A prior of smooth images: squared-exponential covariance over the pixel grid.
 
         ``cov[(c,i,j), (c,k,l)] = variance * exp(-((i-k)^2 + (j-l)^2) / (2 length_scale^2))``

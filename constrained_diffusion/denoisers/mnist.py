@@ -46,7 +46,7 @@ class MNISTDenoiser(NetworkDenoiser):
         self.metadata = dict(metadata or {})
 
     @classmethod
-    def from_file(cls, path: str | Path, device: torch.device | str | None = None) -> "MNISTDenoiser":
+    def from_file(cls, path: str | Path, device: torch.device | str | None = None) -> MNISTDenoiser:
         """Load a UNet weight file written by ``constrained-diffusion train ... --export``."""
         network, meta = load_weights(path, device)
         if not isinstance(network, UNet):
@@ -57,7 +57,7 @@ class MNISTDenoiser(NetworkDenoiser):
         return cls(network, kind, meta)  # type: ignore[arg-type]
 
     @classmethod
-    def pretrained(cls, name: Kind = "ddpm", device: torch.device | str | None = None) -> "MNISTDenoiser":
+    def pretrained(cls, name: Kind = "ddpm", device: torch.device | str | None = None) -> MNISTDenoiser:
         """The shipped model: ``"ddpm"`` or ``"flow"``."""
         if name not in ("ddpm", "flow"):
             raise ValueError(f"name must be 'ddpm' or 'flow', got {name!r}")

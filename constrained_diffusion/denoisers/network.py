@@ -10,13 +10,14 @@ With ``x_t = alpha x0 + sigma eps`` the network output converts to ``x0_hat`` by
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from constrained_diffusion.denoisers.base import Codec, Denoiser, Space
-from constrained_diffusion.denoisers.schedules import NoiseSchedule, ScheduledDenoiser
+from constrained_diffusion.denoisers.schedules import NoiseSchedule
 
 Prediction = Literal["epsilon", "v", "velocity", "sample"]
 
@@ -46,7 +47,7 @@ def _unwrap(output: object) -> Tensor:
     raise TypeError(f"the network returned {type(output).__name__}; expected a tensor or an object with .sample")
 
 
-class NetworkDenoiser(ScheduledDenoiser, Denoiser):
+class NetworkDenoiser(Denoiser):
     """A denoiser from a network ``f(x_t, t_model) -> prediction`` and a noise schedule.
 
     Args:
@@ -55,18 +56,17 @@ class NetworkDenoiser(ScheduledDenoiser, Denoiser):
         schedule: gives ``alpha``, ``sigma``, the time grid and ``model_time``.
         sample_shape: shape of one sample, e.g. ``(1, 32, 32)``.
         prediction: what the network predicts (see module docstring).
-        space: ``"pixel"`` or ``"latent"``.
+        space: ``"pixel"`` or ``"latent"``; optional, it follows from ``codec`` (see `Denoiser`).
         codec: latent-to-pixel codec for latent models.
     """
 
     def __init__(self, network: Callable[..., object], schedule: NoiseSchedule,
                  sample_shape: tuple[int, ...], prediction: Prediction = "epsilon",
-                 space: Space = "pixel", codec: Codec | None = None) -> None:
-        super().__init__(sample_shape, space=space, codec=codec)
+                 space: Space | None = None, codec: Codec | None = None) -> None:
+        super().__init__(sample_shape, space=space, codec=codec, schedule=schedule)
         if prediction not in ("epsilon", "v", "velocity", "sample"):
             raise ValueError(f"prediction must be 'epsilon', 'v', 'velocity' or 'sample', got {prediction!r}")
         self.network = network
-        self.schedule = schedule
         self.prediction: Prediction = prediction
 
     def _first_parameter(self) -> Tensor | None:

@@ -4,24 +4,59 @@ The UNet predicts ``eps`` or ``v`` on latents ``x_t = alpha_t z0 + sigma_t eps``
 ``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)`` from the scheduler's
 ``alphas_cumprod``. With classifier-free guidance (scale ``w > 1``) one batched forward of the
 unconditional and conditional inputs gives ``out = out_u + w (out_c - out_u)``, and
-``x0_hat`` follows from ``out`` (see `to_x0`). The time grid is a ``DDIMScheduler``'s built
-from the pipeline scheduler's configuration, and the last update moves to its
-``final_alpha_cumprod``; with ``eta = 0`` and no constraint the sampler therefore reproduces the
-diffusers pipeline run with a ``DDIMScheduler`` from the same latents.
+``x0_hat`` follows from ``out`` (see `to_x0`). The schedule is a `VPSchedule` built once from
+the pipeline scheduler's configuration (`ddim_schedule`): the ``alphas_cumprod`` a
+``DDIMScheduler`` computes from its betas, its ``timestep_spacing`` and ``steps_offset``, and a
+last update to its ``final_alpha_cumprod`` (``set_alpha_to_one``). The pipeline's scheduler is
+never stepped or re-timed. With ``eta = 0`` and no constraint the sampler therefore reproduces
+the diffusers pipeline run with a ``DDIMScheduler`` from the same latents (for the ``"leading"``
+spacing of Stable Diffusion's configurations, and whenever ``steps`` divides ``T``; otherwise
+diffusers' DDIM steps to ``t - T // steps``, off its own grid, while the sampler steps to the
+next grid time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
+from constrained_diffusion.denoisers.guidance import classifier_free_guidance
 from constrained_diffusion.denoisers.network import Prediction, to_x0
+from constrained_diffusion.denoisers.schedules import VPSchedule
 from constrained_diffusion.denoisers.vae import VAECodec
 
 _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
+
+
+def ddim_schedule(config: Mapping[str, Any]) -> tuple[VPSchedule, Prediction]:
+    """The `VPSchedule` and prediction type of a DDIM scheduler with this configuration.
+
+    ``abar_t`` are the ``alphas_cumprod`` diffusers' ``DDIMScheduler`` computes from the betas
+    (``beta_schedule``, ``trained_betas``, ``rescale_betas_zero_snr``; in float32, as diffusers
+    does); the grid follows ``timestep_spacing`` and ``steps_offset``; the final point is
+    ``abar = 1`` if ``set_alpha_to_one`` else ``abar_0``. The scheduler built here is a private
+    throwaway: nothing is set on, or read later from, the pipeline's scheduler.
+
+    Args:
+        config: a diffusers scheduler configuration (``pipe.scheduler.config``; a PNDM or DDPM
+            configuration works too: missing DDIM keys take DDIM's defaults).
+
+    Raises:
+        ValueError: an unsupported ``prediction_type``.
+    """
+    from diffusers import DDIMScheduler
+
+    ddim = DDIMScheduler.from_config(config)
+    prediction = ddim.config.prediction_type
+    if prediction not in _PREDICTIONS:
+        raise ValueError(f"unsupported prediction_type {prediction!r}")
+    schedule = VPSchedule.from_alphas_cumprod(ddim.alphas_cumprod, spacing=ddim.config.timestep_spacing,
+                                              offset=ddim.config.steps_offset, final_alpha_one=ddim.config.set_alpha_to_one)
+    return schedule, _PREDICTIONS[prediction]
 
 
 class StableDiffusionDenoiser(DiffusersDenoiser):
@@ -40,8 +75,6 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
     SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 
     def __init__(self, pipe: Any, height: int | None = None, width: int | None = None) -> None:
-        from diffusers import DDIMScheduler
-
         for part in ("unet", "vae", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ValueError(f"the pipeline has no {part}")
@@ -54,16 +87,10 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         for name, value in (("height", height), ("width", width)):
             if value % f:
                 raise ValueError(f"{name}={value} is not divisible by the VAE factor {f}")
-        super().__init__((pipe.unet.config.in_channels, height // f, width // f), space="latent", codec=codec)
+        schedule, self.prediction = ddim_schedule(pipe.scheduler.config)
+        super().__init__((pipe.unet.config.in_channels, height // f, width // f), codec=codec, schedule=schedule)
         self.pipe = pipe
         self.unet = pipe.unet
-        self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        prediction = self.scheduler.config.prediction_type
-        if prediction not in _PREDICTIONS:
-            raise ValueError(f"unsupported prediction_type {prediction!r}")
-        self.prediction: Prediction = _PREDICTIONS[prediction]
-        self.alphas_cumprod = self.scheduler.alphas_cumprod.double()
-        self.final_alpha_cumprod = float(self.scheduler.final_alpha_cumprod)
         self.height, self.width = height, width
         self.prompt_embeds: Tensor | None = None
         self.negative_prompt_embeds: Tensor | None = None
@@ -72,7 +99,7 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
     # --- construction ----------------------------------------------------------------------
     def condition(self, prompt: str | list[str] = "", negative_prompt: str | list[str] = "",
                   guidance_scale: float = 1.0, prompt_embeds: Tensor | None = None,
-                  negative_prompt_embeds: Tensor | None = None) -> "StableDiffusionDenoiser":
+                  negative_prompt_embeds: Tensor | None = None) -> StableDiffusionDenoiser:
         """A copy of this denoiser with the prompt (or its embeddings) and guidance scale bound.
 
         Raises:
@@ -118,29 +145,11 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         return torch.cat([neg, cond]), True
 
     def predict_x0(self, x_t: Tensor, t: Tensor) -> Tensor:
-        B = x_t.shape[0]
-        embeds, guided = self._embeds(B)
-        model_in = torch.cat([x_t, x_t]) if guided else x_t
-        out = self.unet(model_in.to(self.dtype), t.to(self.device), encoder_hidden_states=embeds).sample
-        if guided:
-            uncond, cond = out.chunk(2)
-            out = uncond + self.guidance_scale * (cond - uncond)
+        embeds, guided = self._embeds(x_t.shape[0])
+        unet = lambda x: self.unet(x.to(self.dtype), t.to(self.device), encoder_hidden_states=embeds).sample
+        out = classifier_free_guidance(unet, x_t, self.guidance_scale if guided else None)
         alpha, sigma = (float(v) for v in self.alpha_sigma(t))
         return to_x0(out.to(x_t.dtype), x_t, alpha, sigma, self.prediction)
-
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        abar = self.alphas_cumprod[int(t)]
-        return abar.sqrt(), (1 - abar).sqrt()
-
-    def timesteps(self, steps: int) -> Tensor:
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        self.scheduler.set_timesteps(steps)
-        return self.scheduler.timesteps.clone()
-
-    def final_alpha_sigma(self) -> tuple[Tensor, Tensor]:
-        abar = torch.tensor(self.final_alpha_cumprod, dtype=torch.float64)
-        return abar.sqrt(), (1 - abar).sqrt()
 
     def __repr__(self) -> str:
         return (f"StableDiffusionDenoiser(sample_shape={self.sample_shape}, prediction={self.prediction!r}, "

@@ -135,8 +135,8 @@ class SamplerConfig(BaseModel):
         except (ValidationError, ValueError) as exc:
             raise ValueError(_message(exc)) from None
         name = getattr(self.solver, "name", None)
-        if self.solver is None or name in registry.names():
-            correction.validate(registry.solver_class(name) if self.solver is not None else None)  # type: ignore[arg-type]
+        if name in registry.names():  # a user's solver or correction is checked by the sampler, with the instance
+            correction.validate(registry.solver_class(name))  # type: ignore[arg-type]
         return self
 
     @property

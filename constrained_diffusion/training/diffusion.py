@@ -11,6 +11,10 @@ Every random draw (batch indices, times, noise) comes from one seeded generator 
 checkpointed, so a run interrupted and resumed gives the same weights as an uninterrupted one.
 The log (``log.jsonl``) is cut back to the checkpoint on resume: nothing lost, nothing twice.
 SIGTERM or SIGINT (Ctrl-C) ends the run after the current step with a checkpoint.
+
+A run can also start from exported weights (``init_from``, e.g. the shipped ones): the network
+and its EMA are loaded from the file and the step count continues from its ``train_steps``;
+the optimiser state and the random stream start afresh.
 """
 
 from __future__ import annotations
@@ -21,17 +25,25 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.schedules import VPSchedule
+from constrained_diffusion.models.pretrained import weights_digest
 from constrained_diffusion.models.unet import UNet, UNetConfig
-from constrained_diffusion.models.weights import save_weights
-from constrained_diffusion.training.checkpoint import load_checkpoint, run_lock, save_checkpoint
+from constrained_diffusion.models.weights import load_weights, save_weights
+from constrained_diffusion.training.checkpoint import (
+    TrainArgumentError,
+    load_checkpoint,
+    run_lock,
+    save_checkpoint,
+)
 from constrained_diffusion.training.ema import EMA
 
 Kind = Literal["ddpm", "flow"]
@@ -74,32 +86,160 @@ def diffusion_loss(model: UNet, x0: Tensor, kind: Kind, g: torch.Generator, abar
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of step ``step``: linear warm-up, then constant."""
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
 
+@dataclass
+class RunState:
+    """Everything a checkpoint holds: the network, its EMA, the optimiser and the generator.
+
+    Attributes:
+        cfg: the run's configuration.
+        model: the network being trained.
+        ema: the exponential moving average of its weights.
+        opt: the optimiser.
+        g: the CPU generator of every random draw.
+        step: optimiser steps taken so far.
+        loss: the mean loss of the last log interval.
+        init: ``{"path", "digest"}`` of the weight file the run started from, or ``None``.
+        resumed: whether the state was read from a checkpoint.
+    """
+
+    cfg: TrainConfig
+    model: UNet
+    ema: EMA
+    opt: torch.optim.Optimizer
+    g: torch.Generator
+    step: int = 0
+    loss: float = float("nan")
+    init: dict[str, str] | None = None
+    resumed: bool = False
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The state to save: tensors, numbers and strings only."""
+        state: dict[str, Any] = {"step": self.step, "loss": self.loss, "config": self.cfg.model_dump_json(),
+                                 "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
+                                 "optimizer": self.opt.state_dict(), "generator": self.g.get_state()}
+        if self.init is not None:
+            state["init_from"] = dict(self.init)
+        return state
+
+
+def prepare_run(cfg: TrainConfig, checkpoint: str | Path, init_from: str | Path | None = None,
+                device: str | torch.device = "cpu") -> RunState:
+    """Build a run's state before its first step: resumed, started from weights, or fresh.
+
+    Args:
+        cfg: the run's configuration.
+        checkpoint: the run's checkpoint file; if it exists, the run resumes from it.
+        init_from: a UNet weight file (``export_weights``'s, or a shipped one) to start from
+            when there is no checkpoint yet. With a checkpoint it must be the file that run
+            started from (then the checkpoint wins: rerunning the same command resumes).
+        device: where the network lives.
+
+    Returns:
+        The state; the network is freshly initialised from ``cfg.seed`` when neither applies.
+
+    Raises:
+        ValueError: the checkpoint holds a run with a different configuration.
+        TrainArgumentError: ``init_from`` is missing, does not fit ``cfg``, or differs from the
+            weights the checkpoint's run started from; or ``cfg.steps`` does not exceed its steps.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = UNet(cfg.unet).to(torch.device(device))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    run = RunState(cfg, model, EMA(model, cfg.ema_decay), opt, torch.Generator(device="cpu").manual_seed(cfg.seed))
+    init = _identify(Path(init_from)) if init_from is not None else None
+    if Path(checkpoint).exists():
+        _resume(run, Path(checkpoint), init)
+    elif init is not None:
+        _load_init(run, Path(init["path"]))
+        run.init = init
+        if run.step >= cfg.steps:
+            raise TrainArgumentError("steps", f"{init['path']} was trained for {run.step} steps, at least the "
+                                              f"{cfg.steps} asked for: ask for more to train it further")
+    return run
+
+
+def _identify(path: Path) -> dict[str, str]:
+    """``{"path", "digest"}`` of a weight file to start from."""
+    if not path.is_file():
+        raise TrainArgumentError("init_from", f"no weight file at {path}")
+    return {"path": str(path), "digest": weights_digest(path)}
+
+
+def _resume(run: RunState, path: Path, init: dict[str, str] | None) -> None:
+    """Load the checkpoint at ``path`` into ``run`` (its configuration and start must match)."""
+    state = load_checkpoint(path)
+    stored = TrainConfig.model_validate_json(state["config"])
+    if stored.model_dump(exclude={"steps"}) != run.cfg.model_dump(exclude={"steps"}):
+        raise ValueError(f"{path.parent} holds a run with a different configuration: {stored.model_dump_json()}")
+    stored_init = state.get("init_from")
+    if init is not None and (stored_init or {}).get("digest") != init["digest"]:
+        origin = f"started from {stored_init['path']}" if stored_init else "trained from scratch"
+        raise TrainArgumentError("init_from", f"{path} already holds a run at step {int(state['step'])} ({origin}); "
+                                              "drop the flag to resume it, or train in another run directory")
+    run.model.load_state_dict(state["model"])
+    run.ema.model.load_state_dict(state["ema"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.g.set_state(state["generator"])
+    run.step, run.loss, run.init, run.resumed = int(state["step"]), float(state["loss"]), stored_init, True
+
+
+def _load_init(run: RunState, path: Path) -> None:
+    """Load a UNet weight file into the network and its EMA; the step continues from its ``train_steps``."""
+    network, meta = load_weights(path)
+    if not isinstance(network, UNet):
+        raise TrainArgumentError("init_from", f"{path} does not hold UNet weights")
+    if meta.get("kind") != run.cfg.kind:
+        raise TrainArgumentError("init_from", f"{path} holds a {meta.get('kind')!r} model, this run trains {run.cfg.kind!r}")
+    if network.config != run.cfg.unet:
+        raise TrainArgumentError("init_from", f"{path} has the architecture {network.config.model_dump_json()}, "
+                                              f"this run {run.cfg.unet.model_dump_json()}")
+    run.model.load_state_dict(network.state_dict())
+    run.ema.model.load_state_dict(network.state_dict())
+    run.step, run.loss = int(meta.get("train_steps", "0")), float(meta.get("final_loss", "nan"))
+
+
 def train(cfg: TrainConfig, data: Tensor, out_dir: str | Path, max_minutes: float | None = None,
-          device: str | torch.device = "cpu", log: Callable[[str], None] = print) -> dict[str, float]:
+          device: str | torch.device = "cpu", log: Callable[[str], None] = print,
+          init_from: str | Path | None = None, log_path: str | Path | None = None) -> dict[str, float]:
     """Train (or resume) until ``cfg.steps`` or ``max_minutes``; checkpoint on the way and at the end.
 
     Args:
         cfg: the run's configuration.
         data: training images ``(N, C, H, W)`` in ``[-1, 1]``.
-        out_dir: holds ``checkpoint.pt`` and ``log.jsonl``; an existing run there is resumed.
+        out_dir: holds ``checkpoint.pt`` (and by default ``log.jsonl``); an existing run there
+            is resumed.
         max_minutes: stop (with a checkpoint) after this much wall-clock time.
         device: where to train.
         log: receives one line per log interval.
+        init_from: a weight file to start from when ``out_dir`` holds no checkpoint yet
+            (see `prepare_run`).
+        log_path: where to append the JSONL log (default ``out_dir/log.jsonl``).
 
     Returns:
         ``{"step": ..., "loss": ...}`` at the end of this piece.
 
     Raises:
         ValueError: ``out_dir`` holds a run with a different configuration.
+        TrainArgumentError: see `prepare_run`; or ``log_path`` already has records past the
+            start of a run that has no checkpoint to resume (it would be cut back).
         RunInUseError: another live process is training in ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    log_file = Path(log_path) if log_path is not None else out / LOG
     with run_lock(out), _stop_signals() as stop:
-        return _train(cfg, data, out, max_minutes, torch.device(device), log, stop)
+        run = prepare_run(cfg, out / CHECKPOINT, init_from, device)
+        _cut_log(log_file, run)
+        if run.resumed:
+            log(f"resumed from step {run.step}")
+        elif run.init is not None:
+            log(f"starting from {run.init['path']} at step {run.step}")
+        return _loop(run, data.to(torch.device(device)), out / CHECKPOINT, log_file, max_minutes, log, stop)
 
 
 @contextlib.contextmanager
@@ -118,85 +258,82 @@ def _stop_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _train(cfg: TrainConfig, data: Tensor, out: Path, max_minutes: float | None, device: torch.device,
-           log: Callable[[str], None], stop: list[int]) -> dict[str, float]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = UNet(cfg.unet).to(device)
-    ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    step, last_loss = 0, float("nan")
-    ckpt_path, log_path = out / CHECKPOINT, out / LOG
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        stored = TrainConfig.model_validate_json(state["config"])
-        if stored.model_dump(exclude={"steps"}) != cfg.model_dump(exclude={"steps"}):
-            raise ValueError(f"{out} holds a run with a different configuration: {stored.model_dump_json()}")
-        model.load_state_dict(state["model"])
-        ema.model.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        step, last_loss = int(state["step"]), float(state["loss"])
-        log(f"resumed from step {step}")
-    _truncate_log(log_path, step)
-
+def _loop(run: RunState, data: Tensor, ckpt_path: Path, log_path: Path, max_minutes: float | None,
+          log: Callable[[str], None], stop: list[int]) -> dict[str, float]:
+    """The training loop from ``run.step`` to ``run.cfg.steps`` (or until time is up or a signal)."""
+    cfg, model, opt = run.cfg, run.model, run.opt
     abar = VPSchedule.linear().alphas_cumprod.float()
-    data = data.to(device)
     start, window, window_n = time.perf_counter(), 0.0, 0
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {"step": step, "loss": last_loss, "config": cfg.model_dump_json(),
-                                    "model": model.state_dict(), "ema": ema.model.state_dict(),
-                                    "optimizer": opt.state_dict(), "generator": g.get_state()})
-
     model.train()
-    while step < cfg.steps:
-        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
+    while run.step < cfg.steps:
+        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=run.g)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        loss = diffusion_loss(model, data[idx.to(device)], cfg.kind, g, abar)
+            group["lr"] = _lr_at(run.step, cfg)
+        loss = diffusion_loss(model, data[idx.to(data.device)], cfg.kind, run.g, abar)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+            raise FloatingPointError(f"training loss is {loss.item()} at step {run.step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        ema.update(model)
-        step += 1
-        window += loss.item()
-        window_n += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            last_loss = window / window_n
-            record = {"step": step, "loss": round(last_loss, 6), "lr": _lr_at(step - 1, cfg),
-                      "seconds": round(time.perf_counter() - start, 1)}
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            log(json.dumps(record))
+        run.ema.update(model)
+        run.step += 1
+        window, window_n = window + loss.item(), window_n + 1
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            run.loss = window / window_n
+            _append_record(log_path, run, time.perf_counter() - start, log)
             window, window_n = 0.0, 0
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            checkpoint()
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+            save_checkpoint(ckpt_path, run.checkpoint_state())
         out_of_time = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
         if out_of_time or stop:
-            checkpoint()
+            save_checkpoint(ckpt_path, run.checkpoint_state())
             reason = f"after {max_minutes} minutes" if out_of_time else f"on signal {stop[0]}"
-            log(f"stopping {reason} at step {step} (checkpoint written); rerun the same command to resume")
+            log(f"stopping {reason} at step {run.step} (checkpoint written); rerun the same command to resume")
             break
-    return {"step": float(step), "loss": last_loss}
+    return {"step": float(run.step), "loss": run.loss}
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records after ``step`` (written after the last checkpoint of a crashed run)."""
+def _append_record(path: Path, run: RunState, seconds: float, log: Callable[[str], None]) -> None:
+    """Append one ``{"step", "loss", "lr", "seconds"}`` line to the log and echo it."""
+    record = {"step": run.step, "loss": round(run.loss, 6), "lr": _lr_at(run.step - 1, run.cfg),
+              "seconds": round(seconds, 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    log(json.dumps(record))
+
+
+def _cut_log(path: Path, run: RunState) -> None:
+    """Drop log records after ``run.step`` (written after the last checkpoint of a crashed run).
+
+    Raises:
+        TrainArgumentError: the log has records past the start of a run without a checkpoint,
+            so they belong to another run (cutting them would lose them).
+    """
     if not path.exists():
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["step"] <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(ln + "\n" for ln in kept))
+    kept = [ln for ln in lines if json.loads(ln)["step"] <= run.step]
+    if len(kept) == len(lines):
+        return
+    if not run.resumed:
+        last = max(json.loads(ln)["step"] for ln in lines)
+        raise TrainArgumentError("log_path", f"{path} already has records up to step {last}, but this run starts at "
+                                             f"step {run.step} with no checkpoint to resume: log elsewhere or delete it")
+    path.write_text("".join(ln + "\n" for ln in kept))
 
 
 def export_weights(out_dir: str | Path, path: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
     """Write the run's EMA weights to a safetensors file with the training facts in its metadata.
+
+    Args:
+        out_dir: the run directory (holding ``checkpoint.pt``).
+        path: the weight file to write.
+        dtype: the floating-point type to store (``None``: as trained, float32).
+
+    Returns:
+        ``path``.
 
     Raises:
         FileNotFoundError: ``out_dir`` holds no checkpoint yet.
@@ -210,4 +347,6 @@ def export_weights(out_dir: str | Path, path: str | Path, dtype: torch.dtype | N
     model.load_state_dict(state["ema"])
     meta = {"kind": cfg.kind, "train_steps": str(int(state["step"])), "final_loss": f"{float(state['loss']):.6f}",
             "batch_size": str(cfg.batch_size), "ema_decay": str(cfg.ema_decay), "train_config": cfg.model_dump_json()}
+    if state.get("init_from"):
+        meta["init_from"] = f"{Path(state['init_from']['path']).name} {state['init_from']['digest']}"
     return save_weights(path, model, meta, dtype=dtype)

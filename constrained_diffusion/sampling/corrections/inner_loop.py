@@ -48,8 +48,8 @@ class InnerLoop(Correction):
     """``K`` solver steps on ``x_t`` with re-evaluation, then the update (the paper's method).
 
     Example:
-        >>> InnerLoop(inner_steps=3).step_sizes()
-        [0.5, 0.3, 0.1]
+        >>> InnerLoop(inner_steps=3, lr=(1.0, 0.0)).step_sizes()
+        [1.0, 0.5, 0.0]
     """
 
     Config: ClassVar[type[BaseModel]] = InnerLoopConfig
