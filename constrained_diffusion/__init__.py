@@ -14,7 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from constrained_diffusion import constraints, denoisers, linalg, models, sampling, solvers
+from constrained_diffusion import (
+    constraints,
+    denoisers,
+    linalg,
+    models,
+    recipes,
+    sampling,
+    solvers,
+)
 from constrained_diffusion.constraints import (
     ClassGuidance,
     Constraint,
@@ -48,8 +56,8 @@ from constrained_diffusion.sampling import (
     Correction,
     InnerLoop,
     PostStep,
-    SampleResult,
     SamplerConfig,
+    SampleResult,
     StepInfo,
     TimeTravel,
     X0Edit,
@@ -63,7 +71,6 @@ from constrained_diffusion.solvers import (
     Solver,
     SolverConfig,
 )
-from constrained_diffusion import recipes  # after sampling: recipes build samplers
 
 __version__ = "0.1.0"
 
@@ -79,12 +86,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'constrained_diffusion' has no attribute {name!r}")
 
 
-__all__ = sorted([
-    "AdaptiveStop", "ClassGuidance", "ConstrainedSampler", "Constraint", "Correction", "DecodedConstraint", "Denoiser",
-    "EncodedConstraint", "ExactJVP", "ExactNewton", "FlowMatchDenoiser", "FlowSchedule", "FluxDenoiser", "GaussianDenoiser",
-    "GradientDescent", "IdentityDirection", "InexactNewton", "InnerLoop", "Inpainting", "LinearConstraint", "MNISTDenoiser",
-    "NetworkDenoiser", "NoiseSchedule", "NonlinearConstraint", "PSLDConstraint", "PostStep", "SD3Denoiser", "SampleResult",
-    "SamplerConfig", "Solver", "SolverConfig", "StableDiffusionDenoiser", "StepInfo", "SuperResolution", "TimeGrid",
-    "TimeTravel", "VAECodec", "VPSchedule", "X0Edit", "__version__", "analysis", "constraints", "data", "denoisers",
-    "evaluation", "latent_inpainting", "linalg", "metrics", "models", "recipes", "sampling", "solvers", "training", "utils",
-])
+__all__ = [
+    "AdaptiveStop", "ClassGuidance", "ConstrainedSampler", "Constraint", "Correction", "DecodedConstraint",
+    "Denoiser", "EncodedConstraint", "ExactJVP", "ExactNewton", "FlowMatchDenoiser", "FlowSchedule", "FluxDenoiser",
+    "GaussianDenoiser", "GradientDescent", "IdentityDirection", "InexactNewton", "InnerLoop", "Inpainting",
+    "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser", "NoiseSchedule", "NonlinearConstraint", "PSLDConstraint",
+    "PostStep", "SD3Denoiser", "SampleResult", "SamplerConfig", "Solver", "SolverConfig", "StableDiffusionDenoiser",
+    "StepInfo", "SuperResolution", "TimeGrid", "TimeTravel", "VAECodec", "VPSchedule", "X0Edit", "__version__",
+    "analysis", "constraints", "data", "denoisers", "evaluation", "latent_inpainting", "linalg", "metrics", "models",
+    "recipes", "sampling", "solvers", "training", "utils",
+]

@@ -55,7 +55,8 @@ def test_latent_denoiser_decodes_images():
                                 space="latent", codec=Upsample2x())
     assert isinstance(latent.codec, cd.denoisers.Codec)
     y = torch.ones(1, 1, 4, 4, dtype=torch.float64)
-    r = cd.ConstrainedSampler(latent, steps=5, inner_steps=3).sample(cd.Inpainting(y, torch.ones_like(y)), x_T=torch.zeros(1, 1, 4, 4, dtype=torch.float64), progress=False)
+    x_T = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    r = cd.ConstrainedSampler(latent, steps=5, inner_steps=3).sample(cd.Inpainting(y, torch.ones_like(y)), x_T=x_T, progress=False)
     assert r.sample.shape == (1, 1, 4, 4) and r.images.shape == (1, 1, 8, 8)
     assert torch.equal(r.images, Upsample2x().decode(r.sample))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -38,14 +38,16 @@ def _mask(shape, g):
 # name -> (factory(sample_shape, generator) -> operator, sample_shape)
 OPERATORS: dict[str, tuple[Callable[[tuple[int, ...], torch.Generator], cd.LinearConstraint], tuple[int, ...]]] = {
     "inpainting": (lambda s, g: cd.Inpainting(torch.zeros(1, *s, dtype=torch.float64), _mask(s, g)), (3, 8, 8)),
-    "inpainting-soft": (lambda s, g: cd.Inpainting(torch.zeros(1, *s, dtype=torch.float64), torch.rand(1, 1, *s[1:], generator=g, dtype=torch.float64)), (2, 6, 6)),
+    "inpainting-soft": (lambda s, g: cd.Inpainting(torch.zeros(1, *s, dtype=torch.float64),
+                                                   torch.rand(1, 1, *s[1:], generator=g, dtype=torch.float64)), (2, 6, 6)),
     "sr-bicubic-x2": (lambda s, g: cd.SuperResolution(torch.zeros(1, s[0], s[1] // 2, s[2] // 2, dtype=torch.float64), 2), (1, 8, 8)),
     "sr-bicubic-x4": (lambda s, g: cd.SuperResolution(torch.zeros(1, s[0], s[1] // 4, s[2] // 4, dtype=torch.float64), 4), (3, 16, 8)),
     "sr-bicubic-x8": (lambda s, g: cd.SuperResolution(torch.zeros(1, s[0], s[1] // 8, s[2] // 8, dtype=torch.float64), 8), (3, 32, 16)),
     "sr-box-x8": (lambda s, g: cd.SuperResolution(torch.zeros(1, s[0], s[1] // 8, s[2] // 8, dtype=torch.float64), 8, kernel="box"), (1, 16, 32)),
     "sr-box-x4": (lambda s, g: cd.SuperResolution(torch.zeros(1, s[0], s[1] // 4, s[2] // 4, dtype=torch.float64), 4, kernel="box"), (1, 16, 16)),
     "user-column-mean": (lambda s, g: ColumnMean(torch.zeros(1, s[0], s[2], dtype=torch.float64)), (2, 5, 7)),
-    "user-random-matrix": (lambda s, g: RandomMatrix(torch.zeros(1, 10, dtype=torch.float64), torch.randn(10, 3 * 4 * 4, generator=g, dtype=torch.float64)), (3, 4, 4)),
+    "user-random-matrix": (lambda s, g: RandomMatrix(torch.zeros(1, 10, dtype=torch.float64),
+                                                     torch.randn(10, 3 * 4 * 4, generator=g, dtype=torch.float64)), (3, 4, 4)),
 }
 
 

@@ -111,7 +111,8 @@ def test_zero_error_skips_work(gaussian):
     result = cd.ConstrainedSampler(gaussian, "inexact-newton", steps=4, inner_steps=5).sample(constraint, progress=False)
     assert result.nfe == 4
     plain = cd.ConstrainedSampler(gaussian, "inexact-newton", steps=4, inner_steps=0).sample(None, progress=False, generator=torch.Generator().manual_seed(3))
-    again = cd.ConstrainedSampler(gaussian, "inexact-newton", steps=4, inner_steps=5).sample(constraint, progress=False, generator=torch.Generator().manual_seed(3))
+    again = cd.ConstrainedSampler(gaussian, "inexact-newton", steps=4, inner_steps=5).sample(
+        constraint, progress=False, generator=torch.Generator().manual_seed(3))
     assert torch.equal(plain.sample, again.sample)
 
 

@@ -73,7 +73,8 @@ def test_arnoldi_rule_estimates_the_analytic_spectrum_and_converges(skewed):
     pixel = cd.Inpainting(truth, mask)
     gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
     free = cd.ConstrainedSampler(skewed, steps=10, inner_steps=0).sample(pixel, generator=gen(), progress=False)
-    fit = cd.ConstrainedSampler(skewed, steps=10, inner_steps=5, lr=1.0, step_size="arnoldi", arnoldi_iterations=8).sample(pixel, generator=gen(), progress=False)
+    fit = cd.ConstrainedSampler(skewed, steps=10, inner_steps=5, lr=1.0, step_size="arnoldi", arnoldi_iterations=8).sample(
+        pixel, generator=gen(), progress=False)
     assert float(fit.final_residual) < 0.25 * float(free.final_residual)
     assert fit.nfe == 10 * (1 + 8 + 2 * 5)  # Arnoldi: 8 JVPs per step
 

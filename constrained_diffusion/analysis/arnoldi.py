@@ -9,7 +9,7 @@ Problems*). Each step costs one ``matvec`` (for a denoiser Jacobian, one JVP).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -36,7 +36,8 @@ def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | N
 
     Example:
         >>> A = torch.diag(torch.tensor([1.0, -5.0, 2.0], dtype=torch.float64))
-        >>> [round(v.real.item(), 6) for v in arnoldi_eigenvalues(lambda v: A @ v, n=3, v0=torch.ones(3))]
+        >>> ritz = [round(v.real.item(), 6) for v in arnoldi_eigenvalues(lambda v: A @ v, n=3, v0=torch.ones(3))]
+        >>> ritz
         [-5.0, 2.0, 1.0]
     """
     if n < 1:

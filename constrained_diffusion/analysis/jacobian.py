@@ -9,7 +9,7 @@ eval-mode network does).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -49,6 +49,7 @@ class Constraint(ABC):
         Raises:
             ValueError: naming the parameter whose shape does not fit.
         """
+        return None
 
 
 class LinearConstraint(Constraint):

@@ -8,14 +8,14 @@ shipped MNIST classifier, ``mnist_class_guidance(3)`` asks for a 3.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from constrained_diffusion.linalg.precision import upcast
 from constrained_diffusion.constraints.base import NonlinearConstraint
+from constrained_diffusion.linalg.precision import upcast
 
 
 class ClassGuidance(NonlinearConstraint):

@@ -79,9 +79,8 @@ def free_form_mask(size: tuple[int, int], hole_ratio: float = 0.3, generator: to
 
 def load_mask_png(path: str) -> Tensor:
     """Read a grey PNG (white = known, black = missing) as a ``(1, 1, H, W)`` mask in ``[0, 1]``."""
-    from PIL import Image  # optional dependency (diffusers and matplotlib bring it)
-
     import numpy as np
+    from PIL import Image  # optional dependency (diffusers and matplotlib bring it)
 
     with Image.open(path) as img:
         arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0

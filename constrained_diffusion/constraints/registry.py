@@ -16,8 +16,9 @@ Names registered in-process with `register` take precedence over entry points.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from constrained_diffusion.constraints.base import Constraint
 

@@ -178,7 +178,9 @@ class VPSchedule(NoiseSchedule):
         Args:
             alphas_cumprod: 1-D tensor of ``T >= 2`` non-increasing values in ``[0, 1]`` with
                 ``abar_0 < 1`` (``abar_{T-1} = 0`` is allowed: zero terminal SNR).
-            spacing, offset, final_alpha_one: as for the constructor.
+            spacing: as for the constructor.
+            offset: as for the constructor.
+            final_alpha_one: as for the constructor.
         """
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         if abar.ndim != 1 or abar.numel() < 2:
@@ -346,10 +348,12 @@ class FlowMatchEulerSchedule(FlowSchedule):
 
     Example:
         >>> sd3 = FlowMatchEulerSchedule(shift=3.0)  # SD3: down to the shifted 1/T
-        >>> [round(s, 4) for s in sd3.grid(4).times.tolist()]
+        >>> times = [round(s, 4) for s in sd3.grid(4).times.tolist()]
+        >>> times
         [1.0, 0.8577, 0.6022, 0.0089]
         >>> flux = FlowMatchEulerSchedule(mu=0.5, base="linear")  # Flux: dynamic shift of linspace(1, 1/S, S)
-        >>> [round(s, 4) for s in flux.grid(4).times.tolist()]
+        >>> times = [round(s, 4) for s in flux.grid(4).times.tolist()]
+        >>> times
         [1.0, 0.8318, 0.6225, 0.3547]
     """
 

@@ -14,8 +14,8 @@ invariant ("breakdown") stops there, its Ritz values exact, and continues with z
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -77,7 +77,8 @@ def arnoldi(matvec: Callable[[Tensor], Tensor], start: Tensor, n: int) -> Arnold
     Example:
         >>> A = torch.diag(torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64))
         >>> res = arnoldi(lambda v: v @ A.T, torch.ones(1, 3, dtype=torch.float64), n=3)
-        >>> [round(float(r.real), 6) for r in res.ritz_values(0)]
+        >>> ritz = [round(float(r.real), 6) for r in res.ritz_values(0)]
+        >>> ritz
         [3.0, -2.0, 1.0]
     """
     if n < 1:

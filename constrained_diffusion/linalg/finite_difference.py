@@ -15,7 +15,7 @@ the ``"arnoldi"`` step-size rule and `EncodedConstraint` ("VAE Newton") all call
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -17,8 +17,8 @@ its samples solved one at a time; the loop ends when every sample has stopped or
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

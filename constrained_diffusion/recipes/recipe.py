@@ -9,9 +9,10 @@ or by the paper's forward-only "VAE Newton").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint
 from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedConstraint
@@ -49,7 +50,7 @@ class Recipe:
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
-    def with_config(self, **overrides: Any) -> "Recipe":
+    def with_config(self, **overrides: Any) -> Recipe:
         """A copy with `SamplerConfig` fields or `options` replaced (validated; errors name the field)."""
         options = {k: overrides.pop(k) for k in list(overrides) if k in self.options}
         for k, v in options.items():

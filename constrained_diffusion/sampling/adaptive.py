@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
-
-import torch
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.linalg.reductions import per_sample
@@ -35,7 +34,7 @@ class AdaptiveStopConfig(BaseModel):
 class AdaptiveStop(Configurable):
     """Stop a sample's inner iterations at a residual tolerance or when progress stalls.
 
-    Args:
+    Attributes:
         residual_tol: stop at ``best residual <= residual_tol`` (``>= 0``).
         min_decrease: stop when a step gains less than this fraction (``[0, 1]`` or ``None``).
 
@@ -52,7 +51,7 @@ class AdaptiveStop(Configurable):
     residual_tol: float
     min_decrease: float | None
 
-    def start(self) -> "AdaptiveRun":
+    def start(self) -> AdaptiveRun:
         """A fresh per-step state."""
         return AdaptiveRun(self.residual_tol, self.min_decrease)
 

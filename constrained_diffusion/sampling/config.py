@@ -124,7 +124,7 @@ class SamplerConfig(BaseModel):
         return None if value is None else registry.parse_config(value)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SamplerConfig":
+    def _consistent(self) -> SamplerConfig:
         if self.adaptive and self.target != "x_t":
             raise ValueError(f"residual_tol / min_decrease stop the inner loop of target='x_t'; target={self.target!r} has none")
         if self.time_travel > 0 and not (self.time_travel_window[0] < self.window[1] and self.window[0] < self.time_travel_window[1]):
@@ -170,7 +170,7 @@ class SamplerConfig(BaseModel):
         return correction
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SamplerConfig":
+    def from_file(cls, path: str | Path) -> SamplerConfig:
         """Load from a ``.json``, ``.yaml`` or ``.yml`` file."""
         path = Path(path)
         text = path.read_text()

@@ -19,7 +19,8 @@ uses one given directly.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -106,7 +107,7 @@ class ConstrainedSampler:
         self.denoiser = denoiser
 
     @classmethod
-    def from_config(cls, denoiser: Denoiser, config: SamplerConfig | dict[str, Any] | str) -> "ConstrainedSampler":
+    def from_config(cls, denoiser: Denoiser, config: SamplerConfig | dict[str, Any] | str) -> ConstrainedSampler:
         """Build from a `SamplerConfig` (a recipe's ``config``), a mapping, or a JSON/YAML path."""
         if isinstance(config, str):
             config = SamplerConfig.from_file(config)

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, ContextManager, Literal
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -94,7 +95,7 @@ class Solver(Configurable, ABC):
         if "name" not in cls.__dict__:
             cls.name = _kebab(cls.__name__)
 
-    def evaluation_context(self) -> ContextManager[None]:
+    def evaluation_context(self) -> AbstractContextManager[None]:
         """Context in which the sampler evaluates the ``x0`` this solver reuses.
 
         The default does nothing; `ExactJVP` with ``"double-backward"`` builds its graph with

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, ContextManager, Iterator, Literal
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -42,7 +44,7 @@ class ExactJVPConfig(SolverConfig):
     method: Method = "forward"
 
 
-def math_attention() -> ContextManager[None]:
+def math_attention() -> AbstractContextManager[None]:
     """Route ``scaled_dot_product_attention`` to its math backend (differentiable in every mode)."""
     return sdpa_kernel([SDPBackend.MATH])
 
@@ -93,7 +95,7 @@ def double_backward_jvp(denoiser: Denoiser, x0: Tensor, x_t: Tensor, v: Tensor) 
 class ExactJVP(Solver):
     """``d = J e`` exactly, by forward-mode AD or by double backward.
 
-    Args:
+    Attributes:
         method: ``"forward"`` (default) or ``"double-backward"``.
 
     Example:
@@ -111,7 +113,7 @@ class ExactJVP(Solver):
         self.requires_graph = self.method == "double-backward"
         self._warned = False
 
-    def evaluation_context(self) -> ContextManager[None]:
+    def evaluation_context(self) -> AbstractContextManager[None]:
         return math_attention() if self.requires_graph else contextlib.nullcontext()
 
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:

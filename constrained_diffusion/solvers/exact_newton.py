@@ -69,8 +69,9 @@ tolerances below about ``1e-3`` on float32 networks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -133,7 +134,7 @@ class ExactNewtonInfo:
 class ExactNewton(Solver):
     """The Newton direction ``d = J^-1 e`` by GMRES on Jacobian-vector products, or densely.
 
-    Args:
+    Attributes:
         method: ``"gmres"`` (default) or ``"lstsq"`` (dense; ``D <= max_dim``).
         iterations: GMRES Krylov dimension ``k`` (``>= 1``; capped at ``D``).
         tol: GMRES relative-residual tolerance for stopping early (``0 <= tol < 1``).

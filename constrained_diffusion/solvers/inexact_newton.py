@@ -41,7 +41,7 @@ class InexactNewtonConfig(SolverConfig):
 class InexactNewton(Solver):
     """``d = J e`` by a finite difference of two forward passes (one of them reused).
 
-    Args:
+    Attributes:
         h: max-norm of the perturbation ``h' e`` (default ``0.005``, the paper's).
 
     Example:

@@ -18,7 +18,8 @@ forwards. With an `AdaptiveStop` each sample stops on its own criterion.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 from torch import Tensor

@@ -39,7 +39,7 @@ class TimeTravelConfig(BaseModel):
 class TimeTravel(Correction):
     """Repeat ``inner`` with re-noising in the steps of ``window``.
 
-    Args:
+    Attributes:
         inner: the correction to repeat.
         repeats: extra repetitions per step (``>= 0``).
         window: ``(start, end)`` fractions of the run.

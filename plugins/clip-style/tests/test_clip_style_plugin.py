@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("cd_clip_style", reason="plugin not installed: pip install -e plugins/...")
 import torch
+from cd_clip_style import CLIPStyle, gram_matrix
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 import constrained_diffusion as cd
 from constrained_diffusion.constraints import DecodedConstraint, registry
-from cd_clip_style import CLIPStyle, gram_matrix
 
 
 def tiny_clip(image_size: int = 32, patch_size: int = 16, seed: int = 0) -> CLIPVisionModel:

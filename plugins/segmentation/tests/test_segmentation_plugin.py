@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("cd_segmentation", reason="plugin not installed: pip install -e plugins/...")
 import torch
 import torch.nn.functional as F
+from cd_segmentation import SegmentationGuidance, load_label_map
 from torch import nn
 
 import constrained_diffusion as cd
 from constrained_diffusion.constraints import DecodedConstraint, registry
-from cd_segmentation import SegmentationGuidance, load_label_map
 
 FACTORY_SOURCE = '''
 import torch
