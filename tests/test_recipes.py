@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -29,7 +31,11 @@ def test_every_published_method_is_a_recipe():
     assert cd.recipes.names() == ["dps", "freedom", "inexact-newton", "mpgd", "psld"]
     for name in cd.recipes.names():
         recipe = cd.recipes.get(name)
-        assert recipe.reference and recipe.summary and name in recipe.describe()
+        text = recipe.describe()
+        assert text.startswith(f"{name}: {recipe.summary} ({recipe.reference}). Config: ")
+        # the description carries the whole configuration: it rebuilds the recipe's config
+        described = ast.literal_eval(text.split(". Config: ", 1)[1])
+        assert cd.SamplerConfig.model_validate(described) == recipe.config
     dps = cd.recipes.get("dps")
     assert (dps.config.target, dps.config.step_size, dps.config.solver.name) == ("x_prev", "residual", "gradient-descent")
     assert cd.recipes.get("mpgd").config.target == "x0"

@@ -85,4 +85,7 @@ class Recipe:
     def describe(self) -> str:
         """One paragraph: name, summary, reference and the configuration."""
         cfg = self.config.model_dump(exclude_defaults=True)
+        solver = self.config.solver
+        if solver is not None:  # its name is a default of its own config: keep it, or the solver is lost
+            cfg["solver"] = {"name": solver.name, **solver.model_dump(exclude_defaults=True)}  # type: ignore[attr-defined]
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"

@@ -22,8 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from constrained_diffusion.sampling.adaptive import AdaptiveStop
 from constrained_diffusion.sampling.corrections import Correction, InnerLoop, PostStep, TimeTravel, X0Edit, step_sizes
-from constrained_diffusion.sampling.corrections.base import check_lr
-from constrained_diffusion.sampling.step_size import get_step_size
+from constrained_diffusion.sampling.corrections.base import StepOptions, check_fractions
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
 
@@ -39,7 +38,7 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-class SamplerConfig(BaseModel):
+class SamplerConfig(StepOptions):
     """Everything `ConstrainedSampler` needs besides the model.
 
     Attributes:
@@ -99,24 +98,7 @@ class SamplerConfig(BaseModel):
             data = {**data, "solver": None}
         return data
 
-    @field_validator("window", "time_travel_window")
-    @classmethod
-    def _fractions(cls, value: tuple[float, float]) -> tuple[float, float]:
-        start, end = value
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"must be (start, end) with 0 <= start < end <= 1, got {value!r}")
-        return value
-
-    @field_validator("lr")
-    @classmethod
-    def _lr_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
-        return check_lr(value)
-
-    @field_validator("step_size")
-    @classmethod
-    def _known_rule(cls, value: str) -> str:
-        get_step_size(value)
-        return value
+    _windows = field_validator("window", "time_travel_window")(lambda value: check_fractions(value))
 
     @field_validator("solver", mode="before")
     @classmethod
@@ -137,6 +119,8 @@ class SamplerConfig(BaseModel):
         name = getattr(self.solver, "name", None)
         if name in registry.names():  # a user's solver or correction is checked by the sampler, with the instance
             correction.validate(registry.solver_class(name))  # type: ignore[arg-type]
+        elif self.solver is None and not correction.uses_solver:
+            correction.validate(None)
         return self
 
     @property

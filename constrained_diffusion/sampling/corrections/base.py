@@ -64,39 +64,50 @@ class CorrectionResult:
     residuals: Tensor
 
 
-def check_lr(value: float | tuple[float, float]) -> float | tuple[float, float]:
-    """``lr`` unchanged if every value is finite and ``>= 0``, else a ValueError."""
-    values = value if isinstance(value, tuple) else (value,)
-    if any(not v >= 0 or v == float("inf") for v in values):
-        raise ValueError(f"every step size must be finite and >= 0, got {value!r}")
-    return value
-
-
-class CorrectionConfig(BaseModel):
-    """Options every built-in correction has.
+class StepOptions(BaseModel):
+    """The step-size options, validated once for `CorrectionConfig` and `SamplerConfig`.
 
     Attributes:
-        inner_steps: constraint iterations per step ``K`` (``>= 0``; ``0`` switches it off).
         lr: step size ``lambda``: ``(start, end)`` interpolated linearly over the inner steps,
             or one constant; each value finite and ``>= 0``.
         step_size: a registered step-size rule (`constrained_diffusion.sampling.step_size`).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    inner_steps: int = Field(1, ge=0)
     lr: float | tuple[float, float] = 1.0
     step_size: str = "constant"
 
     @field_validator("lr")
     @classmethod
     def _lr_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
-        return check_lr(value)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(not v >= 0 or v == float("inf") for v in values):
+            raise ValueError(f"every step size must be finite and >= 0, got {value!r}")
+        return value
 
     @field_validator("step_size")
     @classmethod
     def _known_rule(cls, value: str) -> str:
         get_step_size(value)
         return value
+
+
+def check_fractions(value: tuple[float, float]) -> tuple[float, float]:
+    """A ``(start, end)`` window of fractions of the run, ``0 <= start < end <= 1``, else a ValueError."""
+    start, end = value
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"must be (start, end) with 0 <= start < end <= 1, got {value!r}")
+    return value
+
+
+class CorrectionConfig(StepOptions):
+    """Options every built-in correction has: those of `StepOptions` and
+
+    Attributes:
+        inner_steps: constraint iterations per step ``K`` (``>= 0``; ``0`` switches it off).
+    """
+
+    inner_steps: int = Field(1, ge=0)
 
 
 def step_sizes(lr: float | tuple[float, float], n: int) -> list[float]:

@@ -35,7 +35,7 @@ class PostStep(Correction):
 
     Example:
         >>> PostStep(lr=0.5)
-        PostStep(inner_steps=1, lr=0.5, step_size='residual')
+        PostStep(lr=0.5, step_size='residual', inner_steps=1)
     """
 
     Config: ClassVar[type[BaseModel]] = PostStepConfig

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
-from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, check_fractions
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.solvers.base import Solver
 
@@ -27,13 +27,7 @@ class TimeTravelConfig(BaseModel):
     repeats: int = Field(1, ge=0)
     window: tuple[float, float] = (0.0, 1.0)
 
-    @field_validator("window")
-    @classmethod
-    def _fractions(cls, value: tuple[float, float]) -> tuple[float, float]:
-        start, end = value
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"must be (start, end) with 0 <= start < end <= 1, got {value!r}")
-        return value
+    _window = field_validator("window")(lambda value: check_fractions(value))
 
 
 class TimeTravel(Correction):
