@@ -6,7 +6,8 @@ exact-Newton and identity directions as swappable solvers. Compose a `Denoiser`,
 `Constraint` and a `Solver` with `ConstrainedSampler`; a `Correction` says how a method edits
 the trajectory.
 
-The experiment packages (``analysis``, ``evaluation``, ``training``) load on first access.
+The experiment packages (``analysis``, ``benchmarks``, ``data``, ``evaluation``, ``metrics``,
+``training``, ``utils``) load on first access.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from constrained_diffusion.solvers import (
 
 __version__ = "0.1.0"
 
-_LAZY = ("analysis", "data", "evaluation", "metrics", "training", "utils")
+_LAZY = ("analysis", "benchmarks", "data", "evaluation", "metrics", "training", "utils")
 
 
 def __getattr__(name: str) -> Any:
@@ -93,6 +94,6 @@ __all__ = [
     "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser", "NoiseSchedule", "NonlinearConstraint", "PSLDConstraint",
     "PostStep", "SD3Denoiser", "SampleResult", "SamplerConfig", "Solver", "SolverConfig", "StableDiffusionDenoiser",
     "StepInfo", "SuperResolution", "TimeGrid", "TimeTravel", "VAECodec", "VPSchedule", "X0Edit", "__version__",
-    "analysis", "constraints", "data", "denoisers", "evaluation", "latent_inpainting", "linalg", "metrics", "models",
+    "analysis", "benchmarks", "constraints", "data", "denoisers", "evaluation", "latent_inpainting", "linalg", "metrics", "models",
     "recipes", "sampling", "solvers", "training", "utils",
 ]

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -18,6 +19,9 @@ from torch import Tensor
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.denoisers.gaussian import GaussianDenoiser
 from constrained_diffusion.denoisers.schedules import VPSchedule
+
+if TYPE_CHECKING:
+    from constrained_diffusion.sampling.result import SampleResult
 
 DemoModel = Literal["mnist", "gaussian"]
 
@@ -33,9 +37,13 @@ class DemoProblem:
     label: int | None = None
 
 
-def default_denoiser() -> GaussianDenoiser:
-    """The analytic model: a smooth Gaussian prior, DDPM linear betas, 1000 training steps."""
-    return GaussianDenoiser.smooth((1, 32, 32), length_scale=4.0, variance=0.25, jitter=1e-4, schedule=VPSchedule.linear())
+def default_denoiser(dtype: torch.dtype = torch.float32) -> GaussianDenoiser:
+    """The analytic model: a smooth Gaussian prior, DDPM linear betas, 1000 training steps.
+
+    ``cd.models.load("gaussian")`` returns it. ``dtype`` is that of the samples it returns.
+    """
+    return GaussianDenoiser.smooth((1, 32, 32), length_scale=4.0, variance=0.25, jitter=1e-4, schedule=VPSchedule.linear(),
+                                   dtype=dtype)
 
 
 def centre_box_mask(shape: tuple[int, ...], fraction: float = 0.25) -> Tensor:
@@ -49,18 +57,48 @@ def centre_box_mask(shape: tuple[int, ...], fraction: float = 0.25) -> Tensor:
 
 def demo_problem(model: DemoModel = "mnist", seed: int = 0) -> DemoProblem:
     """The demo's problem for ``model``; ``seed`` picks the digit (mnist) or the image (gaussian)."""
+    from constrained_diffusion.models.loading import load
+
     if model == "mnist":
         from constrained_diffusion.data.mnist import demo_digits
-        from constrained_diffusion.denoisers.mnist import MNISTDenoiser
 
         digits, labels = demo_digits()
         i = seed % digits.shape[0]
         mask = torch.ones(1, 1, 32, 32)
         mask[..., :16, :] = 0
-        return DemoProblem(MNISTDenoiser.pretrained("ddpm"), digits[i:i + 1], mask,
+        return DemoProblem(load("mnist-ddpm"), digits[i:i + 1], mask,
                            f"the top half of a real test digit ({int(labels[i])}), MNIST DDPM", int(labels[i]))
     if model == "gaussian":
         den = default_denoiser()
         truth = den.sample_prior(1, torch.Generator().manual_seed(seed))
         return DemoProblem(den, truth, centre_box_mask(den.sample_shape), "a centred box (25%) of a 1x32x32 image, analytic Gaussian prior")
     raise ValueError(f"model must be 'mnist' or 'gaussian', got {model!r}")
+
+
+def solve_demo(problem: DemoProblem, solvers: Sequence[str], steps: int = 20, inner_steps: int = 5, seed: int = 0,
+               progress: bool = False) -> dict[str, SampleResult]:
+    """Inpaint ``problem`` without a constraint and with each solver, all from the same noise.
+
+    Args:
+        problem: the model, the true image and the mask (see `demo_problem`).
+        solvers: registered solver names.
+        steps: denoising steps of every run.
+        inner_steps: constraint iterations per step of each solver run.
+        seed: the initial noise is drawn with seed ``seed + 1``.
+        progress: show a progress bar per run.
+
+    Returns:
+        ``"none"`` (unconstrained: the same sampler with no inner steps) and then each solver,
+        in order, mapped to its `SampleResult`.
+    """
+    from constrained_diffusion.constraints.inpainting import Inpainting
+    from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
+
+    model = problem.denoiser
+    constraint = Inpainting(problem.truth, problem.mask)
+    x_T = randn(1, model.sample_shape, torch.Generator().manual_seed(seed + 1), model.device, model.dtype)
+    results: dict[str, SampleResult] = {}
+    for name, inner in [("none", 0), *((s, inner_steps) for s in solvers)]:
+        sampler = ConstrainedSampler(model, "inexact-newton" if name == "none" else name, steps=steps, inner_steps=inner)
+        results[name] = sampler.sample(constraint, x_T=x_T, progress=progress)
+    return results

@@ -92,3 +92,21 @@ def test_arnoldi_on_a_network_jacobian(tiny):
     J = _dense(tiny, x, t)
     ritz = analysis.arnoldi_eigenvalues(analysis.jvp_matvec(tiny, x, t), n=64, dim=64, generator=torch.Generator().manual_seed(0))
     assert float(ritz[0].abs()) == pytest.approx(float(torch.linalg.eigvals(J).abs().max()), rel=1e-3)
+
+
+def test_pixel_directions_on_the_analytic_denoiser():
+    from constrained_diffusion.analysis.directions import directions_grid, pixel_directions
+
+    model = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.3, dtype=torch.float64)
+    x0 = model.sample_prior(1, torch.Generator().manual_seed(0))
+    out = pixel_directions(model, x0, t=300, pixel=(1, 2), lr=0.5, rcond=1e-12)
+    J = model.jacobian(torch.tensor(300))
+    e = out.error
+    assert e.shape == (16,) and float(e.sum()) == 1.0 and float(e[1 * 4 + 2]) == 1.0
+    assert torch.allclose(out.directions["Je"], J @ e) and torch.allclose(out.directions["JTe"], J.T @ e)
+    assert torch.allclose(J @ out.directions["J+e"], e, atol=1e-8)  # the Newton direction moves x0_hat by e
+    assert set(out.x0_after) == {"Je", "J+e", "JTe"} and out.x0_before.shape == (1, 1, 4, 4)
+    grid = directions_grid(out, model.sample_shape, scale=2)
+    assert grid.shape[-2:] == (2 * 8 + 3 * 2, 4 * 8 + 5 * 2)  # 2 rows x 4 columns of 8x8 tiles, 2-pixel padding
+    with pytest.raises(ValueError, match="--pixel must lie inside the 4x4 image"):
+        pixel_directions(model, x0, t=300, pixel=(4, 0))

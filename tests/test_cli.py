@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from constrained_diffusion.cli.main import main
+import constrained_diffusion as cd
+from constrained_diffusion.cli.main import build_parser, main
 
 
 def test_demo_writes_table_and_png(tmp_path, capsys):
@@ -24,7 +29,8 @@ def test_demo_writes_table_and_png(tmp_path, capsys):
 
 
 def test_demo_single_solver(tmp_path, capsys):
-    assert main(["demo", "--model", "gaussian", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent", "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
+    assert main(["demo", "--model", "gaussian", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent",
+                 "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "gradient-descent" in text and "exact-jvp" not in text
 
@@ -57,7 +63,7 @@ def test_bench_runs_and_writes_docs(tmp_path, capsys):
                  "--solver", "inexact-newton", "--write-docs", str(page)]) == 0
     text = page.read_text()
     assert "old" not in text and "tail" in text and "| inexact-newton | 6 " in text
-    assert "constrained-diffusion bench --steps 2 --inner-steps 1" in text
+    assert "constrained-diffusion bench --steps 2 --inner-steps 1 --batch-size 1 --channels 8 --size 16 --repeats 1 --solver inexact-newton" in text
     overhead = float(text.split("| inexact-newton |")[1].split("|")[3])
     assert overhead > 0
 
@@ -69,25 +75,41 @@ def test_bench_write_docs_needs_markers(tmp_path):
                  "--solver", "inexact-newton", "--write-docs", str(page)]) == 2
 
 
-def test_bench_sd_runs_each_row_in_its_own_process(tmp_path, capsys):
-    import argparse
+def test_bench_sd_runs_each_row_in_its_own_process():
+    from constrained_diffusion.benchmarks import SD15_UNET, measure_sd_step_costs
+    from constrained_diffusion.cli.bench_sd import cost_table
 
-    from constrained_diffusion.cli import bench_sd
-
-    tiny = {**bench_sd.SD15_UNET, "block_out_channels": [8, 16, 16, 16], "cross_attention_dim": 16, "attention_head_dim": 2,
+    tiny = {**SD15_UNET, "block_out_channels": [8, 16, 16, 16], "cross_attention_dim": 16, "attention_head_dim": 2,
             "norm_num_groups": 4, "layers_per_block": 1, "sample_size": 8}
-    page = tmp_path / "b.md"
-    page.write_text("<!-- SD-CPU:START -->\n<!-- SD-CPU:END -->\n")
-    args = argparse.Namespace(size=8, inner_steps=1, device="cpu", dtype="float32", write_docs=page, block="SD-CPU",
-                              unet_config=tiny)
-    assert bench_sd.run(args) == 0
-    text = page.read_text()
+    solvers = ["exact-jvp", "gradient-descent", "inexact-newton"]
+    costs = measure_sd_step_costs(solvers, size=8, inner_steps=1, unet_config=tiny, log=lambda _: None)
+    assert not costs.failures and 0 < costs.parameters < 1e6
+    text = cost_table(costs, solvers, inner_steps=1)
     for row in ("plain inference (one forward)", "| inexact-newton", "| gradient-descent", "| exact-jvp"):
         assert row in text
     cells = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| ")}
     assert cells["inexact-newton"] == "2 F + 0 B" and cells["gradient-descent"] == "1 F + 1 B"
     assert cells["exact-jvp"] == "2 F + 0 B"  # the dual forward counts as one network evaluation
-    assert "--block SD-CPU" in text  # the command written with the table regenerates this block
+    assert costs.nfe["plain"] == 1 and costs.peak_mb["gradient-descent"] > 0
+
+
+def test_conditioned_unet_denoiser_is_the_unet_with_its_text_conditioning():
+    from diffusers import UNet2DConditionModel
+
+    from constrained_diffusion.benchmarks import SD15_UNET, conditioned_unet_denoiser
+
+    tiny = {**SD15_UNET, "block_out_channels": [8, 16, 16, 16], "cross_attention_dim": 16, "attention_head_dim": 2,
+            "norm_num_groups": 4, "layers_per_block": 1, "sample_size": 8}
+    model = conditioned_unet_denoiser(tiny, size=8, dtype="float64")
+    assert model.sample_shape == (4, 8, 8) and model.dtype == torch.float64
+    torch.manual_seed(0)
+    reference = UNet2DConditionModel(**tiny).double().eval()  # the same seeded weights, without the bound conditioning
+    x, t = torch.randn(2, 4, 8, 8, dtype=torch.float64), torch.tensor([1, 1])
+    cond = torch.randn(1, 77, 16, generator=torch.Generator().manual_seed(1)).double().expand(2, -1, -1)
+    with torch.no_grad():
+        hooked = model.network(x, t).sample
+        assert torch.allclose(hooked, reference(x, t, encoder_hidden_states=cond).sample, rtol=0, atol=1e-12)
+        assert not torch.allclose(hooked, reference(x, t, encoder_hidden_states=-cond).sample, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("command", ["evaluate", "model-card ddpm", "adaptive", "train ddpm --out runs/x", "bench-sd"])
@@ -105,3 +127,81 @@ def test_cuda_on_a_machine_without_it_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--device", "cuda"])
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+_BLOCK = re.compile(r"<!-- ([A-Z0-9-]+):START -->\n(?:```\n(constrained-diffusion [^\n]+)\n```|Produced by `(constrained-diffusion [^`]+)`)")
+
+
+def _parse(line: str, monkeypatch) -> argparse.Namespace:
+    """Parse a documented command as this machine would if it had the GPU the command names."""
+    parser = build_parser()  # defaults of this machine
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        m.setattr(torch.cuda, "device_count", lambda: 1)
+        return parser.parse_args(shlex.split(line)[1:])
+
+
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")))
+def test_every_documented_command_regenerates_its_own_block(page, monkeypatch):
+    """The command in a --write-docs block, and the page's instruction to regenerate it, write that block."""
+    text = (DOCS / page).read_text()
+    blocks = {m.group(1): m.group(2) or m.group(3) for m in _BLOCK.finditer(text)}
+    for name, line in blocks.items():
+        args = _parse(line, monkeypatch)
+        assert args.documented(args) == line, f"{page} {name}"
+    for line in re.findall(r"^(constrained-diffusion [^\n#]*--write-docs [^\n#]*)", text, re.M):
+        args = _parse(line, monkeypatch)
+        assert args.write_docs == Path("docs") / page
+        assert args.documented(args) in blocks.values(), f"{page}: {line!r} writes another block"
+
+
+@pytest.mark.parametrize("argv, undocumented", [
+    (["bench", "--solver", "identity", "--solver", "exact-newton", "inexact-newton", "--repeats", "2"], set()),
+    (["bench-sd", "--size", "8", "--device", "cpu", "--dtype", "bfloat16", "--block", "SD-X"], set()),
+    (["evaluate", "--variants", "flow", "--tasks", "sr4", "box", "--no-tf32", "--no-equal-time", "--out", "a dir/r.jsonl",
+      "--device", "cpu", "--block", "B"], {"model"}),
+    (["model-card", "flow", "--weights", "w.safetensors", "--samples", "10", "--device", "cpu", "--grid", "g.png"],
+     {"batch_size"}),
+    (["model-card", "classifier", "--samples", "10"], {"samples", "steps", "seed", "device", "grid", "batch_size"}),
+    (["adaptive", "--digits", "3", "--task", "sr4", "--device", "cpu", "--threads", "1"], {"results", "figure", "threads", "quiet"}),
+    (["analyze", "eigvec", "--timesteps", "900", "100", "--rcond", "0.01", "--weights", "w.safetensors"], {"results"}),
+])
+def test_documented_command_parses_back_to_the_same_options(argv, undocumented):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    line = args.documented(args)
+    again = parser.parse_args(shlex.split(line)[1:])
+    assert again.documented(again) == line
+    skip = {"run", "documented", "write_docs", *undocumented}
+    assert {k: v for k, v in vars(again).items() if k not in skip} == {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def test_bench_documents_every_solver_and_defaults_to_the_documented_table():
+    args = build_parser().parse_args(["bench"])
+    assert args.documented(args).endswith("--solver exact-jvp gradient-descent inexact-newton")
+    args = build_parser().parse_args(["bench", "--solver", "identity", "--solver", "identity"])
+    assert args.documented(args).endswith("--solver identity")
+
+
+def test_bench_sd_and_evaluate_name_a_block_other_than_their_default():
+    parser = build_parser()
+    for argv, block in [(["bench-sd", "--device", "cpu"], "SD-BENCH-TABLE"), (["evaluate", "--device", "cpu"], "EVAL-TABLE")]:
+        default, other = parser.parse_args([*argv, "--block", block]), parser.parse_args([*argv, "--block", "OTHER"])
+        assert "--block" not in default.documented(default)
+        assert other.documented(other).endswith("--block OTHER")
+
+
+def test_model_card_of_the_classifier_writes_its_block(tmp_path, capsys):
+    page = tmp_path / "card.md"
+    page.write_text("<!-- CLASSIFIER-CARD:START -->\nold\n<!-- CLASSIFIER-CARD:END -->\n")
+    assert main(["model-card", "classifier", "--write-docs", str(page)]) == 0
+    text = page.read_text()
+    assert "```\nconstrained-diffusion model-card classifier\n```" in text
+    assert "- parameters: 157,290\n- test accuracy (500 digits): 0.9960" in text  # the numbers of its model card
+    weights = cd.models.save_weights(tmp_path / "unet.safetensors", cd.models.UNet(base_channels=8, channel_mult=(1,),
+                                     num_res_blocks=1, attention_resolutions=(), sample_size=8), {"kind": "ddpm"})
+    assert main(["model-card", "classifier", "--weights", str(weights)]) == 2
+    assert "holds a MNISTDenoiser, not the MNIST classifier" in capsys.readouterr().err
+    assert main(["model-card", "classifier", "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "no weight file" in capsys.readouterr().err

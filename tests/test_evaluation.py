@@ -118,3 +118,58 @@ def test_evaluation_rejects_a_model_on_another_device(tmp_path, tiny_model, digi
         evaluate({"ddpm": tiny_model}, MNISTClassifier().eval(), images, labels, ["box"], ["inexact-newton"],
                  tmp_path / "eval.jsonl", Settings(steps=1, inner_steps=1, batch_size=2, limit=2, device="cuda"))
     assert not (tmp_path / "eval.jsonl").exists()
+
+
+def test_eigvec_rows_resume_after_a_kill_mid_line(tmp_path):
+    torch.manual_seed(0)
+    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    results = tmp_path / "eigvec.jsonl"
+    first = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=lambda _: None, results=results, model_name="tiny")
+    lines = results.read_text().splitlines()
+    results.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed while writing t=100
+    logged: list[str] = []
+    again = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=logged.append, results=results, model_name="tiny")
+    assert "reused" in logged[0] and "reused" not in logged[1]
+    assert again == first and results.read_text().splitlines() == lines  # the torn line was replaced, not kept
+
+
+def test_read_digits_and_the_classifier_card():
+    from constrained_diffusion.data.mnist import demo_digits
+    from constrained_diffusion.evaluation import read_digits
+    from constrained_diffusion.evaluation.model_card import classifier_card
+
+    digits, labels = demo_digits()
+    classifier = cd.models.load("mnist-classifier")
+    assert torch.equal(read_digits(digits, classifier), labels)
+    assert torch.equal(read_digits(digits.double() * 3), read_digits(digits.sign()))  # clamped to [-1, 1] first
+    card = classifier_card(classifier, digits, labels)
+    assert card.accuracy == 1.0 and card.per_digit == [1.0] * 10 and card.parameters == 157_290
+    wrong = classifier_card(classifier, digits, (labels + 1) % 10)
+    assert wrong.accuracy == 0.0
+
+
+def test_unconditional_samples_do_not_depend_on_the_batching():
+    from constrained_diffusion.evaluation.model_card import unconditional_samples
+
+    model = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5)
+    a, _ = unconditional_samples(model, 5, steps=3, batch_size=2, seed=1)
+    b, seconds = unconditional_samples(model, 5, steps=3, batch_size=5, seed=1)
+    c, _ = unconditional_samples(model, 5, steps=3, batch_size=5, seed=2)
+    assert a.shape == (5, 1, 4, 4) and torch.allclose(a, b, atol=1e-6) and not torch.allclose(b, c) and seconds > 0
+    assert float(a.abs().max()) <= 1.0
+
+
+def test_evaluation_store_keeps_the_record_format(tmp_path, tiny_model, digits):
+    from constrained_diffusion.evaluation import KEY_FIELDS, results_store
+
+    images, labels = digits
+    out = tmp_path / "eval.jsonl"
+    s = Settings(steps=1, inner_steps=1, batch_size=2, limit=2)
+    evaluate({"ddpm": tiny_model}, MNISTClassifier().eval(), images, labels, ["box"], ["inexact-newton"], out, s,
+             log=lambda _: None, weights={"ddpm": "sha256:x"})
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert list(record)[-len(KEY_FIELDS):] == list(KEY_FIELDS)  # metrics first, then the key, as in runs/*.jsonl
+    assert record["setting"] == s.tag() and record["weights"] == "sha256:x" and record["start"] == 0
+    assert (s.tag(), "ddpm", "sha256:x", "box", "inexact-newton", "equal-steps", 0) in results_store(out)

@@ -37,7 +37,7 @@ def test_all_is_sorted_complete_and_resolves():
 
 def test_experiment_packages_load_lazily():
     code = ("import sys, constrained_diffusion as cd; "
-            "lazy = ['analysis', 'evaluation', 'training']; "
+            "lazy = ['analysis', 'benchmarks', 'evaluation', 'training']; "
             "print([m for m in lazy if f'constrained_diffusion.{m}' in sys.modules]); "
             "cd.analysis; print('constrained_diffusion.analysis' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")

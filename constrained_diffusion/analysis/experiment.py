@@ -14,10 +14,9 @@ setting; a rerun reuses the rows already there, so an interrupted run resumes at
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -26,7 +25,11 @@ from constrained_diffusion.analysis.eigen import direction_alignment, eigenvecto
 from constrained_diffusion.analysis.jacobian import asymmetry, jacobian
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.constraints.super_resolution import SuperResolution
-from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers import Denoiser
+from constrained_diffusion.utils.jsonl_store import JsonlStore
+
+KEY_FIELDS = ("model", "samples", "k", "rcond", "seed", "t")
+"""What identifies a row of the results file: the model, every setting, and the time."""
 
 PAPER_SAME = dict(zip(range(950, 0, -100), (0.68, 0.72, 0.62, 0.72, 0.71, 0.72, 0.72, 0.63, 0.60, 0.58)))
 """The rebuttal's "same image" values at t = 950, 850, ..., 50 (top-20 eigenvectors, mean |cosine|)."""
@@ -75,43 +78,43 @@ def eigvec_rows(model: Denoiser, images: Tensor, timesteps: list[int], samples: 
     if images.shape[0] < samples + 1:
         raise ValueError(f"need at least samples + 1 = {samples + 1} images, got {images.shape[0]}")
     resume_key = {"model": model_name, "samples": samples, "k": k, "rcond": rcond, "seed": seed}
-    done: dict[float, dict] = {}
-    path = Path(results) if results is not None else None
-    if path is not None and path.exists():
-        for line in path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if record and all(record.get(name) == value for name, value in resume_key.items()):
-                done[record["t"]] = {name: v for name, v in record.items() if name not in resume_key}
+    store = JsonlStore(results, KEY_FIELDS) if results is not None else None
     rows = []
     for t in timesteps:
-        if float(t) in done:
-            rows.append(done[float(t)])
-            log(f"t={t}: reused from {path}")
+        done = store.get(store.key({**resume_key, "t": float(t)})) if store is not None else None
+        if done is not None:
+            rows.append({name: v for name, v in done.items() if name not in resume_key})
+            log(f"t={t}: reused from {results}")
             continue
-        tt = torch.tensor(t)
-        alpha, sigma = (float(v) for v in model.alpha_sigma(tt))
-        g = torch.Generator().manual_seed(seed + t)
-        Js, errs = [], []
-        for i in range(samples + 1):
-            x0 = images[i:i + 1].to(model.device, model.dtype)
-            x_t = alpha * x0 + sigma * torch.randn(x0.shape, generator=g).to(x0)
-            Js.append(jacobian(model, x_t, tt))
-            with torch.no_grad():
-                errs.append(real_errors(model(x_t, tt).double().cpu(), x0.double().cpu()))
-        row: dict[str, float] = {"t": float(t)}
-        for pool in ("top-k", "all"):
-            row[f"same_{pool}"] = mean(eigenvector_similarity(Js[i], Js[i], k, pool) for i in range(samples))
-            row[f"random_{pool}"] = mean(eigenvector_similarity(Js[i], Js[i + 1], k, pool) for i in range(samples))
-        row["asymmetry"] = mean(asymmetry(J) for J in Js[:samples])
-        for task in ("inpainting", "sr4"):
-            aligned = [direction_alignment(Js[i], errs[i][task], rcond) for i in range(samples)]
-            for key in aligned[0]:
-                row[f"{task}_{key}"] = mean(a[key] for a in aligned)
+        row = eigvec_row(model, images, t, samples, k, rcond, seed)
         rows.append(row)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.write(json.dumps({**resume_key, **row}) + "\n")
+        if store is not None:
+            store.append({**resume_key, **row})
         log(f"t={t}: same(top-k) {row['same_top-k']:.3f}, random(top-k) {row['random_top-k']:.3f}, "
             f"same(all) {row['same_all']:.3f}, random(all) {row['random_all']:.3f}, asymmetry {row['asymmetry']:.3f}")
     return rows
+
+
+def eigvec_row(model: Denoiser, images: Tensor, t: int, samples: int, k: int = 20, rcond: float = 1e-3,
+               seed: int = 0) -> dict[str, float]:
+    """The row of `eigvec_rows` for one time ``t`` (the noise comes from ``seed + t``)."""
+    tt = torch.tensor(t)
+    alpha, sigma = (float(v) for v in model.alpha_sigma(tt))
+    g = torch.Generator().manual_seed(seed + t)
+    Js, errs = [], []
+    for i in range(samples + 1):
+        x0 = images[i:i + 1].to(model.device, model.dtype)
+        x_t = alpha * x0 + sigma * torch.randn(x0.shape, generator=g).to(x0)
+        Js.append(jacobian(model, x_t, tt))
+        with torch.no_grad():
+            errs.append(real_errors(model(x_t, tt).double().cpu(), x0.double().cpu()))
+    row: dict[str, float] = {"t": float(t)}
+    for pool in ("top-k", "all"):
+        row[f"same_{pool}"] = mean(eigenvector_similarity(Js[i], Js[i], k, pool) for i in range(samples))
+        row[f"random_{pool}"] = mean(eigenvector_similarity(Js[i], Js[i + 1], k, pool) for i in range(samples))
+    row["asymmetry"] = mean(asymmetry(J) for J in Js[:samples])
+    for task in ("inpainting", "sr4"):
+        aligned = [direction_alignment(Js[i], errs[i][task], rcond) for i in range(samples)]
+        for key in aligned[0]:
+            row[f"{task}_{key}"] = mean(a[key] for a in aligned)
+    return row

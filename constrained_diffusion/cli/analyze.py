@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from constrained_diffusion.cli.args import documented_command, format_table, non_negative_int, positive_int, summary, write_block
 
-from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, replace_block, summary
+if TYPE_CHECKING:
+    from constrained_diffusion.denoisers import Denoiser
+
+EIGVEC_OPTIONS = ("--timesteps", "--samples", "--k", "--rcond", "--seed", "--weights")
+"""What the command written with the eigenvector table repeats."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``analyze`` and its options on the sub-command parsers ``sub``."""
     p = sub.add_parser("analyze", help="Jacobian analysis: J vs J^-1 eigenvectors, Newton-direction alignment",
                        description=summary(__doc__))
     inner = p.add_subparsers(dest="analysis", required=True, parser_class=type(p))
@@ -31,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--results", type=Path, default=Path("runs/eigvec.jsonl"),
                    help="JSONL file of finished rows; a rerun resumes from it (default runs/eigvec.jsonl)")
     e.add_argument("--write-docs", type=Path, default=None, help="replace the EIGVEC-TABLE block of this markdown file")
-    e.set_defaults(run=run_eigvec)
+    e.set_defaults(run=run_eigvec, documented=command_line)
     d = inner.add_parser("directions", help="the Je / J^+e / J^Te figure for a single-pixel error")
     d.add_argument("--t", type=non_negative_int, default=500, help="timestep (default 500)")
     d.add_argument("--digit", type=non_negative_int, default=0, help="index of the test digit (default 0)")
@@ -44,29 +50,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(run=run_directions)
 
 
-def _weights_file(weights: Path | None) -> Path:
-    from constrained_diffusion.models.pretrained import pretrained_path
+def _denoiser(weights: Path | None) -> Denoiser:
+    """The shipped DDPM, or the UNet weight file ``weights`` (one-line error for any other file)."""
+    from constrained_diffusion.denoisers import Denoiser
+    from constrained_diffusion.models import load
 
-    return Path(weights) if weights is not None else Path(pretrained_path("mnist_ddpm.safetensors"))
+    model = load(weights or "mnist-ddpm")
+    if not isinstance(model, Denoiser):
+        raise ValueError(f"--weights: {weights} holds a {type(model).__name__}, not a diffusion model")
+    return model
 
 
-def _model(weights: Path | None):
-    from constrained_diffusion.denoisers.mnist import MNISTDenoiser
+def eigvec_tables(rows: list[dict]) -> tuple[str, str]:
+    """The similarity table (with the paper's values) and the alignment table of `eigvec_rows`."""
+    from constrained_diffusion.analysis.experiment import PAPER_RANDOM, PAPER_SAME
 
-    return MNISTDenoiser.from_file(_weights_file(weights))
-
-
-def run_eigvec(args: argparse.Namespace) -> int:
-    from constrained_diffusion.analysis.experiment import PAPER_RANDOM, PAPER_SAME, eigvec_rows
-    from constrained_diffusion.data import mnist
-    from constrained_diffusion.models.pretrained import weights_digest
-
-    if any(t > 999 for t in args.timesteps):
-        raise ValueError("--timesteps: each must lie in [0, 999]")
-    model = _model(args.weights)
-    images, _ = mnist("test")
-    rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
-                       results=args.results, model_name=f"mnist-ddpm {weights_digest(_weights_file(args.weights))}")
     paper = lambda table, t: f"{table[t]:.2f}" if t in table else "-"  # noqa: E731
     sim = format_table(
         ["t", "same top-k", "(paper)", "random top-k", "(paper)", "same all", "random all", "asymmetry"],
@@ -78,52 +76,49 @@ def run_eigvec(args: argparse.Namespace) -> int:
         [[str(int(r["t"])), task, *(f"{r[f'{task}_{k}']:.3f}" for k in ("cos_Je", "cos_JTe", "cos_e", "reduction_newton",
                                                                        "reduction_Je", "reduction_JTe", "reduction_e"))]
          for r in rows for task in ("inpainting", "sr4")])
+    return sim, align
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command written with the eigenvector tables (it regenerates the block)."""
+    return documented_command("analyze eigvec", args, EIGVEC_OPTIONS)
+
+
+def run_eigvec(args: argparse.Namespace) -> int:
+    """Run ``analyze eigvec`` with the parsed ``args``; returns the exit status."""
+    from constrained_diffusion.analysis.experiment import eigvec_rows
+    from constrained_diffusion.data import mnist
+    from constrained_diffusion.models import weights_digest, weights_path
+
+    if any(t > 999 for t in args.timesteps):
+        raise ValueError("--timesteps: each must lie in [0, 999]")
+    source = args.weights or "mnist-ddpm"
+    model = _denoiser(args.weights)
+    images, _ = mnist("test")
+    rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
+                       results=args.results, model_name=f"mnist-ddpm {weights_digest(weights_path(source))}")  # type: ignore[arg-type]
+    sim, align = eigvec_tables(rows)
     print(sim)
     print()
     print(align)
     if args.write_docs is not None:
-        command = (f"constrained-diffusion analyze eigvec --timesteps {' '.join(map(str, args.timesteps))} "
-                   f"--samples {args.samples} --k {args.k} --rcond {args.rcond} --seed {args.seed}"
-                   + (f" --weights {args.weights}" if args.weights else ""))
-        replace_block(args.write_docs, "EIGVEC-TABLE", f"```\n{command}\n```\n\nModel: {model!r}.\n\n{sim}\n\n{align}")
-        print(f"updated {args.write_docs}")
+        write_block(args.write_docs, "EIGVEC-TABLE", f"```\n{command_line(args)}\n```\n\nModel: {model!r}.\n\n{sim}\n\n{align}")
     return 0
 
 
 def run_directions(args: argparse.Namespace) -> int:
-    from constrained_diffusion.analysis.jacobian import jacobian
+    """Run ``analyze directions`` with the parsed ``args``; returns the exit status."""
+    from constrained_diffusion.analysis.directions import directions_grid, pixel_directions
     from constrained_diffusion.data import mnist
-    from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
+    from constrained_diffusion.utils.images import save_png, to_uint8
 
-    model = _model(args.weights)
+    model = _denoiser(args.weights)
     images, _ = mnist("test")
     if args.digit >= images.shape[0]:
         raise ValueError(f"--digit must be < {images.shape[0]}")
-    H, W = model.sample_shape[-2:]
-    row, col = args.pixel
-    if not (row < H and col < W):
-        raise ValueError(f"--pixel must lie inside the {H}x{W} image")
-    t = torch.tensor(args.t)
-    alpha, sigma = (float(v) for v in model.alpha_sigma(t))
-    x0 = images[args.digit:args.digit + 1]
-    x_t = alpha * x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(args.seed))
-    J = jacobian(model, x_t, t)
-    e = torch.zeros(H * W, dtype=torch.float64)
-    e[row * W + col] = 1.0
-    U, S, Vh = torch.linalg.svd(J)
-    keep = S > args.rcond * S[0]
-    directions = {"Je": J @ e, "J+e": Vh[keep].T @ ((U[:, keep].T @ e) / S[keep]), "JTe": J.T @ e}
-    maps, after = [e], []
-    with torch.no_grad():
-        before = model(x_t, t)
-        for d in directions.values():
-            maps.append(d)
-            step = (args.lr * d / d.abs().max()).reshape(x_t.shape).float()
-            after.append(model(x_t + step, t))
-    maps_img = torch.stack([m.reshape(1, H, W).float() / m.abs().max().clamp_min(1e-12) for m in maps])
-    recon = torch.cat([before, *after])
-    grid = make_grid(torch.cat([maps_img, recon]).repeat_interleave(4, -1).repeat_interleave(4, -2), nrow=4)
-    path = save_png(args.out, to_uint8(grid))
+    result = pixel_directions(model, images[args.digit:args.digit + 1], args.t, tuple(args.pixel), args.lr, args.rcond,
+                              args.seed)
+    path = save_png(args.out, to_uint8(directions_grid(result, model.sample_shape)))
     print(f"wrote {path}: top row e, Je, J+e, JTe (each scaled to max |.| = 1); "
           f"bottom row x0_hat before, and after one step along Je, J+e, JTe (t={args.t}, digit {args.digit})")
     return 0

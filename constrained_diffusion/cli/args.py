@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -49,6 +52,13 @@ def device_name(text: str) -> str:
 device_name.__name__ = "device"
 
 
+def default_device() -> str:
+    """``"cuda"`` where a GPU is available, else ``"cpu"`` (the default of every ``--device``)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def describe_device(device: str) -> str:
     """The hardware a measurement ran on: the GPU's name on CUDA, else CPU threads and processor."""
     import platform
@@ -75,6 +85,51 @@ def replace_block(path: Path, name: str, content: str) -> None:
         raise ValueError(f"--write-docs: {path} has no {start} ... {end} block")
     block = f"{start}\n{content}\n{end}"
     path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+
+
+def documented_command(command: str, args: argparse.Namespace, options: Sequence[str],
+                       omit: Mapping[str, Any] | None = None) -> str:
+    """The command line a ``--write-docs`` block shows, rebuilt from the parsed ``args``.
+
+    Running it again with ``--write-docs PAGE`` regenerates the block, so it names every
+    option that changes the block's numbers.
+
+    Args:
+        command: the sub-command, e.g. ``"bench"`` or ``"analyze eigvec"``.
+        args: the parsed arguments.
+        options: in order, option strings (``"--inner-steps"`` is ``args.inner_steps``) or
+            positional names (``"model"``: its value alone). ``None`` and ``False`` leave the
+            option out, ``True`` writes the bare flag, a list its values after one flag.
+        omit: options left out while their value is the one given (a default block name).
+
+    Example:
+        >>> args = argparse.Namespace(model="ddpm", steps=50, tasks=["box", "sr4"], quick=True, grid=None)
+        >>> documented_command("model-card", args, ["model", "--steps", "--tasks", "--quick", "--grid"])
+        'constrained-diffusion model-card ddpm --steps 50 --tasks box sr4 --quick'
+    """
+    parts = ["constrained-diffusion", *command.split()]
+    for option in options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is None or value is False or (omit is not None and option in omit and omit[option] == value):
+            continue
+        flag = [option] if option.startswith("-") else []
+        if value is True:
+            parts += flag
+        elif isinstance(value, (list, tuple)):
+            parts += [*flag, *(_token(v) for v in value)]
+        else:
+            parts += [*flag, _token(value)]
+    return " ".join(parts)
+
+
+def _token(value: Any) -> str:
+    return shlex.quote(os.fspath(value) if isinstance(value, Path) else str(value))
+
+
+def write_block(path: Path, name: str, content: str) -> None:
+    """`replace_block`, then print ``updated PATH``."""
+    replace_block(path, name, content)
+    print(f"updated {path}")
 
 
 def summary(doc: str | None) -> str | None:

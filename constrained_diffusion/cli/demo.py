@@ -14,14 +14,13 @@ from pathlib import Path
 import torch
 
 from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
-from constrained_diffusion.constraints.inpainting import Inpainting
-from constrained_diffusion.default_model import demo_problem
-from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
+from constrained_diffusion.default_model import demo_problem, solve_demo
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``demo`` and its options on the sub-command parsers ``sub``."""
     p = sub.add_parser("demo", help="constrained inpainting on the embedded default model", description=summary(__doc__))
     p.add_argument("--model", choices=["mnist", "gaussian"], default="mnist",
                    help="mnist: the shipped DDPM on a real digit (default); gaussian: the analytic model")
@@ -35,37 +34,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``demo`` with the parsed ``args``; returns the exit status."""
     out_dir = args.out.parent
     if str(out_dir) and out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out: {out_dir} is not a directory")
     problem = demo_problem(args.model, args.seed)
-    model, truth, mask = problem.denoiser, problem.truth, problem.mask
-    constraint = Inpainting(truth, mask)
-    x_T = randn(1, model.sample_shape, torch.Generator().manual_seed(args.seed + 1), model.device, model.dtype)
-    classifier = None
-    if problem.label is not None:
-        from constrained_diffusion.models.pretrained import mnist_classifier
-
-        classifier = mnist_classifier()
-
     solvers = registry.names() if args.solver == "all" else [args.solver]
-    columns = {"truth": truth, "observed": truth * mask - (1 - mask)}
+    results = solve_demo(problem, solvers, args.steps, args.inner_steps, args.seed, progress=not args.quiet)
+    reads = None
+    if problem.label is not None:
+        from constrained_diffusion.evaluation.digits import read_digits
+        from constrained_diffusion.models import load
+
+        classifier = load("mnist-classifier")
+        reads = {name: int(read_digits(r.images, classifier)[0]) for name, r in results.items()}
     rows = []
-    for name, inner in [("none", 0)] + [(s, args.inner_steps) for s in solvers]:
-        sampler = ConstrainedSampler(model, name if name != "none" else "inexact-newton", steps=args.steps, inner_steps=inner)
-        result = sampler.sample(constraint, x_T=x_T, progress=not args.quiet)
-        columns[name] = result.images
+    for name, result in results.items():
         assert result.final_residual is not None
-        row = [name if name != "none" else "none (unconstrained)", f"{float(result.final_residual[0]):.4f}",
-               str(result.nfe), str(result.nbe), f"{result.seconds:.3f}"]
-        if classifier is not None:
-            with torch.no_grad():
-                row.append(str(int(classifier(result.images.clamp(-1, 1)).argmax())))
-        rows.append(row)
+        rows.append([name if name != "none" else "none (unconstrained)", f"{float(result.final_residual[0]):.4f}",
+                     str(result.nfe), str(result.nbe), f"{result.seconds:.3f}", *([str(reads[name])] if reads else [])])
     print(f"inpainting {problem.description} (steps={args.steps}, inner steps={args.inner_steps}, seed={args.seed})")
-    header = ["solver", "residual", "NFE", "NBE", "seconds"] + ([f"digit read (true: {problem.label})"] if classifier else [])
+    header = ["solver", "residual", "NFE", "NBE", "seconds"] + ([f"digit read (true: {problem.label})"] if reads else [])
     print(format_table(header, rows))
 
+    columns = {"truth": problem.truth, "observed": problem.truth * problem.mask - (1 - problem.mask),
+               **{name: r.images for name, r in results.items()}}
     images = torch.cat([c.clamp(-1, 1) for c in columns.values()]).repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
     path = save_png(args.out, to_uint8(make_grid(images, nrow=len(columns), pad_value=1.0)))
     print(f"wrote {path} (columns: {' | '.join(columns)})")

@@ -10,16 +10,30 @@ go to a JSON-lines file batch by batch; rerunning the command resumes where it s
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 import torch
 
-from constrained_diffusion.cli.args import describe_device, device_name, format_table, positive_int, replace_block, summary
+from constrained_diffusion.cli.args import (
+    default_device,
+    describe_device,
+    device_name,
+    documented_command,
+    format_table,
+    positive_int,
+    summary,
+    write_block,
+)
 from constrained_diffusion.solvers import registry
+
+BLOCK = "EVAL-TABLE"
+OPTIONS = ("--variants", "--tasks", "--solvers", "--steps", "--inner-steps", "--limit", "--batch-size", "--seed", "--device",
+           "--emulate-tf32", "--no-tf32", "--no-equal-time", "--out", "--block")
+"""What the command written with the table repeats (``--block`` only when it is not `BLOCK`)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``evaluate`` and its options on the sub-command parsers ``sub``."""
     from constrained_diffusion.evaluation.tasks import TASKS
 
     p = sub.add_parser("evaluate", help="PSNR/SSIM/label accuracy/cost table of the solvers on MNIST",
@@ -33,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
     p.add_argument("--batch-size", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=device_name, default=default_device(),
                    help="where to sample: cpu or cuda (default cuda when available)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--emulate-tf32", action="store_true",
@@ -43,52 +57,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
     p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
-    p.add_argument("--block", default="EVAL-TABLE", help="name of the marker block --write-docs replaces (default EVAL-TABLE)")
-    p.set_defaults(run=run)
+    p.add_argument("--block", default=BLOCK, help=f"name of the marker block --write-docs replaces (default {BLOCK})")
+    p.set_defaults(run=run, documented=command_line)
 
 
-def run(args: argparse.Namespace) -> int:
-    from constrained_diffusion.data import mnist
-    from constrained_diffusion.denoisers.mnist import MNISTDenoiser
-    from constrained_diffusion.evaluation import Settings, evaluate, summarise
-    from constrained_diffusion.models.pretrained import mnist_classifier, pretrained_path, weights_digest
-    from constrained_diffusion.utils.precision import emulate_tf32, tf32_disabled
-
-    device = torch.device(args.device)
-    models = {name: MNISTDenoiser.pretrained(name, device=device) for name in args.variants}
-    images, labels = mnist("test")
-    settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
-                        limit=args.limit, seed=args.seed, device=str(device),
-                        precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
-    digests = {name: weights_digest(pretrained_path(f"mnist_{name}.safetensors")) for name in args.variants}
-    with contextlib.ExitStack() as stack:
-        if args.emulate_tf32:
-            for model in models.values():
-                stack.enter_context(emulate_tf32(model.network))
-        if args.no_tf32:
-            stack.enter_context(tf32_disabled())
-        records = evaluate(models, mnist_classifier(), images, labels, args.tasks, args.solvers, args.out, settings,
-                           equal_time=not args.no_equal_time, weights=digests)
-    order = lambda seq, v: seq.index(v) if v in seq else len(seq)  # noqa: E731
-    rows = sorted(summarise(records), key=lambda r: (order(args.variants, r["model"]), order(args.tasks, r["task"]),
-                                                      order(["equal-steps", "equal-time"], r["budget"]),
-                                                      order(args.solvers, r["solver"])))
-    table = format_table(
+def result_table(rows: list[dict]) -> str:
+    """The summary rows of `constrained_diffusion.evaluation.summarise` as a table."""
+    return format_table(
         ["model", "task", "solver", "budget", "steps x inner", "PSNR", "SSIM", "label acc.", "residual", "NFE", "NBE",
          "s / sample", "peak MB"],
         [[r["model"], r["task"], r["solver"], r["budget"], f"{r['steps']} x {r['inner_steps']}", f"{r['psnr']:.2f}",
           f"{r['ssim']:.3f}", f"{r['label_accuracy']:.3f}", f"{r['residual']:.4f}", str(r["nfe"]), str(r["nbe"]),
           f"{r['seconds_per_sample']:.3f}", f"{r['peak_mb']:.0f}"] for r in rows])
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command written with the table (it regenerates the block)."""
+    return documented_command("evaluate", args, OPTIONS, omit={"--block": BLOCK})
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``evaluate`` with the parsed ``args``; returns the exit status."""
+    from constrained_diffusion.data import mnist
+    from constrained_diffusion.evaluation import Settings, evaluate, ordered, precision_context, summarise
+    from constrained_diffusion.models import load, weights_digest, weights_path
+
+    models = {name: load(name, args.device) for name in args.variants}
+    digests = {name: weights_digest(weights_path(name)) for name in args.variants}  # type: ignore[arg-type]
+    images, labels = mnist("test")
+    settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
+                        limit=args.limit, seed=args.seed, device=args.device,
+                        precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
+    with precision_context(models.values(), settings.precision):
+        records = evaluate(models, load("mnist-classifier"), images, labels, args.tasks, args.solvers, args.out, settings,
+                           equal_time=not args.no_equal_time, weights=digests)
+    table = result_table(ordered(summarise(records), args.variants, args.tasks, args.solvers))
     print(table)
     if args.write_docs is not None:
-        command = (f"constrained-diffusion evaluate --variants {' '.join(args.variants)} --tasks {' '.join(args.tasks)} "
-                   f"--solvers {' '.join(args.solvers)} --steps {args.steps} --inner-steps {args.inner_steps} "
-                   f"--limit {args.limit} --batch-size {args.batch_size} --seed {args.seed} --device {device}"
-                   + (" --emulate-tf32" if args.emulate_tf32 else "") + (" --no-tf32" if args.no_tf32 else "")
-                   + (" --no-equal-time" if args.no_equal_time else "") + f" --out {args.out}")
-        machine = f"torch {torch.__version__}, {describe_device(str(device))}"
+        command = command_line(args)
+        machine = f"torch {torch.__version__}, {describe_device(args.device)}"
         weights = ", ".join(f"{name} {digest}" for name, digest in digests.items())
-        replace_block(args.write_docs, args.block,
-                      f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")
-        print(f"updated {args.write_docs}")
+        write_block(args.write_docs, args.block,
+                    f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")
     return 0

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -34,6 +35,7 @@ def _one_line(exc: Exception) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``constrained-diffusion`` parser with every sub-command."""
     parser = _Parser(prog="constrained-diffusion", description="Training-free constrained sampling from diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo.add_parser(sub)

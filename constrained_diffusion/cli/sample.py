@@ -22,16 +22,19 @@ from typing import Any
 import torch
 
 from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
+from constrained_diffusion.constraints import Constraint
 from constrained_diffusion.constraints import registry as constraint_registry
-from constrained_diffusion.constraints.base import Constraint
-from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers import Denoiser
+from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
+from constrained_diffusion.sampling import SampleResult
 from constrained_diffusion.solvers import registry as solver_registry
 from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``sample`` and its options on the sub-command parsers ``sub``."""
     p = sub.add_parser("sample", help="sample under a named constraint with a named recipe or solver", description=summary(__doc__))
     p.add_argument("--list", action="store_true", help="list constraints, recipes and solvers, then exit")
     p.add_argument("--model", choices=["mnist", "mnist-flow", "gaussian"], default="mnist",
@@ -84,45 +87,23 @@ def _listing() -> str:
 
 
 def _model(name: str) -> Denoiser:
-    if name == "gaussian":
-        from constrained_diffusion.default_model import default_denoiser
+    """``--model``: ``mnist`` (the shipped DDPM), ``mnist-flow`` or ``gaussian``, by `constrained_diffusion.models.load`."""
+    from constrained_diffusion.models import load
 
-        return default_denoiser()
-    from constrained_diffusion.denoisers.mnist import MNISTDenoiser
-
-    return MNISTDenoiser.pretrained("flow" if name == "mnist-flow" else "ddpm")
+    return load(name)  # type: ignore[return-value]
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.list:
-        print(_listing())
-        return 0
-    if args.task is None and args.constraint is None:
-        raise ValueError("give --task or --constraint (see --list)")
-    if args.arg and args.constraint is None:
-        raise ValueError("--arg needs --constraint")
-    if args.lr is not None and len(args.lr) not in (1, 2):
-        raise ValueError(f"--lr takes one value or two (start end), got {len(args.lr)}")
-    from constrained_diffusion.data.mnist import demo_digits
-
-    digits, labels = demo_digits()
-    if args.digit >= digits.shape[0]:
-        raise ValueError(f"--digit must be < {digits.shape[0]}, got {args.digit}")
-    digit, label = digits[args.digit:args.digit + 1], int(labels[args.digit])
-    model = _model(args.model)
-    if args.model == "gaussian":  # the analytic model's own image stands in for the digit
-        digit = model.sample_prior(1, torch.Generator().manual_seed(args.digit))
-
+def _constraint(args: argparse.Namespace, digit: torch.Tensor) -> tuple[Constraint, str]:
+    """The pixel-space constraint of ``--task`` or ``--constraint``/``--arg``, and how to name it."""
     if args.task is not None:
         from constrained_diffusion.evaluation.tasks import make_constraint
 
-        pixel: Constraint = make_constraint(args.task, digit, first_index=args.digit)
-        what = f"task {args.task}"
-    else:
-        kwargs = parse_args_list(args.arg, digit)
-        pixel = constraint_registry.load(args.constraint, **kwargs)
-        what = f"constraint {args.constraint}"
+        return make_constraint(args.task, digit, first_index=args.digit), f"task {args.task}"
+    return constraint_registry.load(args.constraint, **parse_args_list(args.arg, digit)), f"constraint {args.constraint}"
 
+
+def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
+    """The recipe of ``--recipe`` (or ``--solver`` with the paper's loop) with the overrides, and how to name it."""
     overrides: dict[str, Any] = {}
     if args.steps is not None:
         overrides["steps"] = args.steps
@@ -131,37 +112,61 @@ def run(args: argparse.Namespace) -> int:
     if args.lr is not None:
         overrides["lr"] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
     if args.solver is not None:
-        overrides["solver"] = {"name": args.solver}
-        method = f"solver {args.solver}"
-        recipe = get_recipe("inexact-newton", **overrides)
-    else:
-        name = args.recipe or "inexact-newton"
-        recipe = get_recipe(name, **overrides)
-        method = f"recipe {name}"
-    constraint = recipe.constraint(pixel, model)
-    sampler = recipe.sampler(model)
-    gens = [torch.Generator().manual_seed(args.seed + i) for i in range(args.batch)]
-    result = sampler.sample(constraint, generator=gens, progress=not args.quiet)
+        return get_recipe("inexact-newton", **overrides, solver={"name": args.solver}), f"solver {args.solver}"
+    name = args.recipe or "inexact-newton"
+    return get_recipe(name, **overrides), f"recipe {name}"
 
+
+def _check(args: argparse.Namespace) -> None:
+    if args.task is None and args.constraint is None:
+        raise ValueError("give --task or --constraint (see --list)")
+    if args.arg and args.constraint is None:
+        raise ValueError("--arg needs --constraint")
+    if args.lr is not None and len(args.lr) not in (1, 2):
+        raise ValueError(f"--lr takes one value or two (start end), got {len(args.lr)}")
+
+
+def _result_table(args: argparse.Namespace, result: SampleResult) -> str:
+    """Residual, NFE, NBE and seconds per sample, and on MNIST the digit the shipped classifier reads."""
     header = ["sample", "residual", "NFE", "NBE", "seconds"]
-    rows = []
     read = None
     if args.model.startswith("mnist"):
-        from constrained_diffusion.models.pretrained import mnist_classifier
+        from constrained_diffusion.evaluation.digits import read_digits
 
-        with torch.no_grad():
-            read = mnist_classifier()(result.images.clamp(-1, 1)).argmax(dim=1).tolist()
+        read = read_digits(result.images).tolist()
         header.append("digit read")
     assert result.final_residual is not None
+    rows = []
     for i in range(args.batch):
         row = [str(i), f"{max(0.0, float(result.final_residual[i])):.4f}", str(result.nfe), str(result.nbe), f"{result.seconds:.2f}"]
-        if read is not None:
-            row.append(str(read[i]))
-        rows.append(row)
+        rows.append(row + ([str(read[i])] if read is not None else []))
+    return format_table(header, rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sample`` with the parsed ``args``; returns the exit status."""
+    if args.list:
+        print(_listing())
+        return 0
+    _check(args)
+    from constrained_diffusion.data.mnist import demo_digits
+
+    digits, labels = demo_digits()
+    if args.digit >= digits.shape[0]:
+        raise ValueError(f"--digit must be < {digits.shape[0]}, got {args.digit}")
+    digit, label = digits[args.digit:args.digit + 1], int(labels[args.digit])
+    model = _model(args.model)
+    if args.model == "gaussian":  # the analytic model's own image stands in for the digit
+        digit = model.sample_prior(1, torch.Generator().manual_seed(args.digit))  # type: ignore[attr-defined]
+    pixel, what = _constraint(args, digit)
+    recipe, method = _recipe(args)
+    gens = [torch.Generator().manual_seed(args.seed + i) for i in range(args.batch)]
+    constraint = recipe.constraint(pixel, model)
+    result = recipe.sampler(model).sample(constraint, generator=gens, progress=not args.quiet)
     cfg = recipe.config
     print(f"{what} on {args.model} (test digit {args.digit}: a {label}), {method}: "
           f"steps={cfg.steps}, inner steps={cfg.inner_steps}, step size {cfg.step_size}, target {cfg.target}")
-    print(format_table(header, rows))
+    print(_result_table(args, result))
     images = result.images.clamp(-1, 1)
     if images.shape[1] not in (1, 3):
         images = images[:, :1]

@@ -1,6 +1,19 @@
-"""The MNIST real-data comparison of solvers (tasks, resumable runner, summary)."""
+"""The MNIST real-data comparison of solvers (tasks, resumable runner, summary), the adaptive study and the model cards."""
 
-from constrained_diffusion.evaluation.runner import Settings, evaluate, summarise
+from constrained_diffusion.evaluation.digits import read_digits
+from constrained_diffusion.evaluation.runner import (
+    KEY_FIELDS,
+    PRECISIONS,
+    Settings,
+    evaluate,
+    ordered,
+    precision_context,
+    results_store,
+    summarise,
+)
 from constrained_diffusion.evaluation.tasks import TASKS, make_constraint
 
-__all__ = ["Settings", "TASKS", "evaluate", "make_constraint", "summarise"]
+__all__ = [
+    "KEY_FIELDS", "PRECISIONS", "Settings", "TASKS", "evaluate", "make_constraint", "ordered", "precision_context",
+    "read_digits", "results_store", "summarise",
+]

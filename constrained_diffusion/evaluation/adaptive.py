@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers import Denoiser
 from constrained_diffusion.evaluation.tasks import Task, make_constraint
 from constrained_diffusion.metrics.images import psnr, ssim
-from constrained_diffusion.sampling.engine import ConstrainedSampler
+from constrained_diffusion.sampling import ConstrainedSampler
+from constrained_diffusion.utils.jsonl_store import JsonlStore
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ DEFAULT_SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def _records(path: Path) -> Iterator[dict]:
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                yield json.loads(line)
+KEY_FIELDS = ("model", "task", "steps", "solver", "seed", "device", "setting", "options", "digit")
+"""What identifies a record (a record without ``device`` was written before devices were recorded: a CPU one)."""
+
+
+def study_store(path: str | Path) -> JsonlStore:
+    """The resumable JSON-lines file of the study's records, keyed by `KEY_FIELDS`."""
+    return JsonlStore(path, KEY_FIELDS, defaults={"device": "cpu"})
 
 
 def _setting_key(s: Setting) -> str:
@@ -78,31 +81,31 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
         All records of this configuration, each with ``setting``, ``digit``, ``psnr``, ``ssim``,
         ``residual`` and ``nfe``.
     """
-    path = Path(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    store = study_store(results)
     key = {"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed,
            "device": model.device.type}
-    # records written before the device was recorded all came from CPU runs
-    mine = lambda r: all(r.get(k, "cpu" if k == "device" else None) == v for k, v in key.items())  # noqa: E731
-    done = {(r["setting"], r["options"], r["digit"]) for r in _records(path) if mine(r)}
-    todo = [(s, i) for s in settings for i in range(images.shape[0]) if (s.label, _setting_key(s), i) not in done]
+    todo = [(s, i) for s in settings for i in range(images.shape[0])
+            if {**key, "setting": s.label, "options": _setting_key(s), "digit": i} not in store]
     from tqdm.auto import tqdm
 
-    with path.open("a") as f:
-        for s, i in tqdm(todo, disable=not progress, desc="adaptive study", leave=False):
-            truth = images[i:i + 1]
-            sampler = ConstrainedSampler(model, solver, steps=steps, inner_steps=s.inner_steps, **s.options)
-            result = sampler.sample(make_constraint(task, truth, first_index=i, seed=seed),
-                                    generator=torch.Generator().manual_seed(seed * 1_000_003 + i), progress=False)
-            out = result.images.float().clamp(-1, 1)
-            record = {**key, "setting": s.label, "options": _setting_key(s), "digit": i, "psnr": float(psnr(out, truth)[0]), "ssim": float(ssim(out, truth)[0]),
-                      "residual": float(result.final_residual[0]) if result.final_residual is not None else float("nan"),
-                      "nfe": result.nfe}
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+    for s, i in tqdm(todo, disable=not progress, desc="adaptive study", leave=False):
+        store.append({**key, "setting": s.label, "options": _setting_key(s), "digit": i,
+                      **_sample_digit(model, images[i:i + 1], i, s, task, steps, solver, seed)})
     wanted = {(s.label, _setting_key(s)) for s in settings}
     n = images.shape[0]
-    return [r for r in _records(path) if mine(r) and (r["setting"], r["options"]) in wanted and r["digit"] < n]
+    return [r for r in store.records(**key) if (r["setting"], r["options"]) in wanted and r["digit"] < n]
+
+
+def _sample_digit(model: Denoiser, truth: torch.Tensor, i: int, s: Setting, task: Task, steps: int, solver: str,
+                  seed: int) -> dict[str, float]:
+    """Sample test digit ``i`` (``truth``, ``(1, 1, H, W)``) under setting ``s``: PSNR, SSIM, residual, NFE."""
+    sampler = ConstrainedSampler(model, solver, steps=steps, inner_steps=s.inner_steps, **s.options)
+    result = sampler.sample(make_constraint(task, truth, first_index=i, seed=seed),
+                            generator=torch.Generator().manual_seed(seed * 1_000_003 + i), progress=False)
+    out = result.images.float().clamp(-1, 1)
+    return {"psnr": float(psnr(out, truth)[0]), "ssim": float(ssim(out, truth)[0]),
+            "residual": float(result.final_residual[0]) if result.final_residual is not None else float("nan"),
+            "nfe": result.nfe}
 
 
 def summarise_study(records: list[dict], settings: tuple[Setting, ...] = DEFAULT_SETTINGS) -> list[dict]:
@@ -112,7 +115,18 @@ def summarise_study(records: list[dict], settings: tuple[Setting, ...] = DEFAULT
         mine = [r for r in records if r["setting"] == s.label]
         if not mine:
             continue
-        mean = lambda k: sum(r[k] for r in mine) / len(mine)  # noqa: E731
-        rows.append({"setting": s.label, "n": len(mine), "psnr": mean("psnr"), "ssim": mean("ssim"),
-                     "residual": mean("residual"), "nfe": mean("nfe")})
+        rows.append({"setting": s.label, "n": len(mine),
+                     **{k: sum(r[k] for r in mine) / len(mine) for k in ("psnr", "ssim", "residual", "nfe")}})
     return rows
+
+
+def study_figure(rows: list[dict], title: str) -> str:
+    """The PSNR-versus-NFE figure (SVG) of `summarise_study` rows: the fixed-K line, one point per adaptive setting."""
+    from constrained_diffusion.utils.svg_plot import Series, scatter_svg
+
+    fixed = [r for r in rows if r["setting"].startswith("fixed")]
+    series = [Series("fixed K (1, 2, 3, 5)", [r["nfe"] for r in fixed], [r["psnr"] for r in fixed], "#1f77b4", line=True)]
+    colors = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    for r, c in zip([r for r in rows if r["setting"].startswith("adaptive")], colors):
+        series.append(Series(r["setting"].removeprefix("adaptive: "), [r["nfe"]], [r["psnr"]], c))
+    return scatter_svg(series, "network forwards per sample (NFE)", "PSNR (dB)", title)

@@ -12,22 +12,26 @@ sample match InexactNewton's equal-steps figure (estimated from its own equal-st
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
+from torch import nn
 
-from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers import Denoiser
+from constrained_diffusion.evaluation.digits import read_digits
 from constrained_diffusion.evaluation.tasks import Task, make_constraint
 from constrained_diffusion.metrics.images import psnr, ssim
 from constrained_diffusion.metrics.memory import PeakMemory
-from constrained_diffusion.models.classifier import MNISTClassifier
-from constrained_diffusion.sampling.engine import ConstrainedSampler, randn
+from constrained_diffusion.sampling import ConstrainedSampler, randn
+from constrained_diffusion.utils.jsonl_store import JsonlStore
 
 KEY_FIELDS = ("setting", "model", "weights", "task", "solver", "budget", "start")
 """What identifies a record; ``weights`` is a digest of the model's weight file (empty if unknown)."""
+
+PRECISIONS = ("float32", "tf32-emulated", "no-tf32")
 
 
 @dataclass
@@ -44,7 +48,8 @@ class Settings:
     """``"float32"`` (the device's default float32 arithmetic: TF32 convolutions on recent
     NVIDIA GPUs), ``"tf32-emulated"`` (the caller runs the models under
     `constrained_diffusion.utils.precision.emulate_tf32`) or ``"no-tf32"`` (under
-    `constrained_diffusion.utils.precision.tf32_disabled`). Recorded here, not applied."""
+    `constrained_diffusion.utils.precision.tf32_disabled`). Recorded here, not applied: see
+    `precision_context`."""
 
     def tag(self) -> str:
         """Identifies the settings that change a record (``limit`` only selects batches).
@@ -61,13 +66,32 @@ class Settings:
         return tag
 
 
-def _load(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+def results_store(path: str | Path) -> JsonlStore:
+    """The resumable JSON-lines file of evaluation records, keyed by `KEY_FIELDS`."""
+    return JsonlStore(path, KEY_FIELDS, defaults={k: "" for k in KEY_FIELDS})
 
 
-def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: str, images: torch.Tensor,
+@contextlib.contextmanager
+def precision_context(models: Iterable[Denoiser], precision: str) -> Iterator[None]:
+    """Run the block in ``precision`` (one of `PRECISIONS`; see `Settings.precision`).
+
+    ``"tf32-emulated"`` rounds every convolution of each model's ``network`` as TF32 does;
+    ``"no-tf32"`` turns TF32 off for CUDA convolutions and matrix products.
+    """
+    from constrained_diffusion.utils.precision import emulate_tf32, tf32_disabled
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    with contextlib.ExitStack() as stack:
+        if precision == "tf32-emulated":
+            for model in models:
+                stack.enter_context(emulate_tf32(model.network))  # type: ignore[attr-defined]
+        if precision == "no-tf32":
+            stack.enter_context(tf32_disabled())
+        yield
+
+
+def run_batch(model: Denoiser, classifier: nn.Module, task: Task, solver: str, images: torch.Tensor,
               labels: torch.Tensor, start: int, steps: int, inner_steps: int, seed: int) -> dict:
     """Sample one batch on ``model.device`` and measure it (means over the batch; ``n`` = batch size).
 
@@ -81,8 +105,7 @@ def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: 
     with PeakMemory(model.device) as peak:
         result = sampler.sample(constraint, x_T=x_T, progress=False)
     out = result.images.float().cpu().clamp(-1, 1)
-    with torch.no_grad():
-        pred = classifier(out).argmax(dim=1)
+    pred = read_digits(out, classifier)
     n = images.shape[0]
     return {"n": n, "steps": steps, "inner_steps": inner_steps,
             "psnr": float(psnr(out, images).mean()), "ssim": float(ssim(out, images).mean()),
@@ -92,42 +115,50 @@ def run_batch(model: Denoiser, classifier: MNISTClassifier, task: Task, solver: 
             "peak_mb": peak.megabytes}
 
 
-def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(models: dict[str, Denoiser], classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              tasks: Iterable[Task], solvers: Iterable[str], out: str | Path, settings: Settings,
-             equal_time: bool = True, log=print, weights: dict[str, str] | None = None) -> list[dict]:
+             equal_time: bool = True, log: Callable[[str], object] = print,
+             weights: dict[str, str] | None = None) -> list[dict]:
     """Fill ``out`` (JSON lines) with every missing record; returns the records of these settings and models.
 
-    ``weights`` maps a model name to a digest of its weights (see
-    `constrained_diffusion.models.pretrained.weights_digest`); it is part of each record's key,
-    so records of retrained weights are computed afresh rather than reused.
+    Args:
+        models: the denoisers by name (all on ``settings.device``).
+        classifier: reads the digit in each result (label accuracy).
+        images: clean test digits ``(N, 1, H, W)``; the first ``settings.limit`` are used.
+        labels: their labels ``(N,)``.
+        tasks: the tasks (see `make_constraint`).
+        solvers: registered solver names.
+        out: the JSON-lines file; a record is appended as soon as its batch is done, and the
+            batches already there are not recomputed.
+        settings: what every row shares.
+        equal_time: add the ``"equal-time"`` rows (needs ``"inexact-newton"`` among the solvers).
+        log: called with one line per computed batch.
+        weights: maps a model name to a digest of its weights (see
+            `constrained_diffusion.models.pretrained.weights_digest`); part of each record's key,
+            so records of retrained weights are computed afresh rather than reused.
+
+    Raises:
+        ValueError: a model is not on ``settings.device``.
     """
     for name, model in models.items():
         if model.device.type != torch.device(settings.device).type:
             raise ValueError(f"models[{name!r}] is on {model.device}, but settings.device is {settings.device!r}")
     weights = {name: (weights or {}).get(name, "") for name in models}
-    key_of = lambda r: tuple(r.get(k, "") for k in KEY_FIELDS)  # noqa: E731
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    store = results_store(out)
     s = settings
-    records = [r for r in _load(out) if r.get("setting") == s.tag()]
-    done = {key_of(r) for r in records}
     images, labels = images[: s.limit], labels[: s.limit]
 
     def ensure(model_name: str, task: Task, solver: str, budget: str, steps: int) -> list[dict]:
         rows = []
         for start in range(0, images.shape[0], s.batch_size):
             key = (s.tag(), model_name, weights[model_name], task, solver, budget, start)
-            if key not in done:
+            if key not in store:
                 rec = run_batch(models[model_name], classifier, task, solver, images[start:start + s.batch_size],
                                 labels[start:start + s.batch_size], start, steps, s.inner_steps, s.seed)
-                rec.update(dict(zip(KEY_FIELDS, key)))
-                with out.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                records.append(rec)
-                done.add(key)
+                store.append({**rec, **dict(zip(KEY_FIELDS, key))})
                 log(f"{model_name} {task} {solver} {budget} digits {start}..{start + rec['n'] - 1}: "
                     f"psnr {rec['psnr']:.2f} residual {rec['residual']:.4f} {rec['seconds_per_sample']:.3f} s/sample")
-            rows += [r for r in records if key_of(r) == key]
+            rows.append(store.get(key))
         return rows
 
     solvers = list(solvers)
@@ -142,7 +173,7 @@ def evaluate(models: dict[str, Denoiser], classifier: MNISTClassifier, images: t
                 for solver in solvers:
                     if solver != "inexact-newton":
                         ensure(model_name, task, solver, "equal-time", max(1, round(target / per_step[solver])))
-    return [r for r in records if r["model"] in models and r.get("weights", "") == weights[r["model"]]]
+    return [r for r in store.records(setting=s.tag()) if r["model"] in models and r.get("weights", "") == weights[r["model"]]]
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -153,9 +184,16 @@ def summarise(records: list[dict]) -> list[dict]:
     rows = []
     for key, recs in groups.items():
         n = sum(r["n"] for r in recs)
-        mean = lambda f: sum(r[f] * r["n"] for r in recs) / n  # noqa: E731
+        means = {f: sum(r[f] * r["n"] for r in recs) / n for f in ("psnr", "ssim", "label_accuracy", "residual", "seconds_per_sample")}
         rows.append({**dict(zip(KEY_FIELDS[:-1], key)), "n": n, "steps": recs[0]["steps"], "inner_steps": recs[0]["inner_steps"],
-                     "psnr": mean("psnr"), "ssim": mean("ssim"), "label_accuracy": mean("label_accuracy"),
-                     "residual": mean("residual"), "nfe": recs[0]["nfe"], "nbe": recs[0]["nbe"],
-                     "seconds_per_sample": mean("seconds_per_sample"), "peak_mb": max(r["peak_mb"] for r in recs)})
+                     "psnr": means["psnr"], "ssim": means["ssim"], "label_accuracy": means["label_accuracy"],
+                     "residual": means["residual"], "nfe": recs[0]["nfe"], "nbe": recs[0]["nbe"],
+                     "seconds_per_sample": means["seconds_per_sample"], "peak_mb": max(r["peak_mb"] for r in recs)})
     return rows
+
+
+def ordered(rows: list[dict], models: Sequence[str], tasks: Sequence[str], solvers: Sequence[str]) -> list[dict]:
+    """``rows`` of `summarise` sorted by model, task, budget (equal steps first) and solver, each in the given order."""
+    order = lambda seq, v: list(seq).index(v) if v in seq else len(seq)  # noqa: E731
+    return sorted(rows, key=lambda r: (order(models, r["model"]), order(tasks, r["task"]),
+                                       order(["equal-steps", "equal-time"], r["budget"]), order(solvers, r["solver"])))

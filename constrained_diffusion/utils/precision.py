@@ -20,8 +20,8 @@ error, not its exact bits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -58,8 +58,13 @@ def emulate_tf32(module: nn.Module) -> Iterator[nn.Module]:
     float32, as on a GPU with PyTorch's defaults.
 
     Example:
-        >>> with emulate_tf32(model.network):
-        ...     result = sampler.sample(constraint)
+        >>> conv = nn.Conv2d(1, 1, 3)
+        >>> before = conv.weight.detach().clone()
+        >>> with emulate_tf32(conv):
+        ...     bool(torch.equal(conv.weight, round_to_tf32(before)))
+        True
+        >>> bool(torch.equal(conv.weight, before))  # restored exactly
+        True
     """
     convs = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
     saved: list[tuple[Tensor, Tensor]] = []
