@@ -162,7 +162,7 @@ def test_registry_config_and_repr():
     assert "exact-newton" in cd.solvers.names()
     s = cd.solvers.get("exact-newton", iterations=5)
     assert isinstance(s, cd.ExactNewton) and s.iterations == 5 and not s.requires_graph
-    assert repr(s) == ("ExactNewton(method='gmres', iterations=5, tol=0.001, jvp='finite-difference', h=0.005, "
+    assert repr(s) == ("ExactNewton(method='gmres', iterations=5, tol=0.001, jvp='finite-difference', h=None, "
                        "max_dim=4096, rcond=None, chunk=64)")
     assert eval(repr(cd.ExactNewton(method="lstsq", rcond=1e-6)), {"ExactNewton": cd.ExactNewton}).rcond == 1e-6
     cfg = cd.SamplerConfig.model_validate({"solver": {"name": "exact-newton", "method": "lstsq", "rcond": 0.01}})

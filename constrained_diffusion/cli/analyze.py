@@ -5,6 +5,8 @@
   of ``J`` and the alignment of ``Je``, ``J^T e`` and ``e`` with ``J^+ e`` per time.
 * ``analyze directions`` — a figure: for a single-pixel error ``e``, the maps ``Je``,
   ``J^+ e`` and ``J^T e``, and the ``x0`` estimate that one step along each produces.
+* ``analyze fd-precision`` — the cosine of the finite-difference direction with the float32
+  JVP against ``h``, per dtype, on tiny SD 1.x / SD3 / Flux pipelines.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--weights", type=Path, default=None)
     d.add_argument("--out", type=Path, default=Path("directions.png"))
     d.set_defaults(run=run_directions)
+    f = inner.add_parser("fd-precision", help="finite-difference direction cosine against h, per dtype")
+    f.add_argument("--kinds", nargs="+", choices=["sd", "sd3", "flux"], default=["sd", "sd3", "flux"])
+    f.add_argument("--hs", type=float, nargs="+", default=[0.005, 0.02, 0.05, 0.1, 0.3], help="fixed steps compared")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--write-docs", type=Path, default=None, help="replace the FD-PRECISION block of this markdown file")
+    f.set_defaults(run=run_fd_precision, documented=fd_precision_command)
 
 
 def _denoiser(weights: Path | None) -> Denoiser:
@@ -121,4 +129,32 @@ def run_directions(args: argparse.Namespace) -> int:
     path = save_png(args.out, to_uint8(directions_grid(result, model.sample_shape)))
     print(f"wrote {path}: top row e, Je, J+e, JTe (each scaled to max |.| = 1); "
           f"bottom row x0_hat before, and after one step along Je, J+e, JTe (t={args.t}, digit {args.digit})")
+    return 0
+
+
+def fd_precision_table(rows: list) -> str:
+    """The markdown table of `constrained_diffusion.analysis.fd_precision.precision_rows`."""
+    names = {"sd": "SD 1.x UNet", "sd3": "SD3 transformer", "flux": "Flux transformer"}
+    hs = list(rows[0].cosines)
+    header = ["pipeline", "dtype", *(f"h = {h:g}" for h in hs), "default h", "cosine at the default h"]
+    body = [[names[r.kind], str(r.dtype).removeprefix("torch."), *(f"{r.cosines[h]:.4f}" for h in hs), f"{r.auto_h:.4g}",
+             f"{r.auto_cosine:.4f}"] for r in rows]
+    return format_table(header, body)
+
+
+def fd_precision_command(args: argparse.Namespace) -> str:
+    """The command written with the fd-precision table (it regenerates the block)."""
+    return documented_command("analyze fd-precision", args, ["--kinds", "--hs", "--seed"],
+                              omit={"--kinds": ["sd", "sd3", "flux"], "--hs": [0.005, 0.02, 0.05, 0.1, 0.3], "--seed": 0})
+
+
+def run_fd_precision(args: argparse.Namespace) -> int:
+    """Run ``analyze fd-precision`` with the parsed ``args``; returns the exit status."""
+    from constrained_diffusion.analysis.fd_precision import precision_rows
+
+    rows = precision_rows(args.kinds, hs=args.hs, seed=args.seed, log=print)
+    table = fd_precision_table(rows)
+    print(table)
+    if args.write_docs is not None:
+        write_block(args.write_docs, "FD-PRECISION", f"```\n{fd_precision_command(args)}\n```\n\n{table}")
     return 0

@@ -24,7 +24,7 @@ from constrained_diffusion._validation import check_tensor, check_unit_interval
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.denoisers.base import Codec, Denoiser
-from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.finite_difference import default_h, fd_jvp, tf32_active
 from constrained_diffusion.linalg.precision import upcast
 
 
@@ -114,11 +114,15 @@ class EncodedConstraint(Constraint):
     Args:
         pixel: the pixel-space constraint.
         codec: the latent model's codec.
-        h: max-norm of the pixel perturbation (default 0.01).
+        h: max-norm of the pixel perturbation; ``None`` (default): precision-aware,
+            ``max(H_FLOAT32, default_h(dtype))`` for the latents' dtype (and TF32 on CUDA),
+            i.e. 0.01 in float32, about 0.11 in float16 and 0.31 in bfloat16 (pixels in ``[-1, 1]``).
     """
 
-    def __init__(self, pixel: Constraint, codec: Codec, h: float = 0.01) -> None:
-        if h <= 0:
+    H_FLOAT32 = 0.01
+
+    def __init__(self, pixel: Constraint, codec: Codec, h: float | None = None) -> None:
+        if h is not None and not h > 0:
             raise ValueError(f"h must be > 0, got {h}")
         self.pixel = pixel
         self.codec = codec
@@ -128,8 +132,15 @@ class EncodedConstraint(Constraint):
     def error_and_residual(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = self.codec.decode(z).float()
         e_pix, residual = self.pixel.error_and_residual(x)
-        e = fd_jvp(lambda u: self.codec.encode(u.to(z.dtype)).float(), x, e_pix, self.h)  # one batched encoder call
+        e = fd_jvp(lambda u: self.codec.encode(u.to(z.dtype)).float(), x, e_pix, self.step(z))  # one batched encoder call
         return e.to(z.dtype), residual
+
+    def step(self, z: Tensor) -> float:
+        """The max-norm ``h`` of the pixel perturbation for latents ``z`` (the given ``h``, else precision-aware)."""
+        if self.h is not None:
+            return float(self.h)
+        tf32 = z.dtype == torch.float32 and tf32_active(z.device)
+        return max(self.H_FLOAT32, float(default_h(z.dtype, tf32)))
 
     def error(self, z: Tensor) -> Tensor:
         return self.error_and_residual(z)[0]

@@ -31,6 +31,8 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.linalg.precision import HALF_DTYPES
+from constrained_diffusion.linalg.reductions import max_abs, safe_ratio
 from constrained_diffusion.solvers.base import Solver, SolverConfig, vjp_through
 from constrained_diffusion.solvers.registry import register
 
@@ -72,13 +74,36 @@ def forward_ad_compatible() -> Iterator[None]:
 
 
 def forward_jvp(denoiser: Denoiser, x_t: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """``(D(x_t, t), J v)`` by forward-mode AD (see `forward_ad_compatible`). Counts one NFE."""
+    """``(D(x_t, t), J v)`` by forward-mode AD (see `forward_ad_compatible`). Counts one NFE.
+
+    The dual pass is dtype-safe: ``fwAD.make_dual`` does not cast the tangent to the primal's
+    dtype, so a float32 ``v`` (constraint errors are computed in float32, `linalg.upcast`) on a
+    float16/bfloat16 state made the network's first convolution or linear layer fail ("expected
+    mat1 and mat2 to have the same dtype, float != Half" on CUDA, "expected scalar type Float but
+    found Half" on CPU). The tangent therefore enters in the primal's dtype; for a float16/bfloat16
+    state it is normalised per sample to max-norm 1 so that half precision neither overflows nor
+    underflows, and the product is scaled back in ``v``'s dtype: ``J v = ||v||_inf J (v / ||v||_inf)``.
+
+    Args:
+        denoiser: the model, ``D``.
+        x_t: the state, ``(B, *sample_shape)``, in the dtype the denoiser takes.
+        t: the time.
+        v: the direction, shape of ``x_t``, any floating dtype.
+
+    Returns:
+        ``(x0, J v)``: ``x0`` in the denoiser's output dtype, ``J v`` in ``v``'s dtype.
+    """
+    half = x_t.dtype in HALF_DTYPES
+    scale = max_abs(v) if half else torch.ones((), dtype=v.dtype, device=v.device)
+    unit = (safe_ratio(v.detach(), scale) if half else v.detach()).to(x_t.dtype)
     with torch.no_grad(), fwAD.dual_level(), forward_ad_compatible():
-        out = denoiser(fwAD.make_dual(x_t.detach(), v.detach()), t)
+        out = denoiser(fwAD.make_dual(x_t.detach(), unit), t)
         primal, tangent = fwAD.unpack_dual(out)
     if tangent is None:  # the output does not depend on x_t
-        tangent = torch.zeros_like(primal)
-    return primal, tangent
+        return primal, torch.zeros(primal.shape, dtype=v.dtype, device=primal.device)
+    if not half:
+        return primal, tangent.to(v.dtype)
+    return primal, tangent.to(v.dtype) * scale.reshape(-1, *([1] * (tangent.ndim - 1))).to(v.dtype)
 
 
 def double_backward_jvp(denoiser: Denoiser, x0: Tensor, x_t: Tensor, v: Tensor) -> Tensor:

@@ -99,7 +99,8 @@ class ExactNewtonConfig(SolverConfig):
                        description="gmres: stop once the relative residual ||e - J d|| / ||e|| is <= tol (0: run all iterations)")
     jvp: JVP = Field(default="finite-difference",
                      description="gmres: J v by a finite difference of two forwards or by forward-mode AD")
-    h: float = Field(default=0.005, gt=0.0, le=1.0, description="gmres, finite-difference: max-norm of the perturbation")
+    h: float | None = Field(default=None, gt=0.0, le=1.0,
+                            description="gmres, finite-difference: max-norm of the perturbation (None: precision-aware, 0.005 in float32)")
     max_dim: int = Field(default=4096, ge=1, description="lstsq: largest D = prod(sample_shape) for the dense Jacobian")
     rcond: float | None = Field(default=None, ge=0.0, lt=1.0,
                                 description="lstsq: drop singular values <= rcond * s_max (None: numerical-rank cutoff eps * D * s_max)")
@@ -139,7 +140,8 @@ class ExactNewton(Solver):
         iterations: GMRES Krylov dimension ``k`` (``>= 1``; capped at ``D``).
         tol: GMRES relative-residual tolerance for stopping early (``0 <= tol < 1``).
         jvp: ``"finite-difference"`` (default; reuses the sampler's ``x0``) or ``"forward"``.
-        h: max-norm of the finite-difference perturbation (default ``0.005``, as `InexactNewton`).
+        h: max-norm of the finite-difference perturbation; ``None`` (default): precision-aware
+            (`default_h` of the denoiser's dtype, ``0.005`` in float32), as `InexactNewton`.
         max_dim: largest ``D`` that ``"lstsq"`` accepts.
         rcond: ``"lstsq"`` pseudo-inverse cutoff relative to the largest singular value.
         chunk: ``"lstsq"`` Jacobian rows per backward pass.
@@ -157,7 +159,7 @@ class ExactNewton(Solver):
     iterations: int
     tol: float
     jvp: JVP
-    h: float
+    h: float | None
     max_dim: int
     rcond: float | None
     chunk: int
@@ -218,7 +220,7 @@ class ExactNewton(Solver):
             with torch.no_grad():
                 if cache["x0"] is None:
                     cache["x0"] = denoiser(x_t, t)
-                return fd_jvp(lambda x: denoiser(x, t), x_t, v, self.h, fx=cache["x0"])
+                return fd_jvp(lambda x: denoiser(x, t), x_t, v, self.h, fx=cache["x0"], dtype=denoiser.dtype)
 
         return matvec
 

@@ -12,8 +12,11 @@ Precision: the numerator is a small difference of two large outputs, so the dire
 inherits the rounding of the network's arithmetic divided by ``h'``. On the shipped MNIST
 DDPM, sampling with TF32 convolutions (PyTorch's default for float32 on NVIDIA GPUs since
 Ampere) instead of float32 moved the mean PSNR of x4 super-resolution by about 1 dB; gradient
-descent and forward-mode AD did not move (docs: MNIST evaluation, "GPU against CPU"). Use
-`constrained_diffusion.utils.precision.tf32_disabled` where results must match float32.
+descent and forward-mode AD did not move (docs: MNIST evaluation, "GPU against CPU"). With
+``h=None`` (the default) the step is chosen from the arithmetic actually used
+(`constrained_diffusion.linalg.finite_difference.default_h`): exactly 0.005 in float32, about
+0.11 in float16 or TF32 and 0.31 in bfloat16 on a unit-scale state. A given ``h`` is always
+used as is.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class InexactNewtonConfig(SolverConfig):
     """Options of `InexactNewton`."""
 
     name: Literal["inexact-newton"] = "inexact-newton"
-    h: float = Field(default=0.005, gt=0.0, le=1.0, description="max-norm of the finite-difference perturbation")
+    h: float | None = Field(default=None, gt=0.0, le=1.0,
+                            description="max-norm of the finite-difference perturbation; None: precision-aware (0.005 in float32)")
 
 
 @register
@@ -42,7 +46,8 @@ class InexactNewton(Solver):
     """``d = J e`` by a finite difference of two forward passes (one of them reused).
 
     Attributes:
-        h: max-norm of the perturbation ``h' e`` (default ``0.005``, the paper's).
+        h: max-norm of the perturbation ``h' e``; ``None`` (default): `default_h` of the
+            denoiser's dtype, TF32 and the state's scale, which is the paper's ``0.005`` in float32.
 
     Example:
         >>> InexactNewton(h=0.01)
@@ -52,9 +57,9 @@ class InexactNewton(Solver):
     name = "inexact-newton"
     direction_kind = "jvp"
     Config = InexactNewtonConfig
-    h: float
+    h: float | None
 
     @torch.no_grad()
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
         """``(D(x_t + h' e, t) - x0) / h'`` with ``h' = h / max|e|`` per sample (`fd_jvp`)."""
-        return fd_jvp(lambda x: denoiser(x, t), x_t, e, self.h, fx=x0)
+        return fd_jvp(lambda x: denoiser(x, t), x_t, e, self.h, fx=x0, dtype=denoiser.dtype)
