@@ -26,13 +26,14 @@ from torch import Tensor
 from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
 from constrained_diffusion.denoisers.guidance import classifier_free_guidance
 from constrained_diffusion.denoisers.network import Prediction, to_x0
-from constrained_diffusion.denoisers.schedules import VPSchedule
+from constrained_diffusion.denoisers.schedules import Spacing, VPSchedule
 from constrained_diffusion.denoisers.vae import VAECodec
 
 _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
+SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
 
 
-def ddim_schedule(config: Mapping[str, Any]) -> tuple[VPSchedule, Prediction]:
+def ddim_schedule(config: Mapping[str, Any], timestep_spacing: Spacing | None = None) -> tuple[VPSchedule, Prediction]:
     """The `VPSchedule` and prediction type of a DDIM scheduler with this configuration.
 
     ``abar_t`` are the ``alphas_cumprod`` diffusers' ``DDIMScheduler`` computes from the betas
@@ -44,13 +45,19 @@ def ddim_schedule(config: Mapping[str, Any]) -> tuple[VPSchedule, Prediction]:
     Args:
         config: a diffusers scheduler configuration (``pipe.scheduler.config``; a PNDM or DDPM
             configuration works too: missing DDIM keys take DDIM's defaults).
+        timestep_spacing: ``"leading"``, ``"trailing"`` or ``"linspace"`` to override the
+            configuration's spacing (``None``: keep it). With ``"trailing"`` and 20 steps over
+            ``T = 1000`` the grid is ``999, 949, ..., 49`` (the paper's reference notebooks).
 
     Raises:
-        ValueError: an unsupported ``prediction_type``.
+        ValueError: an unsupported ``prediction_type`` or ``timestep_spacing``.
     """
     from diffusers import DDIMScheduler
 
-    ddim = DDIMScheduler.from_config(config)
+    if timestep_spacing is not None and timestep_spacing not in SPACINGS:
+        raise ValueError(f"timestep_spacing must be one of {SPACINGS} or None, got {timestep_spacing!r}")
+    overrides = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
+    ddim = DDIMScheduler.from_config(config, **overrides)
     prediction = ddim.config.prediction_type
     if prediction not in _PREDICTIONS:
         raise ValueError(f"unsupported prediction_type {prediction!r}")
@@ -70,11 +77,14 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
             ``scheduler`` and, for prompts, ``encode_prompt``).
         height: image height in pixels (default: the UNet's ``sample_size`` x the VAE factor).
         width: image width in pixels (same default).
+        timestep_spacing: override of the scheduler configuration's ``timestep_spacing``
+            (``None``: keep it); see `ddim_schedule`. The pipeline's scheduler is not touched.
     """
 
     SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 
-    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None) -> None:
+    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None,
+                 timestep_spacing: Spacing | None = None) -> None:
         for part in ("unet", "vae", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ValueError(f"the pipeline has no {part}")
@@ -87,7 +97,7 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         for name, value in (("height", height), ("width", width)):
             if value % f:
                 raise ValueError(f"{name}={value} is not divisible by the VAE factor {f}")
-        schedule, self.prediction = ddim_schedule(pipe.scheduler.config)
+        schedule, self.prediction = ddim_schedule(pipe.scheduler.config, timestep_spacing)
         super().__init__((pipe.unet.config.in_channels, height // f, width // f), codec=codec, schedule=schedule)
         self.pipe = pipe
         self.unet = pipe.unet
@@ -97,6 +107,28 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         self.guidance_scale = 1.0
 
     # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None,
+                      timestep_spacing: Spacing | None = None) -> StableDiffusionDenoiser:
+        """Wrap an existing pipeline (modules shared, not copied); ``timestep_spacing`` as in `__init__`.
+
+        `from_pretrained` forwards ``timestep_spacing=`` here.
+        """
+        return cls(pipe, height, width, timestep_spacing)
+
+    def with_timestep_spacing(self, timestep_spacing: Spacing) -> StableDiffusionDenoiser:
+        """A copy (same modules and bound prompt, fresh counters) whose grid uses ``timestep_spacing``.
+
+        The schedule is rebuilt from the pipeline scheduler's configuration with the spacing
+        replaced (`ddim_schedule`); this denoiser and the scheduler are unchanged.
+
+        Raises:
+            ValueError: an unknown ``timestep_spacing``.
+        """
+        copy = self._bound_copy()
+        copy.schedule, _ = ddim_schedule(self.pipe.scheduler.config, timestep_spacing)
+        return copy
+
     def condition(self, prompt: str | list[str] = "", negative_prompt: str | list[str] = "",
                   guidance_scale: float = 1.0, prompt_embeds: Tensor | None = None,
                   negative_prompt_embeds: Tensor | None = None) -> StableDiffusionDenoiser:

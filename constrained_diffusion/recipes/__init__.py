@@ -2,7 +2,7 @@
 
     >>> import constrained_diffusion as cd
     >>> cd.recipes.names()
-    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'psld']
+    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'paper-inpainting', 'paper-sr8', 'psld']
     >>> cd.recipes.get("dps", steps=50).config.steps
     50
 """
@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from constrained_diffusion.recipes.presets import DPS, FREEDOM, INEXACT_NEWTON, MPGD, PRESETS, PSLD
-from constrained_diffusion.recipes.recipe import Recipe
+from constrained_diffusion.recipes.presets import (
+    DPS,
+    FREEDOM,
+    INEXACT_NEWTON,
+    MPGD,
+    PAPER_INPAINTING,
+    PAPER_SR8,
+    PRESETS,
+    PSLD,
+)
+from constrained_diffusion.recipes.recipe import Recipe, with_timestep_spacing
 
 _RECIPES: dict[str, Recipe] = {r.name: r for r in PRESETS}
 
@@ -49,4 +58,5 @@ def get(name: str, **overrides: Any) -> Recipe:
     return recipe.with_config(**overrides) if overrides else recipe
 
 
-__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PSLD", "Recipe", "get", "names", "register"]
+__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PAPER_INPAINTING", "PAPER_SR8", "PSLD", "Recipe", "get", "names",
+           "register", "with_timestep_spacing"]

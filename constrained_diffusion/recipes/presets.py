@@ -61,4 +61,32 @@ FREEDOM = Recipe(
     latent="decoded",
 )
 
-PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM)
+_PAPER = "Graikos, Jojic & Samaras, NeurIPS 2025; reference notebooks cvlab-stonybrook/fast-constrained-sampling"
+_NOTEBOOK_LOOP = dict(steps=20, eta=1.0, noise="one-step-posterior", output="last-x0",
+                      solver={"name": "inexact-newton", "h": 0.005}, step_size="dynamic", target="x_t")
+"""What the reference notebooks share: 20 steps on the trailing grid, the one-step posterior
+noise, the last x0_hat as output, the finite-difference J e with h relative to max|e|, d / max|d|."""
+
+PAPER_INPAINTING = Recipe(
+    name="paper-inpainting",
+    config=SamplerConfig(inner_steps=5, lr=(0.5, 0.1), **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
+    reference=f"{_PAPER}, stable-diffusion/inpaint.ipynb",
+    summary="the paper's latent inpainting: e = m (E(y m) - z0), m the 8x8-pooled mask (known iff all pixels are), "
+            "K = 5, lambda 0.5 -> 0.1, h = 0.005; 20 steps on the trailing grid (999 ... 49), "
+            "one-step posterior noise, output the last x0",
+    latent="latent-mask",
+    timestep_spacing="trailing",
+)
+
+PAPER_SR8 = Recipe(
+    name="paper-sr8",
+    config=SamplerConfig(inner_steps=10, lr=0.1, **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
+    reference=f"{_PAPER}, stable-diffusion/superres.ipynb",
+    summary="the paper's x8 super-resolution: e = -grad_z ||y - A D(z0)|| through the decoder only, "
+            "K = 10, constant lambda = 0.1, h = 0.005; 20 steps on the trailing grid, one-step posterior noise, "
+            "output the last x0",
+    latent="decoded",
+    timestep_spacing="trailing",
+)
+
+PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8)

@@ -9,19 +9,22 @@ or by the paper's forward-only "VAE Newton").
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint
-from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedConstraint
+from constrained_diffusion.constraints.inpainting import Inpainting
+from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedConstraint, latent_inpainting
 from constrained_diffusion.constraints.psld import PSLDConstraint
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers.schedules import Spacing, VPSchedule
 from constrained_diffusion.sampling.config import SamplerConfig
 from constrained_diffusion.sampling.engine import ConstrainedSampler
 
-LatentRule = Literal["decoded", "encoded", "psld"]
+LatentRule = Literal["decoded", "encoded", "psld", "latent-mask"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,14 @@ class Recipe:
         summary: the update rule in one line.
         latent: how a pixel constraint is applied to a latent denoiser: ``"decoded"``
             (backward through the decoder), ``"encoded"`` (the paper's VAE Newton, forward
-            only) or ``"psld"`` (`PSLDConstraint`).
+            only), ``"psld"`` (`PSLDConstraint`) or ``"latent-mask"`` (inpainting only:
+            `latent_inpainting`, the masked image encoded and the mask pooled to the latent
+            grid, a cell known iff all its pixels are).
         options: parameters of the method's constraint (PSLD's ``omega``, ``gamma``), read-only;
             `with_config` overrides them by name like the config fields.
+        timestep_spacing: the grid spacing the method samples on (``"trailing"``: ``T - 1``
+            first); `sampler` runs on a copy of the denoiser with it (`with_timestep_spacing`).
+            ``None``: the denoiser's own grid.
     """
 
     name: str
@@ -46,6 +54,7 @@ class Recipe:
     summary: str
     latent: LatentRule = "decoded"
     options: Mapping[str, float] = field(default_factory=dict)
+    timestep_spacing: Spacing | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -61,8 +70,15 @@ class Recipe:
         return replace(self, config=SamplerConfig.model_validate(data), options={**self.options, **options})
 
     def sampler(self, denoiser: Denoiser, **overrides: Any) -> ConstrainedSampler:
-        """The `ConstrainedSampler` for ``denoiser``; ``overrides`` replace config fields."""
+        """The `ConstrainedSampler` for ``denoiser``; ``overrides`` replace config fields.
+
+        With `timestep_spacing` set, the sampler runs on ``with_timestep_spacing(denoiser,
+        spacing)``, a copy: ``denoiser`` and its scheduler are not changed, and the network
+        calls are counted on the copy (``sampler.denoiser``; `SampleResult.nfe` as usual).
+        """
         recipe = self.with_config(**overrides) if overrides else self
+        if self.timestep_spacing is not None:
+            denoiser = with_timestep_spacing(denoiser, self.timestep_spacing)
         return ConstrainedSampler.from_config(denoiser, recipe.config)
 
     def constraint(self, pixel: Constraint, denoiser: Denoiser) -> Constraint:
@@ -72,6 +88,10 @@ class Recipe:
         with the identity as encoder and decoder (it reduces to ``||A^T (y - A x)||``).
         """
         codec = denoiser.codec
+        if self.latent == "latent-mask":
+            if not isinstance(pixel, Inpainting):
+                raise TypeError(f"the {self.name} recipe needs an Inpainting constraint, got {type(pixel).__name__}")
+            return pixel if codec is None else latent_inpainting(denoiser, pixel.image, pixel.mask)
         if self.latent == "psld":
             if not isinstance(pixel, LinearConstraint):
                 raise TypeError(f"the psld recipe needs a LinearConstraint, got {type(pixel).__name__}")
@@ -89,3 +109,28 @@ class Recipe:
         if solver is not None:  # its name is a default of its own config: keep it, or the solver is lost
             cfg["solver"] = {"name": solver.name, **solver.model_dump(exclude_defaults=True)}  # type: ignore[attr-defined]
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"
+
+
+def with_timestep_spacing(denoiser: Denoiser, spacing: Spacing) -> Denoiser:
+    """``denoiser`` on a grid with ``spacing``; a copy, the original is unchanged.
+
+    Uses the denoiser's own ``with_timestep_spacing`` (`StableDiffusionDenoiser`: rebuilt
+    from the pipeline scheduler's configuration) when it has one; otherwise a shallow copy
+    whose `VPSchedule` has the same ``alphas_cumprod``, offset and final point and the new
+    spacing.
+
+    Raises:
+        ValueError: the denoiser's schedule is not a `VPSchedule` (a flow's grid has no
+            spacing to set).
+    """
+    own = getattr(denoiser, "with_timestep_spacing", None)
+    if callable(own):
+        return own(spacing)
+    schedule = denoiser.schedule
+    if not isinstance(schedule, VPSchedule):
+        raise ValueError(f"timestep_spacing={spacing!r} applies to variance-preserving schedules; "
+                         f"{type(denoiser).__name__} has a {type(schedule).__name__}")
+    other = copy.copy(denoiser)
+    other.schedule = VPSchedule.from_alphas_cumprod(schedule.alphas_cumprod, spacing=spacing, offset=schedule.offset,
+                                                    final_alpha_one=schedule.final_alpha_one)
+    return other

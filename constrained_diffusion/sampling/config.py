@@ -27,6 +27,8 @@ from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
 
 Target = Literal["x_t", "x0", "x_prev"]
+Noise = Literal["ddim", "one-step-posterior"]
+Output = Literal["sample", "last-x0"]
 CORRECTION_FIELDS = ("inner_steps", "lr", "step_size", "arnoldi_iterations", "target", "time_travel",
                      "time_travel_window", "residual_tol", "min_decrease")
 """The fields that describe the correction (not used when a `Correction` is given directly)."""
@@ -47,6 +49,15 @@ class SamplerConfig(StepOptions):
         lr: step size ``lambda``: a pair ``(start, end)`` interpolated linearly over the inner
             steps, or one constant; each value ``>= 0``.
         eta: DDIM stochasticity in ``[0, 1]`` (0: deterministic).
+        noise: the noise rule of each update ``x_prev = alpha_prev x0 + sqrt(sigma_prev^2 - c^2)
+            eps_hat + c z``: ``"ddim"`` — ``c`` is DDIM's ``sigma_t(eta)``, from the strided
+            step ``t -> t_prev``; ``"one-step-posterior"`` — ``c^2 = eta^2 beta_t (1 -
+            abar_prev) / (1 - abar_t)`` with ``beta_t`` the schedule's *single-step* beta at
+            ``t`` (the paper's reference notebooks, with ``eta = 1``; variance-preserving
+            schedules only). ``eta = 0`` is deterministic DDIM under either rule.
+        output: what `SampleResult.sample` is: ``"sample"`` — the state after the last update
+            (DDIM to the schedule's final point); ``"last-x0"`` — the last step's final
+            ``x0_hat`` (the paper's reference notebooks decode it).
         solver: the solver's configuration, ``{"name": ..., **options}``; ``None`` for a
             correction that calls none (``target="x0"``, the default there).
         step_size: a registered step-size rule (`constrained_diffusion.sampling.step_size`):
@@ -78,6 +89,8 @@ class SamplerConfig(StepOptions):
     inner_steps: int = Field(5, ge=0)
     lr: float | tuple[float, float] = (0.5, 0.1)
     eta: float = Field(0.0, ge=0.0, le=1.0)
+    noise: Noise = "ddim"
+    output: Output = "sample"
     solver: SerializeAsAny[BaseModel] | None = Field(default_factory=InexactNewtonConfig)
     step_size: str = "dynamic"
     arnoldi_iterations: int = Field(10, ge=1)

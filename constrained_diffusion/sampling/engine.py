@@ -150,10 +150,12 @@ class ConstrainedSampler:
         x_t = x_T.to(den.device, den.dtype) if x_T is not None else randn(B, den.sample_shape, generator, den.device, den.dtype)
         residuals = torch.zeros(cfg.steps, rows, B)
         nfe0, nbe0, start = den.nfe, den.nbe, time.perf_counter()
+        betas = _single_step_betas(den) if cfg.noise == "one-step-posterior" else None
         bar = tqdm(total=cfg.steps, disable=not progress, desc="sampling", leave=False)
         for i, t in enumerate(grid.times):
             step = DenoisingStep(den, self.solver, constraint, t, grid.point(i), grid.point(i + 1),  # type: ignore[arg-type]
-                                 i, cfg.steps, cfg.eta, generator)
+                                 i, cfg.steps, cfg.eta, generator, noise=cfg.noise,
+                                 beta=float(betas[int(t)]) if betas is not None else None)
             x_t, x0 = self._step(step, constraint, x_t, residuals[i])
             if not bool(x_t.isfinite().all()):
                 raise FloatingPointError(f"non-finite values in the sample at step {i} (t={float(t):g}); "
@@ -167,6 +169,8 @@ class ConstrainedSampler:
         if den.device.type == "cuda":
             torch.cuda.synchronize(den.device)
         seconds = time.perf_counter() - start
+        if cfg.output == "last-x0":
+            x_t = x0.detach()
         with torch.no_grad():
             images = den.decode(x_t)
             final = constraint.residual(x_t).detach() if constraint is not None else None
@@ -194,6 +198,20 @@ class ConstrainedSampler:
             check_tensor("x_T", x_T, min_ndim=1)
             if tuple(x_T.shape[1:]) != shape:
                 raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected (B, {', '.join(map(str, shape))})")
+
+
+def _single_step_betas(denoiser: Denoiser) -> Tensor:
+    """``(T,)`` single-step ``beta_t = 1 - abar_t / abar_{t-1}`` of a variance-preserving schedule.
+
+    Raises:
+        ValueError: the denoiser's schedule has no betas (a flow), so ``noise="one-step-posterior"``
+            does not apply.
+    """
+    betas = getattr(denoiser.schedule, "betas", None)
+    if not isinstance(betas, Tensor):
+        raise ValueError(f"noise='one-step-posterior' needs a variance-preserving schedule with single-step betas; "
+                         f"{type(denoiser.schedule).__name__} has none (use noise='ddim')")
+    return betas
 
 
 def _check_grid(times: Tensor, alpha: Tensor, sigma: Tensor) -> None:

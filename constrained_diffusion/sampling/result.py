@@ -13,7 +13,8 @@ class SampleResult:
 
     Attributes:
         sample: the state after the last update, ``(B, *sample_shape)``, in the denoiser's
-            space (a latent for latent models).
+            space (a latent for latent models); with ``output="last-x0"`` the last step's final
+            ``x0_hat`` instead.
         images: ``sample`` decoded by the denoiser's codec, or ``sample`` itself in pixel space.
         nfe: network forward evaluations (a batched call counts once).
         nbe: backward passes through the network.

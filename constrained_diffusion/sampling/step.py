@@ -19,7 +19,7 @@ from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.linalg.arnoldi import largest_eigenvalue
 from constrained_diffusion.linalg.finite_difference import fd_jvp
 from constrained_diffusion.sampling.noise import Generator, randn
-from constrained_diffusion.sampling.update import ddim_update, renoise
+from constrained_diffusion.sampling.update import ddim_update, posterior_noise_scale, renoise
 from constrained_diffusion.solvers.base import Solver
 
 DEFAULT_H = 0.005
@@ -41,6 +41,9 @@ class DenoisingStep:
         steps: the number of steps of the run.
         eta: DDIM stochasticity.
         generator: the run's noise generator(s).
+        noise: the noise rule of `update` (`SamplerConfig.noise`): ``"ddim"`` (DDIM's
+            ``eta``-scaled ``c``) or ``"one-step-posterior"`` (``eta sqrt(beta_tilde_t)``).
+        beta: the single-step ``beta_t`` at ``t``, needed by ``"one-step-posterior"``.
     """
 
     denoiser: Denoiser
@@ -53,6 +56,8 @@ class DenoisingStep:
     steps: int
     eta: float
     generator: Generator
+    noise: str = "ddim"
+    beta: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -76,12 +81,22 @@ class DenoisingStep:
         return self.solver.direction(self.denoiser, x_t, self.t, e, x0)
 
     def update(self, x_t: Tensor, x0: Tensor, eps: Tensor | None = None) -> Tensor:
-        """The DDIM / Euler step ``x_t -> x_prev`` (noise drawn only when ``eta > 0``)."""
+        """The DDIM / Euler step ``x_t -> x_prev`` (noise drawn only when ``eta > 0``).
+
+        ``x_prev = alpha_prev x0 + sqrt(sigma_prev^2 - c^2) eps_hat + c z`` with ``c`` from
+        `noise`: DDIM's ``eta``-scaled value, or ``eta sqrt(beta_t sigma_prev^2 / sigma_t^2)``.
+        """
         (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
         noise = None
         if self.eta > 0 and sigma_prev > 0:
             noise = randn(x_t.shape[0], tuple(x_t.shape[1:]), self.generator, x_t.device, x_t.dtype)
-        return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, self.eta, noise, eps=eps)
+        scale = None
+        if self.noise == "one-step-posterior":
+            if self.beta is None:
+                raise ValueError("noise='one-step-posterior' needs the single-step beta of the step (beta=None)")
+            scale = posterior_noise_scale(self.beta, sigma, sigma_prev, self.eta)
+        return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev, self.eta, noise, eps=eps,
+                           noise_scale=scale)
 
     def unguided_update(self, x_t: Tensor, x0: Tensor) -> Tensor:
         """``x_prev - x_t`` of the deterministic update from ``(x_t, x0)`` (FreeDoM's scale)."""
@@ -103,10 +118,12 @@ class DenoisingStep:
     def spectral_radius(self, x_t: Tensor, x0: Tensor, iterations: int) -> Tensor:
         """``(B,)`` largest ``|eigenvalue|`` of ``J`` at ``x_t``: Arnoldi on finite-difference JVPs.
 
-        The step is the solver's ``h`` when it has one, else `DEFAULT_H`; the start vector is
+        The step is the solver's ``h`` when it has one and it is set, else the precision-aware
+        `default_h` of the denoiser's dtype (`DEFAULT_H` in float32); the start vector is
         seeded, so the estimate is deterministic.
         """
-        h = float(getattr(self.solver, "h", DEFAULT_H))
+        h = getattr(self.solver, "h", None)
         start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t)
         x_t, x0 = x_t.detach(), x0.detach()
-        return largest_eigenvalue(lambda v: fd_jvp(lambda x: self.denoiser(x, self.t), x_t, v, h, fx=x0), start, iterations)
+        return largest_eigenvalue(
+            lambda v: fd_jvp(lambda x: self.denoiser(x, self.t), x_t, v, h, fx=x0, dtype=self.denoiser.dtype), start, iterations)
