@@ -5,6 +5,7 @@
   of ``J`` and the alignment of ``Je``, ``J^T e`` and ``e`` with ``J^+ e`` per time.
 * ``analyze directions`` — a figure: for a single-pixel error ``e``, the maps ``Je``,
   ``J^+ e`` and ``J^T e``, and the ``x0`` estimate that one step along each produces.
+* ``analyze half-precision`` — inexact-Newton box-inpainting PSNR of the MNIST models per dtype;
 * ``analyze fd-precision`` — the cosine of the finite-difference direction with the float32
   JVP against ``h``, per dtype, on tiny SD 1.x / SD3 / Flux pipelines.
 """
@@ -56,6 +57,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--write-docs", type=Path, default=None, help="replace the FD-PRECISION block of this markdown file")
     f.set_defaults(run=run_fd_precision, documented=fd_precision_command)
+    h = inner.add_parser("half-precision", help="box-inpainting PSNR of inexact Newton per dtype on the MNIST models")
+    h.add_argument("--models", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"])
+    h.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32", "bfloat16"],
+                   help="dtypes compared (default float32 bfloat16; float16 convolutions are very slow on CPUs)")
+    h.add_argument("--limit", type=positive_int, default=50, help="test digits (default 50)")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--write-docs", type=Path, default=None, help="replace the HALF-PRECISION-PSNR block of this markdown file")
+    h.set_defaults(run=run_half_precision, documented=half_precision_command)
 
 
 def _denoiser(weights: Path | None) -> Denoiser:
@@ -157,4 +166,28 @@ def run_fd_precision(args: argparse.Namespace) -> int:
     print(table)
     if args.write_docs is not None:
         write_block(args.write_docs, "FD-PRECISION", f"```\n{fd_precision_command(args)}\n```\n\n{table}")
+    return 0
+
+
+def half_precision_command(args: argparse.Namespace) -> str:
+    """The command written with the half-precision table (it regenerates the block)."""
+    return documented_command("analyze half-precision", args, ["--models", "--dtypes", "--limit", "--seed"],
+                              omit={"--models": ["ddpm", "flow"], "--dtypes": ["float32", "bfloat16"],
+                                    "--limit": 50, "--seed": 0})
+
+
+def run_half_precision(args: argparse.Namespace) -> int:
+    """Run ``analyze half-precision`` with the parsed ``args``; returns the exit status."""
+    import torch
+
+    from constrained_diffusion.analysis.half_precision import half_precision_rows
+
+    rows = half_precision_rows(args.models, [getattr(torch, d) for d in args.dtypes], limit=args.limit, seed=args.seed,
+                               log=print)
+    table = format_table(["model", "dtype", "digits", "PSNR (dB)", "vs float32 (dB)"],
+                         [[r.model, str(r.dtype).removeprefix("torch."), str(r.digits), f"{r.psnr:.2f}", f"{r.delta:+.2f}"]
+                          for r in rows])
+    print(table)
+    if args.write_docs is not None:
+        write_block(args.write_docs, "HALF-PRECISION-PSNR", f"```\n{half_precision_command(args)}\n```\n\n{table}")
     return 0
