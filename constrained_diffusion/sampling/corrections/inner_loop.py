@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
@@ -110,6 +111,4 @@ def _frozen(run: AdaptiveRun | None, s: Tensor) -> Tensor:
 
 
 def _stack(rows: list[Tensor]) -> Tensor:
-    import torch
-
     return torch.stack([r.to(rows[0].device) for r in rows])
