@@ -193,3 +193,104 @@ def test_the_sd_adapter_takes_a_timestep_spacing(sd):
     assert sd.timesteps(20).tolist()[0] == 951
     with pytest.raises(ValueError, match="timestep_spacing"):
         sd.with_timestep_spacing("bogus")  # type: ignore[arg-type]
+
+
+# --- paper-style: the CLIP Gram loss through decoder and CLIP, with classifier-free guidance ---
+W_CFG = 2.0  # the notebook's w: eps = (1 + w) eps_c - w eps_u
+CAPTION = "a photo of a cat"
+
+
+@pytest.fixture(scope="module")
+def tiny_vision():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=4, num_attention_heads=4,
+                              image_size=16, patch_size=4)
+    return CLIPVisionModel(config).double().eval().requires_grad_(False)
+
+
+class GuidedReference(Reference):
+    """The style notebook's model call: one forward of ``[x; x]`` with ``[cond; uncond]`` and
+    ``(1 + w) eps_c - w eps_u``."""
+
+    def __init__(self, pipe, steps: int, w: float):
+        super().__init__(pipe, steps)
+        with torch.no_grad():
+            self.cond = pipe.encode_prompt(CAPTION, torch.device("cpu"), 1, False)[0]
+            self.uncond = pipe.encode_prompt("", torch.device("cpu"), 1, False)[0]
+        self.w = w
+
+    def eps(self, x, t):
+        with torch.no_grad():
+            both = self.pipe.unet(torch.cat([x, x]), torch.tensor(t), encoder_hidden_states=torch.cat([self.cond, self.uncond])).sample
+        eps_c, eps_u = both.chunk(2)
+        return (1 + self.w) * eps_c - self.w * eps_u
+
+
+def style_error(pipe, vision, style_image):
+    """The notebook's style error, transcribed: CLIP hidden state after block 3 (class token
+    dropped) of the bicubically resized, normalised image; G = F^T F; e = -grad ||G_ref - G||_F."""
+    from cd_clip_style import CLIP_MEAN, CLIP_STD
+
+    vae, sf, size = pipe.vae, pipe.vae.config.scaling_factor, vision.config.image_size
+    mean = torch.tensor([2 * m - 1 for m in CLIP_MEAN], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([2 * s for s in CLIP_STD], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def gram(img):
+        img = F.interpolate(img, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        feats = vision(pixel_values=(img - mean) / std, output_hidden_states=True).hidden_states[3][0, 1:]
+        return feats.T @ feats
+
+    with torch.no_grad():
+        g_ref = gram(style_image)
+
+    def error(x0):
+        z = x0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = torch.linalg.norm(g_ref - gram(vae.decode(z / sf).sample))
+            (g,) = torch.autograd.grad(loss, z)
+        e = -g
+        return e / e.abs().max()
+
+    return error
+
+
+def test_paper_style_is_the_reference_loop_settings():
+    recipe = cd.recipes.get("paper-style")
+    cfg = recipe.config
+    assert (cfg.inner_steps, cfg.lr, cfg.eta, cfg.noise, cfg.output, cfg.solver.h, recipe.guidance_scale, recipe.latent) == (
+        5, (0.5, 0.1), 1.0, "one-step-posterior", "last-x0", 0.005, 1 + W_CFG, "decoded")
+
+
+@pytest.mark.parametrize(("eta", "n"), [(0.0, 4), (1.0, 4)], ids=["deterministic", "stochastic"])  # n divides T = 1000
+def test_paper_style_equals_the_reference_loop(sd, image, tiny_vision, eta, n):
+    cd_clip_style = pytest.importorskip("cd_clip_style")
+    recipe = cd.recipes.get("paper-style", eta=eta, steps=n)
+    model = recipe.condition(sd, prompt=CAPTION)
+    assert model.guidance_scale == 1 + W_CFG
+    pixel = cd_clip_style.CLIPStyle.paper(image, tiny_vision)
+    x_T = _x_T(sd)
+    steps: list[torch.Tensor] = []
+    res = recipe.sampler(model).sample(recipe.constraint(pixel, model), x_T=x_T, progress=False,
+                                       generator=torch.Generator().manual_seed(7), callback=lambda s: steps.append(s.x0))
+    ref_steps: list[torch.Tensor] = []
+    ref = GuidedReference(sd.pipe, n, W_CFG).run(x_T.clone(), style_error(sd.pipe, tiny_vision, image), [0.5, 0.4, 0.3, 0.2, 0.1],
+                                                 eta, torch.Generator().manual_seed(7), ref_steps)
+    first = float((steps[0] - ref_steps[0]).abs().max())
+    whole = float((res.sample - ref).abs().max())
+    print(f"paper-style eta={eta}: first step {first:.2e}, whole run {whole:.2e}")
+    assert first < 1e-4
+    assert whole < 1e-4
+    assert float(res.final_residual.max()) < float(pixel.loss(sd.decode(x_T)).max())  # the style loss went down
+
+
+def test_paper_style_refuses_a_denoiser_bound_at_another_guidance_scale(sd):
+    recipe = cd.recipes.get("paper-style")
+    with pytest.raises(ValueError, match="guidance_scale=3"):
+        recipe.sampler(sd)  # bound with the empty prompt at guidance 1
+    assert recipe.with_config(guidance_scale=None).sampler(sd).denoiser.guidance_scale == 1.0
+    with pytest.raises(ValueError, match="guidance_scale"):
+        recipe.with_config(guidance_scale=-1.0)
+    with pytest.raises(TypeError, match="takes no prompt"):
+        recipe.condition(cd.GaussianDenoiser.smooth((1, 4, 4)))

@@ -28,7 +28,8 @@ def _problem(model: cd.Denoiser, seed: int = 0) -> cd.Inpainting:
 
 
 def test_every_published_method_is_a_recipe():
-    assert cd.recipes.names() == ["dps", "freedom", "inexact-newton", "mpgd", "paper-inpainting", "paper-sr8", "psld"]
+    assert cd.recipes.names() == ["dps", "freedom", "inexact-newton", "mpgd", "paper-inpainting", "paper-sr8", "paper-style",
+                                  "psld"]
     for name in cd.recipes.names():
         recipe = cd.recipes.get(name)
         text = recipe.describe()
@@ -156,7 +157,7 @@ def test_latent_models_get_the_methods_own_latent_constraint(gaussian):
              if name != "paper-inpainting"}  # its latent mask needs a VAE-sized image: tests/test_paper_presets.py
     assert kinds == {"dps": "DecodedConstraint", "freedom": "DecodedConstraint", "inexact-newton": "EncodedConstraint",
                      "mpgd": "DecodedConstraint", "psld": "PSLDConstraint",
-                     "paper-sr8": "DecodedConstraint"}
+                     "paper-sr8": "DecodedConstraint", "paper-style": "DecodedConstraint"}
     assert cd.recipes.get("dps").constraint(pixel, gaussian) is pixel  # pixel models: unchanged
 
 
@@ -290,6 +291,7 @@ def test_every_recipe_runs_on_a_latent_model_through_its_vae(tiny_sd_denoiser):
     pixel = cd.Inpainting(image, mask)
     for name in cd.recipes.names():
         recipe = cd.recipes.get(name, steps=3, **({"inner_steps": 2} if name == "inexact-newton" else {}))
-        res = recipe.sampler(den).sample(recipe.constraint(pixel, den), generator=torch.Generator().manual_seed(0), progress=False)
+        model = den if recipe.guidance_scale is None else recipe.condition(den, prompt="a photo")  # paper-style: CFG 3
+        res = recipe.sampler(model).sample(recipe.constraint(pixel, model), generator=torch.Generator().manual_seed(0), progress=False)
         assert res.images.shape == (1, 3, H, W) and bool(res.images.isfinite().all()), name
         assert res.final_residual is not None and bool(res.final_residual.isfinite().all()), name

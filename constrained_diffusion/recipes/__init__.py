@@ -2,7 +2,7 @@
 
     >>> import constrained_diffusion as cd
     >>> cd.recipes.names()
-    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'paper-inpainting', 'paper-sr8', 'psld']
+    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'paper-inpainting', 'paper-sr8', 'paper-style', 'psld']
     >>> cd.recipes.get("dps", steps=50).config.steps
     50
 """
@@ -18,6 +18,7 @@ from constrained_diffusion.recipes.presets import (
     MPGD,
     PAPER_INPAINTING,
     PAPER_SR8,
+    PAPER_STYLE,
     PRESETS,
     PSLD,
 )
@@ -58,5 +59,5 @@ def get(name: str, **overrides: Any) -> Recipe:
     return recipe.with_config(**overrides) if overrides else recipe
 
 
-__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PAPER_INPAINTING", "PAPER_SR8", "PSLD", "Recipe", "get", "names",
+__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PAPER_INPAINTING", "PAPER_SR8", "PAPER_STYLE", "PSLD", "Recipe", "get", "names",
            "register", "with_timestep_spacing"]

@@ -89,4 +89,17 @@ PAPER_SR8 = Recipe(
     timestep_spacing="trailing",
 )
 
-PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8)
+PAPER_STYLE = Recipe(
+    name="paper-style",
+    config=SamplerConfig(inner_steps=5, lr=(0.5, 0.1), **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
+    reference=f"{_PAPER}, stable-diffusion/style.ipynb",
+    summary="the paper's style guidance: e = -grad_z ||G(ref) - G(D(z0))||_F through the decoder and CLIP "
+            "(G = F^T F of CLIP ViT-B/16 block-3 patch tokens: cd_clip_style.CLIPStyle.paper), K = 5, lambda 0.5 -> 0.1, "
+            "h = 0.005, classifier-free guidance (1 + w) eps_c - w eps_u with w = 2 (guidance_scale 3); "
+            "20 steps on the trailing grid, one-step posterior noise, output the last x0",
+    latent="decoded",
+    timestep_spacing="trailing",
+    guidance_scale=3.0,
+)
+
+PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8, PAPER_STYLE)

@@ -46,6 +46,11 @@ class Recipe:
         timestep_spacing: the grid spacing the method samples on (``"trailing"``: ``T - 1``
             first); `sampler` runs on a copy of the denoiser with it (`with_timestep_spacing`).
             ``None``: the denoiser's own grid.
+        guidance_scale: the classifier-free guidance scale ``s`` the method samples with,
+            ``out = out_u + s (out_c - out_u)`` (the paper's style notebook writes
+            ``(1 + w) eps_c - w eps_u`` with ``w = 2``, i.e. ``s = 3``); bind it with `condition`.
+            ``None``: whatever the denoiser has bound. Ignored for denoisers without text
+            conditioning (no ``guidance_scale`` attribute).
     """
 
     name: str
@@ -55,19 +60,35 @@ class Recipe:
     latent: LatentRule = "decoded"
     options: Mapping[str, float] = field(default_factory=dict)
     timestep_spacing: Spacing | None = None
+    guidance_scale: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        _check_guidance_scale(self.guidance_scale)
 
     def with_config(self, **overrides: Any) -> Recipe:
-        """A copy with `SamplerConfig` fields or `options` replaced (validated; errors name the field)."""
+        """A copy with `SamplerConfig` fields, `options` or ``guidance_scale`` replaced (validated; errors name the field)."""
         options = {k: overrides.pop(k) for k in list(overrides) if k in self.options}
         for k, v in options.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{k} must be a number >= 0, got {v!r}")
+        guidance = overrides.pop("guidance_scale", self.guidance_scale)
         data = self.config.model_dump()
         data.update(overrides)
-        return replace(self, config=SamplerConfig.model_validate(data), options={**self.options, **options})
+        return replace(self, config=SamplerConfig.model_validate(data), options={**self.options, **options},
+                       guidance_scale=guidance)
+
+    def condition(self, denoiser: Denoiser, prompt: str | list[str] = "", negative_prompt: str | list[str] = "") -> Denoiser:
+        """``denoiser`` with ``prompt`` bound at the recipe's `guidance_scale` (``denoiser.condition``).
+
+        Raises:
+            TypeError: the denoiser takes no prompt (it has no ``condition`` method).
+        """
+        condition = getattr(denoiser, "condition", None)
+        if not callable(condition):
+            raise TypeError(f"{type(denoiser).__name__} takes no prompt (it has no condition method)")
+        scale = 1.0 if self.guidance_scale is None else self.guidance_scale
+        return condition(prompt=prompt, negative_prompt=negative_prompt, guidance_scale=scale)
 
     def sampler(self, denoiser: Denoiser, **overrides: Any) -> ConstrainedSampler:
         """The `ConstrainedSampler` for ``denoiser``; ``overrides`` replace config fields.
@@ -77,6 +98,12 @@ class Recipe:
         calls are counted on the copy (``sampler.denoiser``; `SampleResult.nfe` as usual).
         """
         recipe = self.with_config(**overrides) if overrides else self
+        bound = getattr(denoiser, "guidance_scale", None)
+        if recipe.guidance_scale is not None and bound is not None and float(bound) != recipe.guidance_scale:
+            raise ValueError(
+                f"the {self.name} recipe samples with guidance_scale={recipe.guidance_scale:g} but the denoiser has "
+                f"guidance_scale={float(bound):g}: bind the prompt with recipe.condition(denoiser, prompt), or override "
+                "guidance_scale=None to keep the denoiser's")
         if self.timestep_spacing is not None:
             denoiser = with_timestep_spacing(denoiser, self.timestep_spacing)
         return ConstrainedSampler.from_config(denoiser, recipe.config)
@@ -104,11 +131,16 @@ class Recipe:
 
     def describe(self) -> str:
         """One paragraph: name, summary, reference and the configuration."""
-        cfg = self.config.model_dump(exclude_defaults=True)
+        cfg: dict[str, Any] = self.config.model_dump(exclude_defaults=True)
         solver = self.config.solver
         if solver is not None:  # its name is a default of its own config: keep it, or the solver is lost
             cfg["solver"] = {"name": solver.name, **solver.model_dump(exclude_defaults=True)}  # type: ignore[attr-defined]
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"
+
+
+def _check_guidance_scale(scale: float | None) -> None:
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale >= 0):
+        raise ValueError(f"guidance_scale must be a number >= 0 or None, got {scale!r}")
 
 
 def with_timestep_spacing(denoiser: Denoiser, spacing: Spacing) -> Denoiser:

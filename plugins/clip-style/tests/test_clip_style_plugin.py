@@ -69,6 +69,28 @@ def test_gram_matrix_normalisation() -> None:
     torch.testing.assert_close(g[1], f[1].T @ f[1] / 5)
 
 
+def test_the_papers_variant_sums_over_tokens_and_resizes_bicubically(clip: CLIPVisionModel) -> None:
+    import torch.nn.functional as F
+
+    ref = reference_image(size=48)
+    paper, default = CLIPStyle.paper(ref, clip=clip), CLIPStyle(ref, clip=clip)
+    assert (paper.layer, paper.gram_scale, paper.resize) == (3, "sum", "bicubic")
+    assert (default.gram_scale, default.resize) == ("mean", "bilinear")
+    x = torch.rand(2, 3, 48, 48) * 2 - 1
+    bicubic = F.interpolate((x + 1) / 2, size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
+    torch.testing.assert_close(paper.preprocess(x), (bicubic - paper.mean) / paper.std)
+    with torch.no_grad():
+        feats = paper.features(x)
+        torch.testing.assert_close(paper.gram(x), feats.transpose(1, 2) @ feats)  # no 1/N
+        torch.testing.assert_close(gram_matrix(feats, "sum"), gram_matrix(feats) * feats.shape[1])
+    with pytest.raises(ValueError, match="gram"):
+        CLIPStyle(ref, clip=clip, gram="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="resize"):
+        CLIPStyle(ref, clip=clip, resize="nearest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scale"):
+        gram_matrix(feats, "none")  # type: ignore[arg-type]
+
+
 def test_loss_zero_at_reference_and_shape(clip: CLIPVisionModel) -> None:
     ref = reference_image()
     style = CLIPStyle(ref, clip=clip)

@@ -4,7 +4,7 @@ Reference: Graikos, Jojic & Samaras, *Fast constrained sampling in pre-trained d
 models*, NeurIPS 2025 (style guidance after FreeDoM / MPGD).
 """
 
-from cd_clip_style.style import CLIP_MEAN, CLIP_STD, CLIPStyle, gram_matrix, load_image
+from cd_clip_style.style import CLIP_MEAN, CLIP_STD, CLIPStyle, GramScale, Resize, gram_matrix, load_image
 
-__all__ = ["CLIPStyle", "CLIP_MEAN", "CLIP_STD", "gram_matrix", "load_image"]
+__all__ = ["CLIPStyle", "CLIP_MEAN", "CLIP_STD", "GramScale", "Resize", "gram_matrix", "load_image"]
 __version__ = "0.1.0"

@@ -12,14 +12,17 @@ patch tokens, class token dropped; ``C`` channels) the loss is
     G(x) = F(x)^T F(x) / N                      (C, C)
     loss(x) = || G(x) - G(ref) ||_F             (a scalar per sample, >= 0)
 
-and the core library turns it into the error ``e = -grad_x loss(x0_hat)``.
+and the core library turns it into the error ``e = -grad_x loss(x0_hat)``. The paper's
+reference notebook (cvlab-stonybrook/fast-constrained-sampling, stable-diffusion/style.ipynb)
+uses the unnormalised ``G = F^T F`` and a bicubic resize to CLIP's input size:
+`CLIPStyle.paper` builds that variant (``gram="sum"``, ``resize="bicubic"``).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +30,18 @@ from torch import Tensor, nn
 
 from constrained_diffusion.constraints.base import NonlinearConstraint
 
-__all__ = ["CLIPStyle", "CLIP_MEAN", "CLIP_STD", "gram_matrix", "load_image"]
+__all__ = ["CLIPStyle", "CLIP_MEAN", "CLIP_STD", "GramScale", "Resize", "gram_matrix", "load_image"]
 
 #: OpenAI CLIP's normalisation constants (used when the model folder has no processor config).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+GramScale = Literal["mean", "sum"]
+"""``"mean"``: ``G = F^T F / N`` (scale-free in the number of tokens); ``"sum"``: ``G = F^T F`` (the paper's)."""
+Resize = Literal["bilinear", "bicubic"]
+"""How pixels are resized to CLIP's input: antialiased bilinear, or antialiased bicubic (Keys'
+cubic kernel with ``a = -0.5``, the kernel of PIL's ``BICUBIC`` and MATLAB's ``imresize``, which
+the paper's ``Resizer`` implements)."""
 
 _RANGE_TOL = 1e-3  # references may overshoot [-1, 1] by rounding; more than this is an error
 
@@ -44,17 +54,25 @@ class _Stop(Exception):
         self.output = output
 
 
-def gram_matrix(features: Tensor) -> Tensor:
-    """Per-sample Gram matrix ``G = F^T F / N``.
+def gram_matrix(features: Tensor, scale: GramScale = "mean") -> Tensor:
+    """Per-sample Gram matrix ``G = F^T F / N`` (``scale="mean"``) or ``F^T F`` (``"sum"``).
 
     Args:
         features: ``(B, N, C)`` — ``N`` tokens of ``C`` channels.
+        scale: ``"mean"`` divides by ``N``; ``"sum"`` does not (the paper's reference).
 
     Returns:
-        ``(B, C, C)``; ``G[b, i, j] = (1/N) sum_n F[b, n, i] F[b, n, j]``.
+        ``(B, C, C)``; ``G[b, i, j] = (1/N) sum_n F[b, n, i] F[b, n, j]`` (without ``1/N`` for ``"sum"``).
+
+    Example:
+        >>> f = torch.ones(1, 4, 2)
+        >>> gram_matrix(f)[0].tolist(), gram_matrix(f, "sum")[0, 0, 0].item()
+        ([[1.0, 1.0], [1.0, 1.0]], 4.0)
     """
-    n = features.shape[-2]
-    return features.transpose(-1, -2) @ features / n
+    if scale not in ("mean", "sum"):
+        raise ValueError(f"scale must be 'mean' or 'sum', got {scale!r}")
+    g = features.transpose(-1, -2) @ features
+    return g / features.shape[-2] if scale == "mean" else g
 
 
 def load_image(path: str | os.PathLike[str]) -> Tensor:
@@ -145,7 +163,9 @@ class CLIPStyle(NonlinearConstraint):
     .. math::
 
         G(x) = \frac{1}{N} F(x)^\top F(x) \in \mathbb{R}^{C \times C}, \qquad
-        \mathrm{loss}(x) = \lVert G(x) - G(\mathrm{ref}) \rVert_F .
+        \mathrm{loss}(x) = \lVert G(x) - G(\mathrm{ref}) \rVert_F
+
+    (without the ``1/N`` for ``gram="sum"``, the paper's reference; see `paper`).
 
     The loss is zero when the sample has the reference's style (in particular when
     ``x == reference``); the core library's error is ``e = -\nabla_x \mathrm{loss}(\hat x_0)``, one
@@ -153,7 +173,7 @@ class CLIPStyle(NonlinearConstraint):
     later blocks are never run).
 
     Preprocessing of a sample ``x`` of shape ``(B, 3, H, W)`` in ``[-1, 1]``:
-    ``(x + 1) / 2`` to ``[0, 1]``; a bilinear resize to the model's ``image_size`` square
+    ``(x + 1) / 2`` to ``[0, 1]``; a bilinear (``resize="bicubic"``: bicubic) resize to the model's ``image_size`` square
     (224 for ViT-B/16) with antialiasing (differentiable; it matters when downsampling, e.g.
     512 -> 224) and no crop, so a non-square image is squeezed rather than cropped; then
     ``(x - mean) / std`` per channel. ``mean``/``std`` come from the processor config saved
@@ -178,12 +198,14 @@ class CLIPStyle(NonlinearConstraint):
             ``"float16"`` (default: its dtype). Samples are cast to the
             model's dtype; Gram matrices are formed in float32 (float64 for a float64 model)
             and the loss is returned in the sample's dtype and device.
+        gram: `GramScale`: ``"mean"`` (default, ``F^T F / N``) or ``"sum"`` (``F^T F``).
+        resize: `Resize`: ``"bilinear"`` (default) or ``"bicubic"``, both antialiased.
 
     Raises:
         TypeError: ``clip`` or ``reference`` of the wrong type.
         ValueError: a ``reference`` that is not ``(B, 3, H, W)``, lies outside ``[-1, 1]`` or
             has NaN/inf; a ``layer`` outside ``1 .. num_hidden_layers``; a ``clip`` that
-            cannot be loaded.
+            cannot be loaded; an unknown ``gram`` or ``resize``.
         FileNotFoundError: ``reference`` names a missing file.
 
     Example:
@@ -194,7 +216,13 @@ class CLIPStyle(NonlinearConstraint):
 
     def __init__(self, reference: Tensor | str | os.PathLike[str], clip: Any = "openai/clip-vit-base-patch16",
                  layer: int = 3, device: torch.device | str | None = None,
-                 dtype: torch.dtype | str | None = None) -> None:
+                 dtype: torch.dtype | str | None = None, gram: GramScale = "mean", resize: Resize = "bilinear") -> None:
+        if gram not in ("mean", "sum"):
+            raise ValueError(f"gram must be 'mean' (F^T F / N) or 'sum' (F^T F), got {gram!r}")
+        if resize not in ("bilinear", "bicubic"):
+            raise ValueError(f"resize must be 'bilinear' or 'bicubic', got {resize!r}")
+        self.gram_scale: GramScale = gram
+        self.resize: Resize = resize
         model, mean, std = _load_clip(clip)
         num_layers = int(model.config.num_hidden_layers)
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
@@ -221,6 +249,18 @@ class CLIPStyle(NonlinearConstraint):
         with torch.no_grad():
             self.reference_gram = self.gram(self.reference)  # (R, C, C)
 
+    @classmethod
+    def paper(cls, reference: Tensor | str | os.PathLike[str], clip: Any = "openai/clip-vit-base-patch16",
+              device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> CLIPStyle:
+        """The paper's style loss: block-3 features of CLIP ViT-B/16, ``G = F^T F`` (no ``1/N``), bicubic resize.
+
+        As in the reference notebook (cvlab-stonybrook/fast-constrained-sampling,
+        stable-diffusion/style.ipynb): the output of the third residual block, class token
+        dropped, ``loss = ||G(ref) - G(x)||_F``; use it with the ``paper-style`` recipe.
+        The notebook runs CLIP in float16 (``clip.load`` on CUDA); pass ``dtype`` to match.
+        """
+        return cls(reference, clip, layer=3, device=device, dtype=dtype, gram="sum", resize="bicubic")
+
     # ------------------------------------------------------------------------------------
     @staticmethod
     def _check_reference(reference: Tensor | str | os.PathLike[str]) -> Tensor:
@@ -243,7 +283,7 @@ class CLIPStyle(NonlinearConstraint):
         """``[-1, 1]`` pixels ``(B, 3, H, W)`` -> CLIP input ``(B, 3, S, S)``, ``S = image_size``."""
         x = (x.to(self.device, self.dtype) + 1) / 2
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.resize, align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
     def features(self, x: Tensor) -> Tensor:
@@ -272,11 +312,11 @@ class CLIPStyle(NonlinearConstraint):
         return hidden[:, 1:]
 
     def gram(self, x: Tensor) -> Tensor:
-        """Gram matrices ``(B, C, C)`` of pixels ``(B, 3, H, W)`` in ``[-1, 1]`` (see `gram_matrix`)."""
+        """Gram matrices ``(B, C, C)`` of pixels ``(B, 3, H, W)`` in ``[-1, 1]`` (see `gram_matrix`, scaled by ``gram``)."""
         feats = self.features(x)
         if feats.dtype not in (torch.float32, torch.float64):
             feats = feats.float()
-        return gram_matrix(feats)
+        return gram_matrix(feats, self.gram_scale)
 
     def loss(self, x: Tensor) -> Tensor:
         """``||G(x) - G(reference)||_F`` per sample, shape ``(B,)``, in ``x``'s dtype.
@@ -314,4 +354,4 @@ class CLIPStyle(NonlinearConstraint):
 
     def __repr__(self) -> str:
         return (f"CLIPStyle(reference={tuple(self.reference.shape)}, layer={self.layer}, "
-                f"image_size={self.image_size}, device={self.device}, dtype={self.dtype})")
+                f"image_size={self.image_size}, gram={self.gram_scale!r}, resize={self.resize!r}, device={self.device}, dtype={self.dtype})")
