@@ -26,6 +26,7 @@ from constrained_diffusion import (
 )
 from constrained_diffusion.constraints import (
     ClassGuidance,
+    Composite,
     Constraint,
     DecodedConstraint,
     EncodedConstraint,
@@ -69,6 +70,7 @@ from constrained_diffusion.solvers import (
     GradientDescent,
     IdentityDirection,
     InexactNewton,
+    SecantNewton,
     Solver,
     SolverConfig,
 )
@@ -88,11 +90,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AdaptiveStop", "ClassGuidance", "ConstrainedSampler", "Constraint", "Correction", "DecodedConstraint",
+    "AdaptiveStop", "ClassGuidance", "Composite", "ConstrainedSampler", "Constraint", "Correction", "DecodedConstraint",
     "Denoiser", "EncodedConstraint", "ExactJVP", "ExactNewton", "FlowMatchDenoiser", "FlowSchedule", "FluxDenoiser",
     "GaussianDenoiser", "GradientDescent", "IdentityDirection", "InexactNewton", "InnerLoop", "Inpainting",
     "LinearConstraint", "MNISTDenoiser", "NetworkDenoiser", "NoiseSchedule", "NonlinearConstraint", "PSLDConstraint",
-    "PostStep", "SD3Denoiser", "SampleResult", "SamplerConfig", "Solver", "SolverConfig", "StableDiffusionDenoiser",
+    "PostStep", "SD3Denoiser", "SampleResult", "SamplerConfig", "SecantNewton", "Solver", "SolverConfig", "StableDiffusionDenoiser",
     "StepInfo", "SuperResolution", "TimeGrid", "TimeTravel", "VAECodec", "VPSchedule", "X0Edit", "__version__",
     "analysis", "benchmarks", "constraints", "data", "denoisers", "evaluation", "latent_inpainting", "linalg", "metrics", "models",
     "recipes", "sampling", "solvers", "training", "utils",

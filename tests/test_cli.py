@@ -112,7 +112,7 @@ def test_conditioned_unet_denoiser_is_the_unet_with_its_text_conditioning():
         assert not torch.allclose(hooked, reference(x, t, encoder_hidden_states=-cond).sample, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("command", ["evaluate", "model-card ddpm", "adaptive", "train ddpm --out runs/x", "bench-sd"])
+@pytest.mark.parametrize("command", ["evaluate", "compare", "model-card ddpm", "adaptive", "train ddpm --out runs/x", "bench-sd"])
 @pytest.mark.parametrize("device, message", [("tpu", "expected cpu or cuda"), ("cuda:99", "CUDA")])
 def test_device_is_checked_before_anything_runs(command, device, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -159,7 +159,7 @@ def test_every_documented_command_regenerates_its_own_block(page, monkeypatch):
 @pytest.mark.parametrize("argv, undocumented", [
     (["bench", "--solver", "identity", "--solver", "exact-newton", "inexact-newton", "--repeats", "2"], set()),
     (["bench-sd", "--size", "8", "--device", "cpu", "--dtype", "bfloat16", "--block", "SD-X"], set()),
-    (["evaluate", "--variants", "flow", "--tasks", "sr4", "box", "--no-tf32", "--no-equal-time", "--out", "a dir/r.jsonl",
+    (["compare", "--variants", "flow", "--tasks", "sr4", "box", "--no-tf32", "--no-equal-time", "--out", "a dir/r.jsonl",
       "--device", "cpu", "--block", "B"], {"model"}),
     (["model-card", "flow", "--weights", "w.safetensors", "--samples", "10", "--device", "cpu", "--grid", "g.png"],
      {"batch_size"}),
@@ -184,9 +184,9 @@ def test_bench_documents_every_solver_and_defaults_to_the_documented_table():
     assert args.documented(args).endswith("--solver identity")
 
 
-def test_bench_sd_and_evaluate_name_a_block_other_than_their_default():
+def test_bench_sd_and_compare_name_a_block_other_than_their_default():
     parser = build_parser()
-    for argv, block in [(["bench-sd", "--device", "cpu"], "SD-BENCH-TABLE"), (["evaluate", "--device", "cpu"], "EVAL-TABLE")]:
+    for argv, block in [(["bench-sd", "--device", "cpu"], "SD-BENCH-TABLE"), (["compare", "--device", "cpu"], "EVAL-TABLE")]:
         default, other = parser.parse_args([*argv, "--block", block]), parser.parse_args([*argv, "--block", "OTHER"])
         assert "--block" not in default.documented(default)
         assert other.documented(other).endswith("--block OTHER")
@@ -205,3 +205,37 @@ def test_model_card_of_the_classifier_writes_its_block(tmp_path, capsys):
     assert "holds a MNISTDenoiser, not the MNIST classifier" in capsys.readouterr().err
     assert main(["model-card", "classifier", "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "no weight file" in capsys.readouterr().err
+
+
+def test_demo_png_labels_each_column_with_its_run(tmp_path):
+    from PIL import Image
+
+    from constrained_diffusion.default_model import demo_problem
+
+    out = tmp_path / "g.png"
+    assert main(["demo", "--model", "gaussian", "--steps", "1", "--inner-steps", "0", "--solver", "identity",
+                 "--out", str(out), "--quiet"]) == 0
+    import numpy as np
+
+    image = torch.from_numpy(np.asarray(Image.open(out).convert("L")).copy())
+    cell, columns = demo_problem("gaussian").truth.shape[-1] * 4, 4  # truth | observed | unconstrained | identity
+    assert image.shape[1] == 2 + columns * (cell + 2)
+    strip = image[: image.shape[0] - (2 + cell + 2)]
+    assert strip.shape[0] >= 8, "no label strip above the grid"
+    for c in range(columns):
+        left = 2 + c * (cell + 2)
+        assert (strip[:, left:left + cell] < 128).any(), f"column {c} has no label"
+
+
+def test_label_columns_draws_distinct_labels_and_checks_its_input():
+    from constrained_diffusion.cli.demo import label_columns
+
+    grid = torch.full((3, 36, 70), 255, dtype=torch.uint8)
+    a, b = label_columns(grid, ["truth", "exact-newton"], 32), label_columns(grid, ["observed", "exact-newton"], 32)
+    assert a.shape == b.shape and a.shape[0] == 3 and torch.equal(a[:, -36:], grid)
+    assert not torch.equal(a[:, :, :34], b[:, :, :34]) and torch.equal(a[:, :, 35:], b[:, :, 35:])
+    assert label_columns(grid, ["a-very-long-solver-name-indeed", "x"], 32).shape[1] > a.shape[1]  # wrapped onto more lines
+    with pytest.raises(ValueError, match="do not tile"):
+        label_columns(grid, ["only one"], 32)
+    with pytest.raises(ValueError, match="grid must be uint8"):
+        label_columns(grid.float(), ["a", "b"], 32)

@@ -28,7 +28,8 @@ def test_sampler_exposes_its_config(gaussian):
     data = json.loads(s.config.model_dump_json())
     assert data == {"steps": 4, "inner_steps": 1, "lr": 0.2, "eta": 0.0, "noise": "ddim", "output": "sample",
                     "solver": {"name": "inexact-newton", "h": 0.01}, "step_size": "dynamic", "arnoldi_iterations": 10, "target": "x_t", "window": [0.0, 1.0],
-                    "time_travel": 0, "time_travel_window": [0.0, 1.0], "residual_tol": 0.0, "min_decrease": None}
+                    "time_travel": 0, "time_travel_window": [0.0, 1.0], "residual_tol": 0.0, "min_decrease": None,
+                    "discrepancy_tau": 1.0}
     rebuilt = cd.ConstrainedSampler.from_config(gaussian, data)
     assert rebuilt.solver.h == 0.01 and rebuilt.config == s.config
 

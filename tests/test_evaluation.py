@@ -103,11 +103,11 @@ def test_settings_tag_separates_devices_and_keeps_cpu_records():
     assert emulated.tag() == cpu.tag() + ",precision=tf32-emulated"
 
 
-def test_evaluate_cli_refuses_two_precisions(capsys):
+def test_compare_cli_refuses_two_precisions(capsys):
     from constrained_diffusion.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--emulate-tf32", "--no-tf32", "--limit", "1"])
+        main(["compare", "--emulate-tf32", "--no-tf32", "--limit", "1"])
     assert exit_info.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
 

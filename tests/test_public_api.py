@@ -12,9 +12,11 @@ REQUIRED = {
     "Denoiser", "Constraint", "Solver", "Correction", "ConstrainedSampler",
     # every solver
     "InexactNewton", "GradientDescent", "ExactJVP", "ExactNewton", "IdentityDirection",
+    "SecantNewton",
     # every built-in constraint
     "LinearConstraint", "NonlinearConstraint", "Inpainting", "SuperResolution", "ClassGuidance", "PSLDConstraint",
     "DecodedConstraint", "EncodedConstraint", "latent_inpainting",
+    "Composite",  # constraints that add up
     # every adapter
     "GaussianDenoiser", "NetworkDenoiser", "MNISTDenoiser", "StableDiffusionDenoiser", "FlowMatchDenoiser", "SD3Denoiser",
     "FluxDenoiser",

@@ -25,6 +25,10 @@ COSTS = {
         ({"name": "exact-newton", "iterations": 3, "tol": 0.0}, lambda s, k: s * (1 + 4 * k), lambda s, k: 0, lambda s, k: 0),
     ],
     "identity": [("identity", lambda s, k: s * (1 + k), lambda s, k: 0, lambda s, k: 0)],
+    "secant-newton": [  # tol=1: a finite difference only with an empty history (the first inner step of each step, or of the run)
+        ({"name": "secant-newton", "tol": 1.0}, lambda s, k: s * (2 + k), lambda s, k: 0, lambda s, k: 0),
+        ({"name": "secant-newton", "tol": 1.0, "keep_previous": True}, lambda s, k: 1 + s * (1 + k), lambda s, k: 0, lambda s, k: 0),
+    ],
 }
 COST_CASES = [case for name in SOLVERS for case in COSTS.get(name, [])]
 

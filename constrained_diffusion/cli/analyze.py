@@ -8,6 +8,11 @@
 * ``analyze half-precision`` — inexact-Newton box-inpainting PSNR of the MNIST models per dtype;
 * ``analyze fd-precision`` — the cosine of the finite-difference direction with the float32
   JVP against ``h``, per dtype, on tiny SD 1.x / SD3 / Flux pipelines.
+* ``analyze spectra`` / ``analyze fd-vs-backprop`` — on any model: the largest eigenvalues of
+  ``J`` and its two parts by Arnoldi, and per-pixel maps of ``J e`` against ``J^T e``
+  (``cli/analyze_spectra.py``).
+* ``analyze secant`` — secant Newton against inexact Newton, exact Newton and the identity on
+  the MNIST models, at equal steps and at equal NFE (``cli/analyze_secant.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from constrained_diffusion.cli.analyze_noisy import add_noisy_parser
+from constrained_diffusion.cli.analyze_secant import add_secant_parser
+from constrained_diffusion.cli.analyze_spectra import add_spectra_parsers
 from constrained_diffusion.cli.args import documented_command, format_table, non_negative_int, positive_int, summary, write_block
 
 if TYPE_CHECKING:
@@ -65,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--write-docs", type=Path, default=None, help="replace the HALF-PRECISION-PSNR block of this markdown file")
     h.set_defaults(run=run_half_precision, documented=half_precision_command)
+    add_noisy_parser(inner)  # analyze noisy (cli/analyze_noisy.py)
+    add_secant_parser(inner)  # analyze secant (cli/analyze_secant.py)
+    add_spectra_parsers(inner)  # analyze spectra, analyze fd-vs-backprop (cli/analyze_spectra.py)
 
 
 def _denoiser(weights: Path | None) -> Denoiser:

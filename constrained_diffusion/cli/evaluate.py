@@ -1,102 +1,177 @@
-"""``constrained-diffusion evaluate``: the MNIST real-data comparison of solvers.
+"""``constrained-diffusion evaluate``: any model, any image set, a task and several methods -> records, summary, grid.
 
-For each shipped model (ddpm, flow), task (box: top half missing; free-form strokes; x4
-super-resolution) and solver, on the 500 test digits: PSNR, SSIM, label accuracy (the shipped
-classifier on the result against the true label), final residual, NFE, seconds per sample and
-peak memory, with the same steps for every solver and again at equal wall-clock time. Results
-go to a JSON-lines file batch by batch; rerunning the command resumes where it stopped.
+One JSON record per (image, method) in ``DIR/records.jsonl`` (appended batch by batch; a rerun
+skips what is recorded), the outputs in ``DIR/images/<method>/``, and ``summary.md``,
+``grid.png`` and ``pareto.svg``. ``--config FILE`` (YAML) gives the same fields; flags on the
+command line override it. Under ``torchrun`` / ``accelerate launch`` the images are sharded
+across the processes and rank 0 merges. See the docs page "Evaluating methods".
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-import torch
+from constrained_diffusion.cli.args import device_name, documented_command, positive_int, summary, write_block
 
-from constrained_diffusion.cli.args import (
-    default_device,
-    describe_device,
-    device_name,
-    documented_command,
-    format_table,
-    positive_int,
-    summary,
-    write_block,
-)
-from constrained_diffusion.solvers import registry
+FIELDS = ("model", "data", "task", "method", "limit", "batch_size", "steps", "set", "metrics", "noise_std", "prompts", "prompt",
+          "style_image", "seed", "device", "dtype", "fid_features", "feature_weights", "out", "quiet")
+"""The flags that are also `EvaluationConfig` fields (``--config`` YAML keys, with ``_`` for ``-``)."""
 
-BLOCK = "EVAL-TABLE"
-OPTIONS = ("--variants", "--tasks", "--solvers", "--steps", "--inner-steps", "--limit", "--batch-size", "--seed", "--device",
-           "--emulate-tf32", "--no-tf32", "--no-equal-time", "--out", "--block")
-"""What the command written with the table repeats (``--block`` only when it is not `BLOCK`)."""
+OPTIONS = ("--config", "--model", "--data", "--task", "--method", "--limit", "--batch-size", "--steps", "--set", "--metrics",
+           "--noise-std", "--prompts", "--prompt", "--style-image", "--seed", "--device", "--dtype", "--fid-features",
+           "--feature-weights", "--out", "--block")
+"""What the command written with a ``--write-docs`` summary repeats."""
+
+
+def _noise_std(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``evaluate`` and its options on the sub-command parsers ``sub``."""
-    from constrained_diffusion.evaluation.tasks import TASKS
-
-    p = sub.add_parser("evaluate", help="PSNR/SSIM/label accuracy/cost table of the solvers on MNIST",
+    p = sub.add_parser("evaluate", help="evaluate methods on an image set: records.jsonl, summary.md, grid.png",
                        description=summary(__doc__))
-    p.add_argument("--model", choices=["mnist"], default="mnist", help="model family (mnist)")
-    p.add_argument("--variants", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="which shipped models")
-    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    p.add_argument("--solvers", nargs="+", choices=registry.names(), default=["inexact-newton", "gradient-descent", "exact-jvp", "exact-newton"])
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--inner-steps", type=positive_int, default=5)
-    p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
-    p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=device_name, default=default_device(),
-                   help="where to sample: cpu or cuda (default cuda when available)")
-    precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--emulate-tf32", action="store_true",
-                           help="round every convolution's input and weight to TF32, as cuDNN does on a GPU by default")
-    precision.add_argument("--no-tf32", action="store_true",
-                           help="on CUDA, run float32 convolutions and matrix products in full float32 (TF32 off)")
-    p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
-    p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
-    p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
-    p.add_argument("--block", default=BLOCK, help=f"name of the marker block --write-docs replaces (default {BLOCK})")
+    p.add_argument("--model", help="mnist-ddpm, mnist-flow, a diffusers folder or a Hub id")
+    p.add_argument("--data", help="an image folder (recursive; PNG/JPEG/WebP), an image file, or mnist-test")
+    p.add_argument("--task", help="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
+    p.add_argument("--method", action="extend", nargs="+", default=None, metavar="METHOD",
+                   help="a recipe or solver name (repeatable; the methods share observations and noise)")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N images (sorted by id)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per batch (default 4)")
+    p.add_argument("--steps", type=positive_int, default=None, help="denoising steps of every method (default: each recipe's)")
+    p.add_argument("--set", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="override of every method; LABEL:KEY=VALUE of one; task.KEY=VALUE a task option (repeatable)")
+    p.add_argument("--metrics", nargs="+", default=None, help="psnr ssim lpips fid kid (default psnr ssim)")
+    p.add_argument("--noise-std", type=_noise_std, default=None, help="measurement noise sigma on the [-1, 1] scale (default 0)")
+    p.add_argument("--prompts", type=Path, default=None, help="JSON or CSV: image id -> caption")
+    p.add_argument("--prompt", default=None, help="one caption for every image (default: the empty prompt)")
+    p.add_argument("--style-image", type=Path, default=None, help="reference image of the style task")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0); image noise is seeded by seed and image id")
+    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (under a launcher: cuda:LOCAL_RANK)")
+    p.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+    p.add_argument("--fid-features", default=None, help="inception (default), mnist-classifier or module:Class")
+    p.add_argument("--feature-weights", type=Path, default=None, help="folder of feature-network weights (torch hub layout)")
+    p.add_argument("--config", type=Path, default=None, help="YAML file with these fields; flags override it")
+    p.add_argument("--out", type=Path, default=None, help="output folder")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar and no summary print")
+    p.add_argument("--write-docs", type=Path, default=None, help="put the summary table in the --block block of this markdown file")
+    p.add_argument("--block", default=None, help="name of the marker block --write-docs replaces")
     p.set_defaults(run=run, documented=command_line)
 
 
-def result_table(rows: list[dict]) -> str:
-    """The summary rows of `constrained_diffusion.evaluation.summarise` as a table."""
-    return format_table(
-        ["model", "task", "solver", "budget", "steps x inner", "PSNR", "SSIM", "label acc.", "residual", "NFE", "NBE",
-         "s / sample", "peak MB"],
-        [[r["model"], r["task"], r["solver"], r["budget"], f"{r['steps']} x {r['inner_steps']}", f"{r['psnr']:.2f}",
-          f"{r['ssim']:.3f}", f"{r['label_accuracy']:.3f}", f"{r['residual']:.4f}", str(r["nfe"]), str(r["nbe"]),
-          f"{r['seconds_per_sample']:.3f}", f"{r['peak_mb']:.0f}"] for r in rows])
-
-
 def command_line(args: argparse.Namespace) -> str:
-    """The command written with the table (it regenerates the block)."""
-    return documented_command("evaluate", args, OPTIONS, omit={"--block": BLOCK})
+    """The command written with a summary (it regenerates the block)."""
+    return documented_command("evaluate", args, OPTIONS)
+
+
+def read_config(path: Path) -> list[dict[str, Any]]:
+    """The runs of a ``--config`` YAML file: one mapping per YAML document (``---`` separates runs).
+
+    Keys are `FIELDS` (``-`` or ``_``), plus ``name`` (the run's subfolder of ``out`` when the file
+    holds several runs) and ``description`` (ignored).
+
+    Raises:
+        ValueError: a missing file, invalid YAML, a document that is not a mapping, an unknown key,
+            two runs with the same name.
+    """
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"--config: {path} does not exist")
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    runs = []
+    for doc in docs or [{}]:
+        if not isinstance(doc, dict):
+            raise ValueError(f"--config: {path}: each YAML document must be a mapping of fields")
+        data = {str(k).replace("-", "_"): v for k, v in doc.items()}
+        data.pop("description", None)
+        unknown = [k for k in data if k not in FIELDS and k != "name"]
+        if unknown:
+            raise ValueError(f"--config: {path}: unknown field {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
+        runs.append(data)
+    names = [str(r.get("name", r.get("task", ""))) for r in runs]
+    if len(runs) > 1 and len(set(names)) < len(names):
+        raise ValueError(f"--config: {path}: its runs need distinct names (got {names})")
+    for run, name in zip(runs, names):
+        run["name"] = name
+    return runs
+
+
+def options(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`EvaluationConfig` fields of each run, from ``--config`` and the flags.
+
+    A flag given wins over the file; ``--set`` items add to the file's. With several runs in the
+    file, run ``name`` writes to ``OUT/name``.
+    """
+    from constrained_diffusion.cli.args import default_device
+    from constrained_diffusion.evaluation.harness import split_set
+
+    runs = read_config(args.config) if args.config is not None else [{}]
+    result = []
+    for data in runs:
+        name = data.pop("name", None)
+        for field in FIELDS:
+            value = getattr(args, field)
+            if value is None:
+                continue
+            if field == "set":
+                base = data.get("set") or {}
+                items = [f"{k}={_dump(v)}" for k, v in base.items()] if isinstance(base, dict) else list(base)
+                data["set"] = items + value
+            else:
+                data[field] = value
+        if isinstance(data.get("set"), dict):
+            data["set"] = [f"{k}={_dump(v)}" for k, v in data["set"].items()]
+        for required in ("model", "data", "task", "method", "out"):
+            if data.get(required) in (None, [], ""):
+                raise ValueError(f"--{required.replace('_', '-')} is required (on the command line or in --config)")
+        if len(runs) > 1:
+            data["out"] = Path(data["out"]) / str(name)
+        data.setdefault("device", default_device())
+        if "set" in data:
+            common, per, task = split_set(data["set"])
+            data["set"] = {**common, **{f"{label}:{k}": v for label, kv in per.items() for k, v in kv.items()},
+                           **{f"task.{k}": v for k, v in task.items()}}
+        result.append(data)
+    return result
+
+
+def _dump(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate`` with the parsed ``args``; returns the exit status."""
-    from constrained_diffusion.data import mnist
-    from constrained_diffusion.evaluation import Settings, evaluate, ordered, precision_context, summarise
-    from constrained_diffusion.models import load, weights_digest, weights_path
+    from constrained_diffusion.evaluation.harness import Evaluation
 
-    models = {name: load(name, args.device) for name in args.variants}
-    digests = {name: weights_digest(weights_path(name)) for name in args.variants}  # type: ignore[arg-type]
-    images, labels = mnist("test")
-    settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
-                        limit=args.limit, seed=args.seed, device=args.device,
-                        precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
-    with precision_context(models.values(), settings.precision):
-        records = evaluate(models, load("mnist-classifier"), images, labels, args.tasks, args.solvers, args.out, settings,
-                           equal_time=not args.no_equal_time, weights=digests)
-    table = result_table(ordered(summarise(records), args.variants, args.tasks, args.solvers))
-    print(table)
+    runs = [Evaluation(**o) for o in options(args)]  # every run is validated before the first samples
+    for run_ in runs:
+        run_.check()
+    if args.write_docs is not None and args.block is None:
+        raise ValueError("--write-docs needs --block NAME")
+    summaries = [run_.run() for run_ in runs]
     if args.write_docs is not None:
-        command = command_line(args)
-        machine = f"torch {torch.__version__}, {describe_device(args.device)}"
-        weights = ", ".join(f"{name} {digest}" for name, digest in digests.items())
-        write_block(args.write_docs, args.block,
-                    f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(records)} batch records.\n\n{table}")
+        import torch
+
+        from constrained_diffusion.cli.args import describe_device
+
+        tables = [(Path(r.config.out) / "summary.md").read_text().split("\n\n", 2)[-1].strip() for r in runs]
+        machine = f"torch {torch.__version__}, {describe_device(runs[0].config.device)}"
+        body = "\n\n".join(f"{Path(r.config.out).name}: {s['images']} images, {s['records']} records.\n\n{t}"
+                            for r, s, t in zip(runs, summaries, tables))
+        write_block(args.write_docs, args.block, f"```\n{command_line(args)}\n```\n\n{machine}.\n\n{body}")
     return 0
+

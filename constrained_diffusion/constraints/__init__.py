@@ -8,6 +8,7 @@ group (see `constrained_diffusion.constraints.registry`).
 from constrained_diffusion.constraints import registry
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
 from constrained_diffusion.constraints.class_guidance import ClassGuidance, mnist_class_guidance
+from constrained_diffusion.constraints.composite import Composite
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedConstraint, latent_inpainting
 from constrained_diffusion.constraints.psld import PSLDConstraint
@@ -19,6 +20,6 @@ registry.register("super-resolution", SuperResolution)
 registry.register("class-guidance", ClassGuidance)
 registry.register("mnist-class", mnist_class_guidance)
 
-__all__ = ["ClassGuidance", "Constraint", "DecodedConstraint", "EncodedConstraint", "Inpainting", "LinearConstraint",
+__all__ = ["ClassGuidance", "Composite", "Constraint", "DecodedConstraint", "EncodedConstraint", "Inpainting", "LinearConstraint",
            "NonlinearConstraint", "PSLDConstraint", "SuperResolution", "downsample_matrix", "latent_inpainting", "load",
            "mnist_class_guidance", "names", "registry"]

@@ -11,16 +11,58 @@ Two families:
   ``e = A^T (y - A x0)`` (the negative gradient of ``0.5 ||y - A x0||^2``) and
   ``residual = ||y - A x0||_2`` per sample.
 * `NonlinearConstraint` — ``loss(x) -> (B,)``; ``e = -grad loss(x0)``, ``residual = loss``.
+
+Constraints add up: ``c1 + c2`` and ``w * c`` build a
+`constrained_diffusion.constraints.composite.Composite` (error ``sum_i w_i e_i``).
+
+Noisy observations: a `LinearConstraint` takes ``noise_std`` (``sigma_y``), the standard
+deviation of the noise in ``y``. It does not change `Constraint.error`; it defines the
+discrepancy ``tau sigma_y sqrt(m)`` (`Constraint.discrepancy`, ``m`` = `Constraint.num_measurements`)
+at which ``residual_tol="discrepancy"`` stops the inner loop (Morozov's discrepancy principle).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from constrained_diffusion._validation import check_tensor
+
+if TYPE_CHECKING:
+    from constrained_diffusion.constraints.composite import Composite
+
+
+def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
+    """Validate a measurement-noise level ``sigma_y``: ``None``, a number or a ``(B,)`` tensor, finite and ``>= 0``.
+
+    Returns:
+        ``None``, or a float32 tensor of shape ``(1,)`` (one level for every sample) or ``(B,)``.
+
+    Raises:
+        TypeError: not a number or a tensor.
+        ValueError: negative, NaN or infinite values, or a tensor with more than one dimension.
+
+    Example:
+        >>> check_noise_std(0.1)
+        tensor([0.1000])
+    """
+    if noise_std is None:
+        return None
+    if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float, Tensor)):
+        raise TypeError(f"noise_std must be a number or a (B,) tensor, got {type(noise_std).__name__}")
+    value = torch.as_tensor(noise_std).detach()
+    if value.dtype == torch.bool or value.is_complex() or value.ndim > 1:
+        raise ValueError(f"noise_std must be a number or a 1-D (B,) tensor of reals, got shape {tuple(value.shape)} "
+                         f"dtype {value.dtype}")
+    value = value.to(torch.float32).reshape(-1)
+    if value.numel() == 0 or not bool(value.isfinite().all()) or bool((value < 0).any()):
+        raise ValueError(f"noise_std must be finite and >= 0 (the measurement noise's standard deviation in the data's "
+                         f"units), got {value.tolist()}")
+    return value
 
 
 class Constraint(ABC):
@@ -51,6 +93,60 @@ class Constraint(ABC):
         """
         return None
 
+    @property
+    def noise_std(self) -> Tensor | None:
+        """``sigma_y``, the standard deviation of the measurement noise: ``(1,)`` or ``(B,)``, or ``None`` (unknown)."""
+        return None
+
+    @property
+    def num_measurements(self) -> Tensor | None:
+        """``m``, the number of noisy measurements per sample, ``(1,)`` or ``(B,)``; ``None`` where undefined."""
+        return None
+
+    def discrepancy(self, tau: float = 1.0) -> Tensor:
+        """Morozov's discrepancy level ``tau sigma_y sqrt(m)`` per sample, ``(1,)`` or ``(B,)``.
+
+        With ``y = A x + n``, ``n ~ N(0, sigma_y^2 I_m)``, the truth itself has
+        ``E ||y - A x||^2 = sigma_y^2 m``: fitting ``||y - A x0||`` below this level fits the
+        noise. ``residual_tol="discrepancy"`` stops the inner loop there.
+
+        Args:
+            tau: the safety factor ``tau > 0`` (Morozov: slightly above 1).
+
+        Raises:
+            ValueError: the constraint has no `noise_std`, or ``tau`` is not finite and ``> 0``.
+        """
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (math.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        sigma, m = self.noise_std, self.num_measurements
+        if sigma is None or m is None:
+            raise ValueError(f"{type(self).__name__} has no noise_std (the measurement noise's standard deviation)")
+        return float(tau) * sigma * m.to(sigma).sqrt()
+
+    def __add__(self, other: object) -> Composite:
+        """``c1 + c2``: the `Composite` with error ``e_1 + e_2`` (sums of sums flatten)."""
+        from constrained_diffusion.constraints.composite import Composite
+
+        if not isinstance(other, Constraint):
+            return NotImplemented
+        return Composite([self, other])
+
+    def __radd__(self, other: object) -> Constraint:
+        """``0 + c`` is ``c`` (so that ``sum(constraints)`` works)."""
+        if isinstance(other, (int, float)) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
+    def __mul__(self, weight: object) -> Composite:
+        """``c * w``: the `Composite` with error ``w e`` (``w`` finite and ``>= 0``)."""
+        from constrained_diffusion.constraints.composite import Composite
+
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            return NotImplemented
+        return Composite([(self, weight)])
+
+    __rmul__ = __mul__
+
 
 class LinearConstraint(Constraint):
     """``A x = y`` for a linear operator ``A``; subclasses implement only `forward`.
@@ -63,11 +159,34 @@ class LinearConstraint(Constraint):
         y: measurements, shape ``(B, ...)``, ``B`` = 1 to share them across a batch.
         input_shape: shape of one input of ``A`` (usually set by `validate` from the
             denoiser's ``sample_shape``); needed only by the default `adjoint`.
+        noise_std: ``sigma_y``, the standard deviation of the (Gaussian) noise in ``y``, in the
+            data's units (pixels in ``[-1, 1]``): a number or one per sample ``(B,)``, finite and
+            ``>= 0``; ``None`` (default) when unknown. It leaves `error` unchanged and sets the
+            `discrepancy` level ``tau sigma_y sqrt(m)``.
+
+    Raises:
+        ValueError: NaN/inf in ``y``; a ``noise_std`` that is negative, not finite, or has a batch
+            size other than ``y``'s.
     """
 
-    def __init__(self, y: Tensor, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(self, y: Tensor, input_shape: tuple[int, ...] | None = None,
+                 noise_std: float | Tensor | None = None) -> None:
         self.y = check_tensor("y", y)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._noise_std = check_noise_std(noise_std)
+        n, B = (self._noise_std.numel() if self._noise_std is not None else 1), int(self.y.shape[0])
+        if n > 1 and B > 1 and n != B:
+            raise ValueError(f"noise_std has {n} values but y has batch size {B}; give one level or one per sample")
+
+    @property
+    def noise_std(self) -> Tensor | None:
+        """``sigma_y`` as a ``(1,)`` or ``(B,)`` float32 tensor, or ``None``."""
+        return getattr(self, "_noise_std", None)
+
+    @property
+    def num_measurements(self) -> Tensor:
+        """``m``: the entries of one sample of ``y``, as a ``(1,)`` float tensor (subclasses refine it)."""
+        return torch.tensor([float(self.y[0].numel())])
 
     @abstractmethod
     def forward(self, x: Tensor) -> Tensor:
@@ -109,7 +228,9 @@ class LinearConstraint(Constraint):
 
     @property
     def batch_size(self) -> int | None:
-        return int(self.y.shape[0]) if self.y.shape[0] > 1 else None
+        n = self.noise_std.numel() if self.noise_std is not None else 1
+        B = max(int(self.y.shape[0]), n)
+        return B if B > 1 else None
 
     def validate(self, sample_shape: tuple[int, ...]) -> None:
         """Check that ``A`` maps ``(1, *sample_shape)`` to the shape of ``y`` (no network call)."""

@@ -3,6 +3,11 @@
 ``A x = m * x`` (element-wise), measurements ``m * y``. For a binary mask
 ``e = A^T (m y - A x0) = m * (y - x0)``: the error is the difference on the known entries and
 zero elsewhere; ``residual = ||m * (y - x0)||_2`` per sample.
+
+With noisy known pixels ``y = x + n``, ``n ~ N(0, sigma_y^2)`` (``noise_std``), the residual of
+the truth has ``E ||m * n||^2 = sigma_y^2 sum_j m_j^2``: the number of measurements is
+``m = sum_j m_j^2`` over one sample's entries (the count of known entries for a binary mask,
+broadcast over the channels), not the size of ``y``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,24 @@ class Inpainting(LinearConstraint):
             Values where the mask is 0 are ignored.
         mask: weights in ``[0, 1]`` (1 = known), broadcastable to ``y``, e.g. ``(B, 1, H, W)``.
             A mask with a larger batch than ``y`` gives one problem per mask.
+        noise_std: ``sigma_y`` of the noise in the known values (a number or ``(B,)``, ``>= 0``,
+            in the data's units); ``None`` when unknown. See `LinearConstraint`.
 
     Raises:
         ValueError: ``mask`` outside ``[0, 1]`` or not broadcastable to ``y``; NaN/inf in
-            either.
+            either; an invalid ``noise_std``.
+
+    Example:
+        >>> mask = torch.zeros(1, 1, 4, 4); mask[..., 2:, :] = 1      # the bottom half is known
+        >>> c = Inpainting(torch.zeros(1, 3, 4, 4), mask, noise_std=0.1)
+        >>> c.num_measurements                                        # 8 known pixels x 3 channels
+        tensor([24.])
+        >>> level = c.discrepancy(tau=1.0)                            # 0.1 * sqrt(24)
+        >>> round(float(level), 4)
+        0.4899
     """
 
-    def __init__(self, y: Tensor, mask: Tensor) -> None:
+    def __init__(self, y: Tensor, mask: Tensor, noise_std: float | Tensor | None = None) -> None:
         y = check_tensor("y", y, min_ndim=2)
         if isinstance(mask, Tensor) and not mask.is_floating_point():
             mask = mask.to(y.dtype)  # bool or integer masks
@@ -44,7 +60,13 @@ class Inpainting(LinearConstraint):
             raise ValueError(f"mask of shape {tuple(mask.shape)} must not be larger than y {tuple(y.shape)} outside the batch dimension")
         self.mask = mask.to(y.dtype)
         self.image = y
-        super().__init__(self.mask * y)
+        super().__init__(self.mask * y, noise_std=noise_std)
+
+    @property
+    def num_measurements(self) -> Tensor:
+        """``m = sum_j mask_j^2`` over one sample (the known entries of a binary mask), ``(1,)`` or ``(B,)``."""
+        mask = self.mask.expand(self.mask.shape[0], *self.y.shape[1:])
+        return mask.float().pow(2).flatten(1).sum(dim=1).cpu()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mask.to(x) * x

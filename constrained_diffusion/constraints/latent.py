@@ -103,6 +103,16 @@ class DecodedConstraint(NonlinearConstraint):
     def batch_size(self) -> int | None:
         return self.pixel.batch_size
 
+    @property
+    def noise_std(self) -> Tensor | None:
+        """The pixel constraint's ``sigma_y`` (the residual is the pixel residual)."""
+        return self.pixel.noise_std
+
+    @property
+    def num_measurements(self) -> Tensor | None:
+        """The pixel constraint's ``m``."""
+        return self.pixel.num_measurements
+
 
 class EncodedConstraint(Constraint):
     """"VAE Newton": a pixel error mapped to latents by a finite difference of the encoder.
@@ -152,3 +162,13 @@ class EncodedConstraint(Constraint):
     @property
     def batch_size(self) -> int | None:
         return self.pixel.batch_size
+
+    @property
+    def noise_std(self) -> Tensor | None:
+        """The pixel constraint's ``sigma_y`` (the residual is the pixel residual)."""
+        return self.pixel.noise_std
+
+    @property
+    def num_measurements(self) -> Tensor | None:
+        """The pixel constraint's ``m``."""
+        return self.pixel.num_measurements

@@ -54,19 +54,23 @@ class SuperResolution(LinearConstraint):
         y: low-resolution images, shape ``(B, C, h, w)``; samples are ``(C, h f, w f)``.
         factor: integer down-sampling factor ``f >= 1``.
         kernel: ``"bicubic"`` (antialiased) or ``"box"``.
+        noise_std: ``sigma_y`` of the noise in ``y`` (a number or ``(B,)``, ``>= 0``, in the
+            data's units); ``None`` when unknown. Every low-resolution pixel is a measurement:
+            ``m = C h w`` (`LinearConstraint.num_measurements`).
 
     Raises:
         ValueError: a non-integer or non-positive ``factor``; an unknown ``kernel``; NaN/inf in
-            ``y``; at sampling time, a ``factor`` that does not divide the sample size.
+            ``y``; an invalid ``noise_std``; at sampling time, a ``factor`` that does not divide
+            the sample size.
     """
 
-    def __init__(self, y: Tensor, factor: int, kernel: Kernel = "bicubic") -> None:
+    def __init__(self, y: Tensor, factor: int, kernel: Kernel = "bicubic", noise_std: float | Tensor | None = None) -> None:
         y = check_tensor("y", y, min_ndim=4)
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
         if kernel not in ("bicubic", "box"):
             raise ValueError(f"kernel must be 'bicubic' or 'box', got {kernel!r}")
-        super().__init__(y)
+        super().__init__(y, noise_std=noise_std)
         self.factor = factor
         self.kernel: Kernel = kernel
         h, w = y.shape[-2:]

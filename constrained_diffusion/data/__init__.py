@@ -1,5 +1,6 @@
-"""Data sets that need no download."""
+"""Data sets that need no download, and image sets for evaluation (folders, ``mnist-test``)."""
 
+from constrained_diffusion.data.images import ImageFolder, TensorImages, open_images
 from constrained_diffusion.data.mnist import demo_digits, mnist
 
-__all__ = ["demo_digits", "mnist"]
+__all__ = ["ImageFolder", "TensorImages", "demo_digits", "mnist", "open_images"]

@@ -1,4 +1,9 @@
-"""The MNIST real-data comparison of solvers (tasks, resumable runner, summary), the adaptive study and the model cards."""
+"""The evaluation harness (`Evaluation`: any model, image set, task and methods; sharded, resumable), the MNIST
+comparison of solvers (tasks, resumable runner, summary), the adaptive study and the model cards.
+
+The harness's modules (``harness``, ``image_tasks``, ``scores``, ``report``) are imported
+lazily, as ``from constrained_diffusion.evaluation.harness import Evaluation``.
+"""
 
 from constrained_diffusion.evaluation.digits import read_digits
 from constrained_diffusion.evaluation.runner import (

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from constrained_diffusion.sampling.adaptive import AdaptiveStop
+from constrained_diffusion.sampling.adaptive import AdaptiveStop, ResidualTol, check_discrepancy_tau
 from constrained_diffusion.sampling.corrections import Correction, InnerLoop, PostStep, TimeTravel, X0Edit, step_sizes
 from constrained_diffusion.sampling.corrections.base import StepOptions, check_fractions
 from constrained_diffusion.solvers import registry
@@ -30,7 +30,7 @@ Target = Literal["x_t", "x0", "x_prev"]
 Noise = Literal["ddim", "one-step-posterior"]
 Output = Literal["sample", "last-x0"]
 CORRECTION_FIELDS = ("inner_steps", "lr", "step_size", "arnoldi_iterations", "target", "time_travel",
-                     "time_travel_window", "residual_tol", "min_decrease")
+                     "time_travel_window", "residual_tol", "min_decrease", "discrepancy_tau")
 """The fields that describe the correction (not used when a `Correction` is given directly)."""
 
 
@@ -77,10 +77,15 @@ class SamplerConfig(StepOptions):
         time_travel_window: ``(start, end)`` fractions of the run where time travel happens;
             must overlap `window`.
         residual_tol: adaptive inner loop (`AdaptiveStop`, ``target="x_t"``): a sample stops
-            once its residual is ``<= residual_tol`` (``0``: never).
+            once its residual is ``<= residual_tol`` (``0``: never); ``"discrepancy"``: once it is
+            ``<= discrepancy_tau sigma_y sqrt(m)``, its constraint's discrepancy level
+            (Morozov's principle; the constraint must have ``noise_std``, else
+            `ConstrainedSampler.sample` raises before any network call).
         min_decrease: adaptive inner loop: a sample stops once an inner step reduced its
             residual by less than this fraction (``None``: never). With either option each
             sample keeps its lowest-residual iterate of the step.
+        discrepancy_tau: the factor ``tau > 0`` of the discrepancy level (default 1.0; only
+            with ``residual_tol="discrepancy"``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -98,8 +103,9 @@ class SamplerConfig(StepOptions):
     window: tuple[float, float] = (0.0, 1.0)
     time_travel: int = Field(0, ge=0)
     time_travel_window: tuple[float, float] = (0.0, 1.0)
-    residual_tol: float = Field(0.0, ge=0.0)
+    residual_tol: ResidualTol = 0.0
     min_decrease: float | None = Field(None, ge=0.0, le=1.0)
+    discrepancy_tau: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +126,7 @@ class SamplerConfig(StepOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplerConfig:
+        check_discrepancy_tau(self.residual_tol, self.discrepancy_tau)
         if self.adaptive and self.target != "x_t":
             raise ValueError(f"residual_tol / min_decrease stop the inner loop of target='x_t'; target={self.target!r} has none")
         if self.time_travel > 0 and not (self.time_travel_window[0] < self.window[1] and self.window[0] < self.time_travel_window[1]):
@@ -138,8 +145,8 @@ class SamplerConfig(StepOptions):
 
     @property
     def adaptive(self) -> bool:
-        """Whether the inner loop may stop early (`residual_tol` > 0 or `min_decrease` set)."""
-        return self.residual_tol > 0 or self.min_decrease is not None
+        """Whether the inner loop may stop early (`residual_tol` > 0 or ``"discrepancy"``, or `min_decrease` set)."""
+        return self.residual_tol == "discrepancy" or self.residual_tol > 0 or self.min_decrease is not None
 
     def constrained_at(self, step: int) -> bool:
         """Whether step ``step`` (0-based) lies in `window`."""
@@ -156,7 +163,8 @@ class SamplerConfig(StepOptions):
         common = {"inner_steps": self.inner_steps, "lr": self.lr, "step_size": self.step_size}
         correction: Correction
         if self.target == "x_t":
-            stop = AdaptiveStop(residual_tol=self.residual_tol, min_decrease=self.min_decrease) if self.adaptive else None
+            stop = AdaptiveStop(residual_tol=self.residual_tol, min_decrease=self.min_decrease,
+                                discrepancy_tau=self.discrepancy_tau) if self.adaptive else None
             correction = InnerLoop(**common, arnoldi_iterations=self.arnoldi_iterations, stop=stop)
         elif self.target == "x_prev":
             correction = PostStep(**common)

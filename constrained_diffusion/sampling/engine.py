@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from constrained_diffusion._validation import check_tensor
 from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.sampling.adaptive import AdaptiveStop
 from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConfig
 from constrained_diffusion.sampling.corrections import Correction
 from constrained_diffusion.sampling.noise import Generator, randn
@@ -60,7 +61,8 @@ class ConstrainedSampler:
             options are its own (passing ``inner_steps``, ``lr``, ``target``, ... as well is an
             error).
         **options: the other `SamplerConfig` fields: ``step_size``, ``target``, ``window``,
-            ``time_travel``, ``time_travel_window``, ``residual_tol``, ``min_decrease``,
+            ``time_travel``, ``time_travel_window``, ``residual_tol`` (a number, or ``"discrepancy"``:
+            stop at the constraint's noise level), ``discrepancy_tau``, ``min_decrease``,
             ``arnoldi_iterations``.
 
     Raises:
@@ -151,6 +153,8 @@ class ConstrainedSampler:
         residuals = torch.zeros(cfg.steps, rows, B)
         nfe0, nbe0, start = den.nfe, den.nbe, time.perf_counter()
         betas = _single_step_betas(den) if cfg.noise == "one-step-posterior" else None
+        if self.solver is not None:
+            self.solver.reset()  # a stateful solver (SecantNewton) starts every run afresh
         bar = tqdm(total=cfg.steps, disable=not progress, desc="sampling", leave=False)
         for i, t in enumerate(grid.times):
             step = DenoisingStep(den, self.solver, constraint, t, grid.point(i), grid.point(i + 1),  # type: ignore[arg-type]
@@ -194,6 +198,9 @@ class ConstrainedSampler:
             if not isinstance(constraint, Constraint):
                 raise TypeError(f"constraint must be a constrained_diffusion.Constraint, got {type(constraint).__name__}")
             constraint.validate(shape)
+            stop = getattr(self.correction, "stop", None)  # InnerLoop's (also through TimeTravel)
+            if isinstance(stop, AdaptiveStop):
+                stop.check(constraint)  # residual_tol="discrepancy" needs the constraint's noise_std
         if x_T is not None:
             check_tensor("x_T", x_T, min_ndim=1)
             if tuple(x_T.shape[1:]) != shape:

@@ -10,9 +10,11 @@ from constrained_diffusion.solvers.gradient_descent import GradientDescent, Grad
 from constrained_diffusion.solvers.identity import IdentityDirection, IdentityDirectionConfig
 from constrained_diffusion.solvers.inexact_newton import InexactNewton, InexactNewtonConfig
 from constrained_diffusion.solvers.registry import get, names, parse_config, register, solver_class
+from constrained_diffusion.solvers.secant_newton import SecantNewton, SecantNewtonConfig, SecantNewtonInfo
 
 __all__ = [
     "DirectionKind", "ExactJVP", "ExactJVPConfig", "ExactNewton", "ExactNewtonConfig", "ExactNewtonInfo", "GradientDescent",
-    "GradientDescentConfig", "IdentityDirection", "IdentityDirectionConfig", "InexactNewton", "InexactNewtonConfig", "Solver",
+    "GradientDescentConfig", "IdentityDirection", "IdentityDirectionConfig", "InexactNewton", "InexactNewtonConfig", "SecantNewton", "SecantNewtonConfig",
+    "SecantNewtonInfo", "Solver",
     "SolverConfig", "get", "names", "parse_config", "register", "solver_class", "vjp_through",
 ]

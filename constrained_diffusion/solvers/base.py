@@ -103,6 +103,13 @@ class Solver(Configurable, ABC):
         """
         return contextlib.nullcontext()
 
+    def reset(self) -> None:
+        """Forget any state kept between `direction` calls; `ConstrainedSampler.sample` calls it at the start of a run.
+
+        The default does nothing (a solver is a pure function of its arguments). `SecantNewton`,
+        which keeps the secant pairs of the current denoising step, starts an empty history.
+        """
+
     @abstractmethod
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:
         """Update direction in ``x_t``-space, before the step-size rule scales it.

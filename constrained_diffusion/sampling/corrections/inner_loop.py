@@ -70,7 +70,7 @@ class InnerLoop(Correction):
         graph = bool(solver is not None and solver.requires_graph)
         x_t, x0 = step.evaluate(x_t, graph=graph and K > 0)
         mu = _once(lambda: step.spectral_radius(x_t, x0, self.arnoldi_iterations))
-        run = self.stop.start() if self.stop is not None else None
+        run = self.stop.start(step.constraint) if self.stop is not None else None
         lrs, rule, rows = self.step_sizes(), self.rule, []
         for k in range(K + 1):
             if k == K:

@@ -1,0 +1,293 @@
+"""Image sets for evaluation: a folder of image files, or a shipped set by name (``mnist-test``).
+
+Every set is a list of string ids and a way to load image ``i`` as a ``(C, H, W)`` float tensor
+in ``[-1, 1]`` at a requested resolution:
+
+* `ImageFolder`: every PNG / JPEG / WebP file under a folder (recursive, sorted), id = the
+  path relative to the folder (POSIX separators). Each image is converted to the model's
+  channels (``"L"`` for 1, ``"RGB"`` for 3), centre-cropped to the target aspect ratio
+  (the largest centred window ``H'/W' = H/W``) and resized to ``(H, W)`` with antialiased
+  bicubic resampling. A file that cannot be decoded is reported (``skipped``) and left out;
+  an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
+* `TensorImages`: images already in memory (``mnist-test``: the 500 shipped test digits,
+  ids ``00000`` ... ``00499``), resized the same way when the resolution differs.
+* `HFImages`: a local Hugging Face ``datasets`` image dataset (a folder written by
+  ``Dataset.save_to_disk``; a ``DatasetDict`` folder takes its ``test`` split, else its
+  first), its first ``Image`` column; ids are the ``id`` / ``file_name`` column where there
+  is one, else the row number ``00000``, ...
+
+`open_images` picks one from the ``--data`` argument. Room is left for more named sets (the
+other MNIST splits) in `SHIPPED_SETS`.
+
+Example:
+    >>> images = open_images("mnist-test", (1, 32, 32))
+    >>> len(images), images.ids[:2]
+    (500, ['00000', '00001'])
+    >>> x = images.load(0)
+    >>> tuple(x.shape), bool(x.min() >= -1 and x.max() <= 1)
+    ((1, 32, 32), True)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+"""File suffixes (any case) an image folder reads."""
+
+
+def _mnist_test() -> Tensor:
+    from constrained_diffusion.data.mnist import mnist
+
+    return mnist("test")[0]
+
+
+SHIPPED_SETS: dict[str, Callable[[], Tensor]] = {"mnist-test": _mnist_test}
+"""Named image sets that need no files: name -> a function returning ``(N, C, H, W)`` in ``[-1, 1]``."""
+
+
+@dataclass
+class Skipped:
+    """A file of a folder that was left out, and why."""
+
+    id: str
+    reason: str
+
+
+def _resize(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
+    """Centre-crop ``x`` ``(C, h, w)`` to the aspect ratio of ``size`` ``(H, W)``, then resize (antialiased bicubic)."""
+    H, W = size
+    h, w = x.shape[-2:]
+    if h < H or w < W:
+        raise ValueError(f"--data: image {name} is {w}x{h} pixels, smaller than the model's resolution {W}x{H}")
+    if (h, w) == (H, W):
+        return x
+    if h * W > w * H:  # too tall: crop rows
+        ch, cw = max(H, round(w * H / W)), w
+    else:
+        ch, cw = h, max(W, round(h * W / H))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    x = x[..., top:top + ch, left:left + cw]
+    if (ch, cw) == (H, W):
+        return x
+    out = torch.nn.functional.interpolate(x[None].float(), size=(H, W), mode="bicubic", antialias=True, align_corners=False)
+    return out[0].clamp(-1, 1)
+
+
+@dataclass
+class TensorImages:
+    """Images held in memory, ``(N, C, H, W)`` in ``[-1, 1]``, with ids ``00000``, ``00001``, ...
+
+    Args:
+        images: the images.
+        resolution: ``(C, H, W)`` the `load` returns (channels must match; the size is
+            centre-cropped and resized as for a folder).
+        name: how the set is named in records and errors.
+    """
+
+    images: Tensor
+    resolution: tuple[int, int, int]
+    name: str = "tensor"
+    ids: list[str] = field(init=False)
+    skipped: list[Skipped] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.images.shape[1] != self.resolution[0]:
+            raise ValueError(f"--data: {self.name} has {self.images.shape[1]} channel(s) but the model takes {self.resolution[0]}")
+        h, w = self.images.shape[-2:]
+        if h < self.resolution[1] or w < self.resolution[2]:
+            raise ValueError(f"--data: {self.name} images are {w}x{h} pixels, smaller than the model's resolution "
+                             f"{self.resolution[2]}x{self.resolution[1]}")
+        self.ids = [f"{i:05d}" for i in range(self.images.shape[0])]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> Tensor:
+        """Image ``index`` as ``(C, H, W)`` float32 in ``[-1, 1]``."""
+        return _resize(self.images[index].float(), self.resolution[1:], f"{self.name}/{self.ids[index]}")
+
+
+@dataclass
+class ImageFolder:
+    """Every image file under ``root`` (recursive), centre-cropped and resized to ``resolution``.
+
+    Args:
+        root: the folder.
+        resolution: ``(C, H, W)``: ``C`` 1 (greyscale) or 3 (RGB), ``(H, W)`` the model's size.
+        check: decode every file now (the default), so that a corrupt file is found and
+            reported before any sampling; ``False`` defers it to `load`.
+        report: called with one line per skipped file (default: print to stderr).
+
+    Attributes:
+        ids: the readable images' paths relative to ``root``, sorted.
+        skipped: the files left out (`Skipped`: id and reason).
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: no readable image in it; an image smaller than the resolution (naming it);
+            ``C`` other than 1 or 3.
+    """
+
+    root: Path
+    resolution: tuple[int, int, int]
+    check: bool = True
+    report: Callable[[str], object] | None = None
+    ids: list[str] = field(init=False)
+    skipped: list[Skipped] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"--data: {self.root} is not a folder")
+        if self.resolution[0] not in (1, 3):
+            raise ValueError(f"an image folder feeds models with 1 or 3 channels, not {self.resolution[0]}")
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                       if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        report = self.report or _stderr
+        self.ids = []
+        for name in files:
+            if self.check:
+                try:
+                    self._decode(name)
+                except OSError as exc:
+                    self.skipped.append(Skipped(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                    report(f"skipped {self.root / name}: cannot be decoded ({self.skipped[-1].reason})")
+                    continue
+            self.ids.append(name)
+        if not self.ids:
+            what = f"{len(files)} file(s) with a suffix in {EXTENSIONS}, none readable" if files else f"no file with a suffix in {EXTENSIONS}"
+            raise ValueError(f"--data: {self.root} holds no readable image ({what})")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _decode(self, name: str) -> Tensor:
+        from PIL import Image
+
+        with Image.open(self.root / name) as img:
+            img = img.convert("L" if self.resolution[0] == 1 else "RGB")
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            x = data.reshape(img.height, img.width, self.resolution[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+        return _resize(x, self.resolution[1:], name)
+
+    def load(self, index: int) -> Tensor:
+        """Image ``index`` (of `ids`) as ``(C, H, W)`` float32 in ``[-1, 1]``."""
+        return self._decode(self.ids[index])
+
+
+@dataclass
+class HFImages:
+    """A local Hugging Face ``datasets`` image dataset (``save_to_disk`` folder), resized as a folder's images.
+
+    Args:
+        root: the folder (``dataset_info.json`` / ``state.json`` inside, or a ``DatasetDict``'s
+            ``dataset_dict.json``).
+        resolution: ``(C, H, W)``.
+        split: the split of a ``DatasetDict`` (default ``test`` where present, else the first).
+
+    Raises:
+        ValueError: ``datasets`` is not installed; the dataset has no image column.
+    """
+
+    root: Path
+    resolution: tuple[int, int, int]
+    split: str | None = None
+    ids: list[str] = field(init=False)
+    skipped: list[Skipped] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        try:
+            import datasets
+        except ImportError:
+            raise ValueError(f"--data: {self.root} is a Hugging Face dataset; reading it needs `pip install datasets`") from None
+        ds = datasets.load_from_disk(str(self.root))
+        if isinstance(ds, datasets.DatasetDict):
+            split = self.split or ("test" if "test" in ds else next(iter(ds)))
+            ds = ds[split]
+        column = next((name for name, feat in ds.features.items() if isinstance(feat, datasets.Image)), None)
+        if column is None:
+            raise ValueError(f"--data: the dataset at {self.root} has no Image column (columns: {', '.join(ds.features)})")
+        self.dataset, self.column = ds, column
+        key = next((c for c in ("id", "file_name", "filename", "image_id") if c in ds.features), None)
+        self.ids = [str(v) for v in ds[key]] if key is not None else [f"{i:05d}" for i in range(len(ds))]
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError(f"--data: the {key!r} column of {self.root} repeats ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, index: int) -> Tensor:
+        """Row ``index``'s image as ``(C, H, W)`` float32 in ``[-1, 1]``."""
+        img = self.dataset[index][self.column].convert("L" if self.resolution[0] == 1 else "RGB")
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        x = data.reshape(img.height, img.width, self.resolution[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+        return _resize(x, self.resolution[1:], f"{self.root}[{self.ids[index]}]")
+
+
+def _is_hf_dataset(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+ImageSet = ImageFolder | TensorImages | HFImages
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
+def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report: Callable[[str], object] | None = None) -> ImageSet:
+    """The image set ``data`` names: a shipped set (`SHIPPED_SETS`), a folder, a ``datasets`` folder, or one image file.
+
+    Args:
+        data: ``"mnist-test"``, a folder of images, a folder written by ``datasets``'
+            ``save_to_disk`` (`HFImages`), or a single image file (its folder is not scanned).
+        resolution: ``(C, H, W)`` of the model's pixels.
+        report: receives one line per skipped (corrupt) file of a folder.
+
+    Raises:
+        ValueError: an unknown name, an unreadable single image, a folder with none readable,
+            an image smaller than ``resolution``.
+        FileNotFoundError: a path that does not exist.
+    """
+    res = tuple(int(r) for r in resolution)
+    if len(res) != 3:
+        raise ValueError(f"resolution must be (C, H, W), got {tuple(resolution)}")
+    text = os.fspath(data)
+    if text in SHIPPED_SETS:
+        return TensorImages(SHIPPED_SETS[text](), res, text)  # type: ignore[arg-type]
+    path = Path(text)
+    if path.is_dir() and _is_hf_dataset(path):
+        return HFImages(path, res)  # type: ignore[arg-type]
+    if path.is_dir():
+        return ImageFolder(path, res, report=report)  # type: ignore[arg-type]
+    if path.is_file():
+        if path.suffix.lower() not in EXTENSIONS:
+            raise ValueError(f"--data: {path} is not an image file ({', '.join(EXTENSIONS)})")
+        folder = _SingleFile(path.parent, res, path.name)  # type: ignore[arg-type]
+        try:
+            folder._decode(path.name)
+        except OSError as exc:
+            raise ValueError(f"--data: cannot read image {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        return folder
+    if path.suffix or os.sep in text or "/" in text:
+        raise FileNotFoundError(f"--data: {text} does not exist")
+    raise ValueError(f"--data: unknown image set {text!r}; expected a folder, an image file or one of {sorted(SHIPPED_SETS)}")
+
+
+class _SingleFile(ImageFolder):
+    """An `ImageFolder` of one named file."""
+
+    def __init__(self, root: Path, resolution: tuple[int, int, int], name: str) -> None:
+        self.root, self.resolution, self.check, self.report = Path(root), resolution, False, None
+        self.ids, self.skipped = [name], []
