@@ -59,7 +59,7 @@ def test_diffusers_folder_dispatches_on_model_index(tmp_path):
     tiny_sd3().save_pretrained(tmp_path / "sd3")
     flow = cd.models.load(str(tmp_path / "sd3"))
     assert isinstance(flow, cd.FlowMatchDenoiser) and flow.sample_shape == (4, 16, 16)
-    for dtype in (torch.float16, torch.bfloat16):  # the transformer and the VAE both take the dtype
+    for dtype in (torch.float16, torch.bfloat16):  # the transformer and the VAE both take the dtype (with or without accelerate)
         half = cd.FlowMatchDenoiser.from_pretrained(tmp_path / "sd3", torch_dtype=dtype)
         assert half.dtype == dtype and next(half.pipe.vae.parameters()).dtype == dtype
 

@@ -47,7 +47,20 @@ def load_pipeline(path_or_id: str | os.PathLike[str], expected: tuple[str, ...],
     pipe = DiffusionPipeline.from_pretrained(text, torch_dtype=torch_dtype, **absent)
     if type(pipe).__name__ not in expected:
         raise ValueError(f"{text} is a {type(pipe).__name__}; expected one of {', '.join(expected)}")
+    if torch_dtype is not None:
+        _cast_components(pipe, torch_dtype)
     return pipe
+
+
+def _cast_components(pipe: Any, dtype: torch.dtype) -> None:
+    """Cast every module of ``pipe`` whose floating-point parameters are not all in ``dtype``.
+
+    diffusers 0.42 without ``accelerate`` loads an ``SD3Transformer2DModel`` in float32 whatever
+    ``torch_dtype`` says (the VAE does take it); the adapters need the dtype that was asked for.
+    """
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module) and any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+            module.to(dtype=dtype)
 
 
 class DiffusersDenoiser(Denoiser):
