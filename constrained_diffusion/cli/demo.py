@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     grid = to_uint8(make_grid(images, nrow=len(columns), pad_value=1.0))
     labels = [name if name != "none" else "unconstrained" for name in columns]
     path = save_png(args.out, label_columns(grid, labels, cell_width=images.shape[-1]))
-    print(f"wrote {path} (columns: {' | '.join(columns)})")
+    print(f"wrote {path} (columns: {' | '.join(labels)})")
     return 0
 
 
