@@ -64,7 +64,28 @@ def latent_inpainting(denoiser: Denoiser, image: Tensor, mask: Tensor) -> Inpain
     return Inpainting(z, known.to(z.device))
 
 
-class DecodedConstraint(NonlinearConstraint):
+class _OnPixels:
+    """What a latent constraint takes from the pixel constraint ``self.pixel`` it wraps: the
+    batch size its data fix and the noise level of its residual (which is the pixel residual)."""
+
+    pixel: Constraint
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.pixel.batch_size
+
+    @property
+    def noise_std(self) -> Tensor | None:
+        """The pixel constraint's ``sigma_y``."""
+        return self.pixel.noise_std
+
+    @property
+    def num_measurements(self) -> Tensor | None:
+        """The pixel constraint's ``m``."""
+        return self.pixel.num_measurements
+
+
+class DecodedConstraint(_OnPixels, NonlinearConstraint):
     """A pixel-space constraint applied to ``decode(z)``; ``e = -grad_z L(decode(z))``.
 
     Args:
@@ -99,22 +120,8 @@ class DecodedConstraint(NonlinearConstraint):
         e, _ = super().error_and_residual(z)
         return e, self.residual(z)
 
-    @property
-    def batch_size(self) -> int | None:
-        return self.pixel.batch_size
 
-    @property
-    def noise_std(self) -> Tensor | None:
-        """The pixel constraint's ``sigma_y`` (the residual is the pixel residual)."""
-        return self.pixel.noise_std
-
-    @property
-    def num_measurements(self) -> Tensor | None:
-        """The pixel constraint's ``m``."""
-        return self.pixel.num_measurements
-
-
-class EncodedConstraint(Constraint):
+class EncodedConstraint(_OnPixels, Constraint):
     """"VAE Newton": a pixel error mapped to latents by a finite difference of the encoder.
 
     ``e = (E(D(z) + h' e_pix) - E(D(z))) / h'`` with ``e_pix`` the pixel constraint's error at
@@ -158,17 +165,3 @@ class EncodedConstraint(Constraint):
     @torch.no_grad()
     def residual(self, z: Tensor) -> Tensor:
         return self.pixel.residual(self.codec.decode(z).float())
-
-    @property
-    def batch_size(self) -> int | None:
-        return self.pixel.batch_size
-
-    @property
-    def noise_std(self) -> Tensor | None:
-        """The pixel constraint's ``sigma_y`` (the residual is the pixel residual)."""
-        return self.pixel.noise_std
-
-    @property
-    def num_measurements(self) -> Tensor | None:
-        """The pixel constraint's ``m``."""
-        return self.pixel.num_measurements
