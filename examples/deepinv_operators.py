@@ -47,14 +47,14 @@ torch.manual_seed(args.seed)
 # %% [markdown]
 # ## The model, the digits and two deepinv operators
 #
-# The digits come from `cd.data.mnist("test")` (50 per class); one of every class in turn.
+# The digits come from `cd.data.mnist("held-out")` (50 per class); one of every class in turn.
 # `observe(physics, x)` is the noiseless measurement `physics.A(x)` of the digits in the
 # library's `[-1, 1]` range (the default `physics_range="[-1,1]"`; deepinv's own `[0, 1]`
 # convention is `physics_range="[0,1]"`, the same constraint for a linear operator).
 
 # %%
 model = cd.models.load("mnist-ddpm")
-images, labels = cd.data.mnist("test")
+images, labels = cd.data.mnist("held-out")
 index = torch.cat([(labels == k).nonzero()[0] for k in range(10)])[: args.digits]
 truth = images[index]
 

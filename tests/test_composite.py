@@ -235,7 +235,7 @@ def test_inpainting_plus_class_guidance_on_mnist_keeps_the_known_half_and_reads_
     from constrained_diffusion.evaluation.digits import read_digits
 
     torch.set_num_threads(2)
-    images, labels = cd.data.mnist("test")
+    images, labels = cd.data.mnist("held-out")
     idx = torch.tensor([110, 160, 210, 260])  # a 2, a 3, a 4 and a 5
     truth, wanted = images[idx], labels[idx]
     mask = torch.ones(1, 1, 32, 32)

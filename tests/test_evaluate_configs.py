@@ -40,7 +40,7 @@ def test_the_mnist_comparison_config_is_the_comparisons_rows():
     runs = read_config(ROOT / "configs" / "mnist" / "comparison.yaml")
     assert {(r["model"], r["task"]) for r in runs} == {(f"mnist-{m}", t) for m in ("ddpm", "flow") for t in ("top-half", "free-form", "sr4")}
     for r in runs:
-        assert r["steps"] == 20 and r["set"]["inner_steps"] == 5 and r["data"] == "mnist-test"
+        assert r["steps"] == 20 and r["set"]["inner_steps"] == 5 and r["data"] == "mnist-held-out"
 
 
 def _image(path: Path, size: tuple[int, int] = (32, 32), seed: int = 0) -> Path:

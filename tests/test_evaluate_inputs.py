@@ -67,11 +67,32 @@ def test_a_small_image_and_an_empty_folder_are_errors(folder, tmp_path):
         open_images("mnist-val", (1, 32, 32))
 
 
-def test_mnist_test_is_a_shipped_set():
-    images = open_images("mnist-test", (1, 32, 32))
+def test_mnist_sets_are_views_of_the_held_out_digits():
     from constrained_diffusion.data import mnist
 
-    assert len(images) == 500 and torch.equal(images.load(3), mnist("test")[0][3])
+    held = open_images("mnist-held-out", (1, 32, 32))
+    assert len(held) == 500 and torch.equal(held.load(3), mnist("held-out")[0][3])
+    views = {name: open_images(f"mnist-{name}", (1, 32, 32)) for name in ("validation", "test")}
+    val, test = views["validation"], views["test"]
+    assert len(val) == len(test) == 250
+    assert set(val.ids).isdisjoint(test.ids) and sorted(val.ids + test.ids) == held.ids
+    for view in (val, test):  # a digit is the same image under its id in every view
+        for k in (0, 17, 249):
+            assert torch.equal(view.load(k), held.load(int(view.ids[k])))
+
+
+def test_validation_and_test_are_disjoint_stratified_and_seeded():
+    from constrained_diffusion.data import mnist
+
+    (xv, yv), (xt, yt) = mnist("validation"), mnist("test")
+    assert torch.bincount(yv).tolist() == [25] * 10 and torch.bincount(yt).tolist() == [25] * 10
+    flat_v, flat_t = {tuple(x.flatten().tolist()) for x in xv}, {tuple(x.flatten().tolist()) for x in xt}
+    assert flat_v.isdisjoint(flat_t)  # no digit image is in both halves
+    xh, _ = mnist("held-out")
+    assert flat_v | flat_t == {tuple(x.flatten().tolist()) for x in xh}  # together they are the held-out digits
+    assert torch.equal(mnist("validation")[0], xv)  # the same split on every call
+    with pytest.raises(ValueError, match="split must be one of"):
+        mnist("valid")
 
 
 @pytest.mark.parametrize("task", ["box", "top-half", "random-box", "free-form", "sr4", "sr8"])
@@ -126,7 +147,7 @@ def _eval(tmp_path, *extra: str) -> list[str]:
     (["--task", "style"], "--style-image"),
     (["--task", "free-form", "--set", "task.hole_ratio=[0.5,0.2]"], "task.hole_ratio"),
     (["--task", "inpainting", "--noise-std", "0.1"], "--noise-std: task 'inpainting' has no observation"),
-    (["--data", "mnist-validation"], "--data: unknown image set"),
+    (["--data", "mnist-valid"], "--data: unknown image set"),
     (["--model", "mnist-classifier"], "--model: 'mnist-classifier' is not a diffusion or flow model"),
     (["--fid-features", "nowhere:Thing", "--metrics", "fid"], "--fid-features: cannot import"),
     (["--dtype", "float8"], "unknown dtype 'float8'"),

@@ -11,7 +11,7 @@ from constrained_diffusion.models.pretrained import PRETRAINED_DIR
 
 def test_shipped_classifier_is_at_least_97_percent_accurate():
     classifier = cd.models.mnist_classifier()
-    images, labels = cd.data.mnist("test")
+    images, labels = cd.data.mnist("held-out")
     with torch.no_grad():
         accuracy = float((classifier(images).argmax(dim=1) == labels).float().mean())
     assert accuracy >= 0.97

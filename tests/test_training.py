@@ -18,14 +18,14 @@ TINY = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attent
 
 def test_mnist_split_is_fixed_and_stratified():
     x_tr, y_tr = cd.data.mnist("train")
-    x_te, y_te = cd.data.mnist("test")
+    x_te, y_te = cd.data.mnist("held-out")
     assert x_tr.shape == (4500, 1, 32, 32) and x_te.shape == (500, 1, 32, 32)
     assert torch.bincount(y_te).tolist() == [50] * 10 and torch.bincount(y_tr).tolist() == [450] * 10
     assert float(x_tr.min()) == -1.0 and float(x_tr.max()) == 1.0
     assert bool((x_tr[:, :, :2] == -1).all() and (x_tr[:, :, :, -2:] == -1).all())  # zero padding
     flat_tr, flat_te = x_tr.flatten(1), x_te.flatten(1)
     assert not bool((torch.cdist(flat_te[:50], flat_tr) == 0).any())  # no test digit in train
-    x_again, _ = cd.data.mnist("test")
+    x_again, _ = cd.data.mnist("held-out")
     assert torch.equal(x_te, x_again)
     with pytest.raises(ValueError, match="split must be"):
         cd.data.mnist("val")  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ def half_precision_rows(models: Sequence[str] = ("ddpm", "flow"),
 
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    images, _ = cd.data.mnist("test")
+    images, _ = cd.data.mnist("held-out")
     truth = images[:limit]
     order = [torch.float32, *(d for d in dtypes if d != torch.float32)]
     rows: list[HalfPrecisionRow] = []

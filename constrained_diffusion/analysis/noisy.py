@@ -184,7 +184,7 @@ def noisy_rows(model: Denoiser, sigmas: Sequence[float] = (0.05, 0.1, 0.2), digi
     if not sigmas or any(not (math.isfinite(s) and s > 0) for s in sigmas):
         raise ValueError(f"sigmas must be finite numbers > 0, got {list(sigmas)}")
     indices = digit_indices(digits)
-    images, _ = cd.data.mnist("test")
+    images, _ = cd.data.mnist("held-out")
     truth = images[indices]
     store = JsonlStore(results, KEY_FIELDS) if results is not None else None
     rows: list[NoisyRow] = []

@@ -230,7 +230,7 @@ def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] =
         raise ValueError(f"unknown model, task or method {bad}; models {sorted(MODELS)}, tasks {list(TASKS)}, methods {list(METHODS)}")
     order = ["secant-newton", *[m for m in METHODS if m in methods and m != "secant-newton"]]
     indices = spread_indices(digits)
-    all_images, all_labels = mnist("test")
+    all_images, all_labels = mnist("held-out")
     images, labels = all_images[indices], all_labels[indices]
     store = JsonlStore(results, KEY_FIELDS) if results is not None else None
     loaded = dict(loaded or {})

@@ -132,7 +132,7 @@ def clean_sample(denoiser: Denoiser, image: str | Path | None = None, digit: int
 
         if denoiser.space != "pixel" or denoiser.sample_shape != (1, 32, 32):
             raise ValueError(f"digit: test digits are 1x32x32 images; this model's samples are {denoiser.sample_shape}")
-        images, _ = mnist("test")
+        images, _ = mnist("held-out")
         if not 0 <= digit < images.shape[0]:
             raise ValueError(f"digit must lie in [0, {images.shape[0] - 1}], got {digit}")
         return images[digit:digit + 1].clone(), f"test digit {digit}"

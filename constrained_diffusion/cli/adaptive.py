@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    images, _ = mnist("test")
+    images, _ = mnist("held-out")
     if args.digits > images.shape[0]:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
     model = load(args.model, args.device)

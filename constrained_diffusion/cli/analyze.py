@@ -122,7 +122,7 @@ def run_eigvec(args: argparse.Namespace) -> int:
         raise ValueError("--timesteps: each must lie in [0, 999]")
     source = args.weights or "mnist-ddpm"
     model = _denoiser(args.weights)
-    images, _ = mnist("test")
+    images, _ = mnist("held-out")
     rows = eigvec_rows(model, images, args.timesteps, args.samples, args.k, args.rcond, args.seed,
                        results=args.results, model_name=f"mnist-ddpm {weights_digest(weights_path(source))}")  # type: ignore[arg-type]
     sim, align = eigvec_tables(rows)
@@ -141,7 +141,7 @@ def run_directions(args: argparse.Namespace) -> int:
     from constrained_diffusion.utils.images import save_png, to_uint8
 
     model = _denoiser(args.weights)
-    images, _ = mnist("test")
+    images, _ = mnist("held-out")
     if args.digit >= images.shape[0]:
         raise ValueError(f"--digit must be < {images.shape[0]}")
     result = pixel_directions(model, images[args.digit:args.digit + 1], args.t, tuple(args.pixel), args.lr, args.rcond,

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     models = {name: load(name, args.device) for name in args.variants}
     digests = {name: weights_digest(weights_path(name)) for name in args.variants}  # type: ignore[arg-type]
-    images, labels = mnist("test")
+    images, labels = mnist("held-out")
     settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
                         limit=args.limit, seed=args.seed, device=args.device,
                         precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate methods on an image set: records.jsonl, summary.md, grid.png",
                        description=summary(__doc__))
     p.add_argument("--model", help="mnist-ddpm, mnist-flow, a diffusers folder or a Hub id")
-    p.add_argument("--data", help="an image folder (recursive; PNG/JPEG/WebP), an image file, or mnist-test")
+    p.add_argument("--data", help="an image folder (recursive; PNG/JPEG/WebP), an image file, or mnist-held-out, mnist-validation, mnist-test")
     p.add_argument("--task", help="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
     p.add_argument("--method", action="extend", nargs="+", default=None, metavar="METHOD",
                    help="a recipe or solver name (repeatable; the methods share observations and noise)")

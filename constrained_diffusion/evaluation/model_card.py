@@ -80,7 +80,7 @@ def diffusion_card(model: Denoiser, classifier: nn.Module, samples: int, steps: 
     from constrained_diffusion.metrics.quality import sample_quality
 
     images, seconds = unconditional_samples(model, samples, steps, batch_size, seed)
-    test, _ = mnist("test")
+    test, _ = mnist("held-out")
     train, _ = mnist("train")
     real = train[torch.randperm(train.shape[0], generator=torch.Generator().manual_seed(0))[:1000]]
     network = getattr(model, "network", None)

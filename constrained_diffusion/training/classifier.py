@@ -104,7 +104,7 @@ def train_classifier(path: str | Path, epochs: int = 30, batch_size: int = 128, 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x_train, y_train = mnist("train")
-    x_test, y_test = mnist("test")
+    x_test, y_test = mnist("held-out")
     device = torch.device(device)
     model = initial_classifier(init_from).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -321,7 +321,7 @@ def test_cli_samples_a_deepinv_constraint(tmp_path: Path, capsys):
 def test_shipped_ddpm_deblurring_cuts_the_residual_tenfold():
     """Gaussian blur (sigma 1.5 px) of 2 test digits; 10 DDIM steps, 5 inexact-Newton inner steps, same noise."""
     ddpm = cd.models.load("mnist-ddpm")
-    digits = cd.data.mnist("test")[0][:2]
+    digits = cd.data.mnist("held-out")[0][:2]
     blur = build_physics("BlurFFT", BLUR_KWARGS)
     c = PhysicsConstraint(blur, observe(blur, digits))
     x_T = torch.randn(2, 1, 32, 32, generator=_gen(1))
