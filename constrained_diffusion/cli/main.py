@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from constrained_diffusion.cli import adaptive, analyze, bench, bench_sd, compare, demo, evaluate, model_card, sample, train
+from constrained_diffusion.cli import adaptive, analyze, bench, bench_sd, compare, demo, evaluate, model_card, sample, train, tune, tune_study
 from constrained_diffusion.training.checkpoint import RunInUseError
 
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sd.add_parser(sub)
     train.add_parser(sub)
     evaluate.add_parser(sub)
+    tune.add_parser(sub)
+    tune_study.add_parser(sub)
     compare.add_parser(sub)
     analyze.add_parser(sub)
     adaptive.add_parser(sub)

@@ -429,36 +429,76 @@ class Evaluation(Configurable):
                 prompts: dict[str, str] | None, task_options: dict[str, Any], scorer: PerImage, device: str,
                 out: Path) -> list[dict[str, Any]]:
         """Run method ``m`` on one batch; write its images and the observation; return its records."""
-        from constrained_diffusion.metrics.memory import PeakMemory
-        from constrained_diffusion.sampling import randn
         from constrained_diffusion.utils.images import save_png, to_uint8
 
-        dtype = model.dtype
         problem = make_problem(cfg.task, truth.to(device), ids, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
         for k, i in enumerate(ids):
             path = image_file(out, "observation", i)
             if not path.exists():
                 save_png(path, to_uint8(problem.observation[k]))
         den = self._conditioned(model, m, [prompts[i] for i in ids] if prompts is not None else None, cfg.prompt)
-        x_T = randn(len(ids), den.sample_shape, generators(cfg.seed, ids, "noise"), torch.device(device), dtype)
-        sampler = m.recipe.sampler(den)
-        constraint = m.recipe.constraint(problem.constraint, sampler.denoiser)
-        start = time.perf_counter()
-        with PeakMemory(device) as peak:
-            result = sampler.sample(constraint, x_T=x_T, generator=generators(cfg.seed, ids, "steps"), progress=False)
-        seconds = time.perf_counter() - start
-        outputs = result.images.float().cpu().clamp(-1, 1)
-        scores = scorer(outputs, truth)
-        residual = result.final_residual.float().cpu() if result.final_residual is not None else None
+        run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device)
+        scores = scorer(run.outputs, truth)
         records = []
         for k, i in enumerate(ids):
-            save_png(image_file(out, m.label, i), to_uint8(outputs[k]))
+            save_png(image_file(out, m.label, i), to_uint8(run.outputs[k]))
             rec: dict[str, Any] = {"image": i, "method": m.label, "settings": m.settings, "recipe": m.recipe.name,
                                    **{name: float(v[k]) for name, v in scores.items()},
-                                   "residual": float(residual[k]) if residual is not None else None,
-                                   "nfe": result.nfe, "nbe": result.nbe, "seconds": seconds / len(ids), "batch": len(ids),
-                                   "peak_mb": round(peak.megabytes, 1), "device": device, "dtype": str(dtype).removeprefix("torch."),
+                                   "residual": float(run.residual[k]) if run.residual is not None else None,
+                                   "nfe": run.result.nfe, "nbe": run.result.nbe, "seconds": run.seconds / len(ids),
+                                   "batch": len(ids), "peak_mb": round(run.peak_mb, 1), "device": device,
+                                   "dtype": str(model.dtype).removeprefix("torch."),
                                    "steps": m.recipe.config.steps, "resolution": list(truth.shape[1:]), "task": cfg.task,
                                    "noise_std": cfg.noise_std, "noise_scale": "[-1, 1] pixels", "seed": cfg.seed}
             records.append(rec)
         return records
+
+
+@dataclass
+class BatchRun:
+    """What `sample_batch` returns for a batch of ``B`` images.
+
+    Attributes:
+        outputs: the samples ``(B, C, H, W)``, float32 on the CPU, clamped to ``[-1, 1]``.
+        result: the sampler's `SampleResult` (NFE, NBE, residual history).
+        residual: the final residual per image ``(B,)`` (float32, CPU), ``None`` if not tracked.
+        seconds: wall-clock seconds of the whole batch.
+        peak_mb: peak memory of the run (`PeakMemory`).
+    """
+
+    outputs: torch.Tensor
+    result: Any
+    residual: torch.Tensor | None
+    seconds: float
+    peak_mb: float
+
+
+def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str], seed: int, device: str) -> BatchRun:
+    """Run ``recipe`` on one batch under the harness's seeding rule (the module docstring).
+
+    The initial noise of image ``id`` is drawn from ``image_seed(seed, id, "noise")`` and the
+    sampler's per-step noise from ``"steps"``, so an image's sample does not depend on the
+    batch it is in (up to the network's batched kernels). Used by `Evaluation` and by
+    ``constrained-diffusion tune``.
+
+    Args:
+        denoiser: the model, already conditioned (a prompt bound) where it takes text.
+        recipe: the method.
+        constraint: the pixel-space constraint of the batch (`make_problem`); the recipe
+            adapts it to latent models.
+        ids: the images' ids, one per sample.
+        seed: the run seed.
+        device: where to sample.
+    """
+    from constrained_diffusion.metrics.memory import PeakMemory
+    from constrained_diffusion.sampling import randn
+
+    x_T = randn(len(ids), denoiser.sample_shape, generators(seed, ids, "noise"), torch.device(device), denoiser.dtype)
+    sampler = recipe.sampler(denoiser)
+    adapted = recipe.constraint(constraint, sampler.denoiser)
+    start = time.perf_counter()
+    with PeakMemory(device) as peak:
+        result = sampler.sample(adapted, x_T=x_T, generator=generators(seed, ids, "steps"), progress=False)
+    seconds = time.perf_counter() - start
+    residual = result.final_residual.float().cpu() if result.final_residual is not None else None
+    return BatchRun(result.images.float().cpu().clamp(-1, 1), result, residual, seconds, peak.megabytes)

@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from constrained_diffusion.recipes.recipe import Recipe
 from constrained_diffusion.sampling.config import SamplerConfig
+from constrained_diffusion.tuning.space import Float, Int, SearchSpace
+
+_STEP = Float(0.01, 2.0, log=True)
+"""A step size lambda of the paper's loop, which moves by lambda d / ||d||_inf: 0.01 to 2 pixel units per inner step."""
+INNER_LOOP_SPACE = SearchSpace({"lr.0": _STEP, "lr.1": _STEP, "inner_steps": Int(1, 5)})
+"""The paper's loop: the two ends of the linear lambda schedule and K (the inner steps per denoising step)."""
+_WEIGHT = Float(0.01, 100.0, log=True)
+"""A guidance weight on a gradient (DPS's zeta, MPGD's c): four decades around the published 1."""
 
 INEXACT_NEWTON = Recipe(
     name="inexact-newton",
@@ -18,6 +26,7 @@ INEXACT_NEWTON = Recipe(
     summary="x_t <- x_t + lambda_k J e / ||J e||_inf, J e by a finite difference (h = 0.005), "
             "K = 5 inner steps with lambda from 0.5 to 0.1, 20 DDIM steps",
     latent="encoded",
+    search_space=INNER_LOOP_SPACE,
 )
 
 DPS = Recipe(
@@ -28,6 +37,7 @@ DPS = Recipe(
     summary="x_{t-1} = DDPM(x_t) - zeta grad_{x_t} ||y - A(x0(x_t))||, zeta = 1, 1000 ancestral steps; "
             "latent models: through the decoder (LDPS)",
     latent="decoded",
+    search_space=SearchSpace({"lr": _WEIGHT}),
 )
 
 PSLD = Recipe(
@@ -39,6 +49,7 @@ PSLD = Recipe(
             "+ gamma ||E(A^T y + (I - A^T A) D(z0)) - z0||], omega = 1, gamma = 0.1",
     latent="psld",
     options={"omega": 1.0, "gamma": 0.1},
+    search_space=SearchSpace({"omega": _WEIGHT, "gamma": Float(0.001, 1.0, log=True)}),
 )
 
 MPGD = Recipe(
@@ -49,12 +60,14 @@ MPGD = Recipe(
     summary="x0 <- x0 - c grad_{x0} L(x0) (no denoiser Jacobian, no backward through the network), "
             "then DDIM with the edited x0 and the unedited noise estimate; c = 1 on 0.5 ||y - A x0||^2, 100 DDIM steps",
     latent="decoded",
+    search_space=SearchSpace({"lr": _WEIGHT}),
 )
 
 FREEDOM = Recipe(
     name="freedom",
     config=SamplerConfig(steps=100, inner_steps=1, lr=0.2, eta=0.0, solver={"name": "gradient-descent"},
                          step_size="norm-ratio", target="x_prev", time_travel=3, time_travel_window=(0.3, 0.7)),
+    search_space=SearchSpace({"lr": Float(0.01, 2.0, log=True), "time_travel": Int(0, 5)}),
     reference="Yu, Wang, Zhao, Ghanem & Zhang, FreeDoM: Training-Free Energy-Guided Conditional Diffusion Model, ICCV 2023",
     summary="x_{t-1} = DDIM(x_t) - rho_t grad_{x_t} E(x0(x_t)), rho_t = 0.2 ||x_{t-1} - x_t|| / ||grad||; "
             "time travel (re-noise and repeat, 3 extra times) over the middle 40% of 100 steps",
@@ -76,6 +89,7 @@ PAPER_INPAINTING = Recipe(
             "one-step posterior noise, output the last x0",
     latent="latent-mask",
     timestep_spacing="trailing",
+    search_space=SearchSpace({"lr.0": _STEP, "lr.1": _STEP, "inner_steps": Int(1, 10)}),
 )
 
 PAPER_SR8 = Recipe(
@@ -87,6 +101,7 @@ PAPER_SR8 = Recipe(
             "output the last x0",
     latent="decoded",
     timestep_spacing="trailing",
+    search_space=SearchSpace({"lr": _STEP, "inner_steps": Int(1, 20)}),
 )
 
 PAPER_STYLE = Recipe(
@@ -100,6 +115,7 @@ PAPER_STYLE = Recipe(
     latent="decoded",
     timestep_spacing="trailing",
     guidance_scale=3.0,
+    search_space=SearchSpace({"lr.0": _STEP, "lr.1": _STEP, "inner_steps": Int(1, 10), "guidance_scale": Float(1.0, 10.0)}),
 )
 
 PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8, PAPER_STYLE)

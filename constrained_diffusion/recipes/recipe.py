@@ -23,6 +23,7 @@ from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.denoisers.schedules import Spacing, VPSchedule
 from constrained_diffusion.sampling.config import SamplerConfig
 from constrained_diffusion.sampling.engine import ConstrainedSampler
+from constrained_diffusion.tuning.space import SearchSpace
 
 LatentRule = Literal["decoded", "encoded", "psld", "latent-mask"]
 
@@ -51,6 +52,9 @@ class Recipe:
             ``(1 + w) eps_c - w eps_u`` with ``w = 2``, i.e. ``s = 3``); bind it with `condition`.
             ``None``: whatever the denoiser has bound. Ignored for denoisers without text
             conditioning (no ``guidance_scale`` attribute).
+        search_space: what ``constrained-diffusion tune`` may change, override key -> range
+            (`constrained_diffusion.tuning.space`); the solver's own options are declared on the
+            solver (`Solver.search_space`) and joined by `method_space`.
     """
 
     name: str
@@ -61,9 +65,11 @@ class Recipe:
     options: Mapping[str, float] = field(default_factory=dict)
     timestep_spacing: Spacing | None = None
     guidance_scale: float | None = None
+    search_space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "search_space", SearchSpace(self.search_space))
         _check_guidance_scale(self.guidance_scale)
 
     def with_config(self, **overrides: Any) -> Recipe:

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.tuning.space import EMPTY, SearchSpace
 
 DirectionKind = Literal["jvp", "vjp", "inverse", "identity"]
 """What a solver's direction is: ``J e`` (``"jvp"``), ``J^T e`` (``"vjp"``), ``J^-1 e``
@@ -75,6 +76,9 @@ class Solver(Configurable, ABC):
             option is also an attribute (``solver.h``).
         requires_graph: if true the sampler evaluates ``x0 = D(x_t, t)`` with an autograd
             graph from a leaf ``x_t`` and passes both, so the solver can reuse the forward.
+        search_space: the options ``constrained-diffusion tune`` may change, option name ->
+            range (`constrained_diffusion.tuning.space`: `Float`, `Int`, `Choice`); empty by
+            default. A recipe declares the loop's own (step sizes, inner steps).
 
     Args:
         *args: options by position, in the order ``Config`` declares them.
@@ -87,6 +91,7 @@ class Solver(Configurable, ABC):
     name: ClassVar[str]
     direction_kind: ClassVar[DirectionKind | None] = None
     Config: ClassVar[type[SolverConfig]] = SolverConfig  # type: ignore[assignment]
+    search_space: ClassVar[SearchSpace] = EMPTY
     requires_graph: bool = False
     _fixed_fields = ("name",)
 

@@ -84,6 +84,7 @@ from constrained_diffusion.linalg.pinv import pinv_solve
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.exact_jvp import forward_jvp
 from constrained_diffusion.solvers.registry import register
+from constrained_diffusion.tuning.space import Float, Int, SearchSpace
 
 Method = Literal["gmres", "lstsq"]
 JVP = Literal["finite-difference", "forward"]
@@ -155,6 +156,8 @@ class ExactNewton(Solver):
     name = "exact-newton"
     direction_kind = "inverse"
     Config = ExactNewtonConfig
+    search_space = SearchSpace({"iterations": Int(2, 20), "tol": Float(1e-4, 0.5, log=True)})
+    """The Krylov dimension and the relative tolerance of the GMRES solve."""
     method: Method
     iterations: int
     tol: float

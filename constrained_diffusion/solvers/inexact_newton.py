@@ -31,6 +31,7 @@ from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.linalg.finite_difference import fd_jvp
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
+from constrained_diffusion.tuning.space import Float, SearchSpace
 
 
 class InexactNewtonConfig(SolverConfig):
@@ -57,6 +58,8 @@ class InexactNewton(Solver):
     name = "inexact-newton"
     direction_kind = "jvp"
     Config = InexactNewtonConfig
+    search_space = SearchSpace({"h": Float(1e-4, 0.1, log=True)})
+    """The finite-difference step: from float32's rounding floor to a tenth of the state's range."""
     h: float | None
 
     @torch.no_grad()

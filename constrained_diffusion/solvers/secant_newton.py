@@ -67,6 +67,7 @@ from constrained_diffusion.linalg.finite_difference import fd_jvp
 from constrained_diffusion.linalg.secant import secant_inverse, secant_jvp, secant_scale
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
+from constrained_diffusion.tuning.space import Float, Int, SearchSpace
 
 Mode = Literal["jvp", "inverse"]
 Initial = Literal["scaled-identity", "zero"]
@@ -160,6 +161,8 @@ class SecantNewton(Solver):
     name = "secant-newton"
     direction_kind = "jvp"
     Config = SecantNewtonConfig
+    search_space = SearchSpace({"tol": Float(0.05, 0.95), "memory": Int(2, 16), "h": Float(1e-4, 0.1, log=True)})
+    """When to trust the secant model, how much history it keeps, and the fallback finite difference's step."""
     mode: Mode
     tol: float
     memory: int

@@ -1,0 +1,161 @@
+"""``constrained-diffusion tune``: resume, two processes on one study, failed trials, the best config, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+import constrained_diffusion as cd  # noqa: E402
+from constrained_diffusion.cli.main import main  # noqa: E402
+from constrained_diffusion.tuning import Float, SearchSpace  # noqa: E402
+from constrained_diffusion.tuning.tuner import Tuner, open_storage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(model="mnist-ddpm", data="mnist-validation", task="box", limit=2, steps=2, batch_size=2, quiet=True)
+
+
+def _study(db: Path, name: str | None = None):
+    storage = f"sqlite:///{db}"
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    return optuna.load_study(study_name=name or names[0], storage=storage)
+
+
+def _argv(db: Path, *extra: str, trials: int = 3) -> list[str]:
+    return ["tune", "--model", "mnist-ddpm", "--data", "mnist-validation", "--task", "box", "--method", "inexact-newton",
+            "--trials", str(trials), "--limit", "2", "--steps", "2", "--batch-size", "2", "--storage", f"sqlite:///{db}",
+            "--quiet", *extra]
+
+
+def test_a_3_trial_study_resumes_to_6_with_the_same_trials_as_one_run(tmp_path):
+    assert main(_argv(tmp_path / "a.db", trials=3)) == 0
+    assert len(_study(tmp_path / "a.db").trials) == 3
+    assert main(_argv(tmp_path / "a.db", trials=3)) == 0  # --trials is what this run adds
+    resumed = _study(tmp_path / "a.db").trials
+    assert [t.number for t in resumed] == list(range(6)) and all(t.state.name in ("COMPLETE", "PRUNED") for t in resumed)
+    assert main(_argv(tmp_path / "b.db", trials=6)) == 0
+    once = _study(tmp_path / "b.db").trials
+    # each trial's draws are seeded by (seed, trial number): resuming changes nothing
+    assert [t.params for t in once] == [t.params for t in resumed]
+    complete = [t for t in resumed if t.state.name == "COMPLETE"]
+    assert all({"nfe", "seconds_per_image", "sem", "images"} <= set(t.user_attrs) for t in complete)
+    # the paper's loop: per step 1 forward, then 2 per inner step minus the reused one (K + 1 forwards + K)
+    assert all(t.user_attrs["nfe"] == 2 * (1 + 2 * t.params["inner_steps"]) for t in complete), [t.user_attrs for t in complete]
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path):
+    db = tmp_path / "shared.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "constrained_diffusion", *_argv(db, trials=2)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    trials = _study(db).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # one study, four trials, none lost or doubled
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # no two processes drew the same setting
+
+
+def test_the_best_trial_is_a_config_that_evaluate_runs(tmp_path, capsys):
+    cfg = tmp_path / "best.yaml"
+    assert main(_argv(tmp_path / "c.db", "--out-config", str(cfg), "--figures", str(tmp_path / "fig"), trials=3)) == 0
+    doc = yaml.safe_load(cfg.read_text())
+    study = _study(tmp_path / "c.db")
+    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert doc["data"] == "mnist-test" and doc["steps"] == 2  # tuned on validation, scored on the other half
+    (method,) = doc["method"]
+    assert method["set"]["solver.h"] == best.params["solver.h"] and method["set"]["lr"] == [best.params["lr.0"], best.params["lr.1"]]
+    assert (tmp_path / "fig" / "history.png").stat().st_size > 1000 and (tmp_path / "fig" / "importance.png").exists()
+    out = tmp_path / "scored"
+    assert main(["evaluate", "--config", str(cfg), "--limit", "2", "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    records = [yaml.safe_load(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {r["method"] for r in records} == {"inexact-newton (tuned)"}
+    test_ids = set(cd.data.images.open_images("mnist-test", (1, 32, 32)).ids)
+    assert {r["image"] for r in records} <= test_ids
+
+
+@cd.solvers.register
+class _Flaky(cd.Solver):
+    """A solver that returns NaN when its option ``bad`` exceeds 0.5 (a failing region of a search space)."""
+
+    name = "flaky-test-solver"
+    direction_kind = "jvp"
+
+    class Config(cd.solvers.SolverConfig):
+        bad: float = 0.0
+
+    search_space = SearchSpace({"bad": Float(0.0, 1.0)})
+
+    def direction(self, denoiser, x_t, t, e, x0):
+        return torch.full_like(x_t, float("nan")) if self.bad > 0.5 else e
+
+
+def test_failed_trials_are_recorded_not_raised(tmp_path):
+    db = tmp_path / "f.db"
+    summary = Tuner(**SMALL, method="flaky-test-solver", trials=8, storage=f"sqlite:///{db}", set={"inner_steps": 1}).run()
+    trials = _study(db).trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(trials) == 8 and summary["fail"] == len(failed) >= 1
+    assert all(t.params["solver.bad"] > 0.5 and "non-finite psnr" in t.user_attrs["error"] for t in failed)
+    assert all(t.params["solver.bad"] <= 0.5 for t in trials if t.state.name == "COMPLETE")
+
+
+def test_a_dead_process_trial_is_failed_and_its_setting_queued_again(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat=1, grace=1)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)  # a process started the trial, then died (kill -9): no more heartbeats
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states == ["FAIL", "WAITING"]
+    assert study.get_trials()[1].params == {} and study.get_trials()[1].system_attrs["fixed_params"] == {"x": trial.params["x"]}
+
+
+@pytest.mark.parametrize("change, needle", [
+    (["--method", "nowhere"], "--method: unknown method 'nowhere'"),
+    (["--metric", "fid"], "--metric: fid is a set-level metric"),
+    (["--metric", "accuracy"], "--metric: unknown metric 'accuracy'"),
+    (["--trials", "0"], "--trials: expected an integer >= 1"),
+    (["--method", "gradient-descent", "--set", "lr=0.1", "inner_steps=2"], "empty search space"),
+    (["--method", "dps", "--set", "inner_steps=3"], "inner_steps must be 0 or 1"),
+    (["--storage", "nosuchdialect://x"], "--storage: cannot open nosuchdialect://x"),
+    (["--task", "paint"], "--task: unknown task 'paint'"),
+])
+def test_bad_input_is_one_line_before_any_sampling(tmp_path, capsys, change, needle):
+    argv = _argv(tmp_path / "bad.db")
+    for flag in change[::2]:
+        if flag.startswith("--") and flag in argv and flag != "--set":
+            i = argv.index(flag)
+            del argv[i:i + 2]
+    with pytest.raises(SystemExit) if change[0] == "--trials" else _nothing():
+        code = main([*argv, *change])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    if change[0] != "--storage":
+        assert not (tmp_path / "bad.db").exists() or not _study(tmp_path / "bad.db").trials
+
+
+def test_a_study_made_with_other_settings_is_refused(tmp_path, capsys):
+    db = tmp_path / "d.db"
+    assert main(_argv(db, "--study", "mine", trials=1)) == 0
+    assert main([*_argv(db, "--study", "mine", trials=1)[:-1], "--limit", "3", "--quiet"]) == 2
+    assert "was made with other settings (differs in: limit)" in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
