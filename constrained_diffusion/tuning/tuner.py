@@ -365,7 +365,11 @@ class Tuner(Configurable):
         nfe = nbe = 0
         seconds = 0.0
         for ids, truth, constraint in problems:
-            run = sample_batch(model, recipe, constraint, ids, cfg.seed, cfg.device)
+            try:
+                run = sample_batch(model, recipe, constraint, ids, cfg.seed, cfg.device)
+            except (ValueError, FloatingPointError, torch.OutOfMemoryError) as exc:  # the setting diverged or does not fit
+                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                raise
             batch = scorer(run.outputs, truth)[cfg.metric].tolist()
             if not all(math.isfinite(v) for v in batch):
                 trial.set_user_attr("error", f"non-finite {cfg.metric} on images {ids}")
