@@ -165,3 +165,28 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_tune_study_tunes_every_method_equally_then_scores_on_test_digits(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# x\n\n<!-- TUNING-TABLE:START -->\nold\n<!-- TUNING-TABLE:END -->\n")
+    argv = ["tune-study", "--models", "mnist-ddpm", "--tasks", "box", "--methods", "inexact-newton", "gradient-descent",
+            "--trials", "2", "--limit", "2", "--batch-size", "2", "--steps", "2", "--test-limit", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "out"), "--device", "cpu", "--write-docs", str(page)]
+    assert main(argv) == 0
+    import json
+
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (pair,) = results["pairs"]
+    for name in ("inexact-newton", "gradient-descent"):
+        r = pair["methods"][name]
+        assert r["trials"] == 2 and r["equal_steps"]["n"] == 2 and r["equal_steps"]["steps"] == 2
+    assert pair["methods"]["inexact-newton"]["equal_steps"]["diff"] == 0.0  # the reference against itself
+    assert "| gradient-descent" in page.read_text() and "old" not in page.read_text()
+    assert (tmp_path / "out" / "figures" / "mnist-ddpm-box-history.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "figures" / "mnist-ddpm-box-importance.png").exists()
+    # a rerun tunes nothing more and samples nothing more: every study is full and every record is there
+    before = (tmp_path / "out" / "score" / "mnist-ddpm-box" / "equal-steps" / "records.jsonl").read_text()
+    assert main(argv) == 0
+    assert (tmp_path / "out" / "score" / "mnist-ddpm-box" / "equal-steps" / "records.jsonl").read_text() == before
+    assert len(_study(tmp_path / "s.db", "mnist-ddpm/mnist-validation/box/inexact-newton/psnr/steps=2/images=2").trials) == 2

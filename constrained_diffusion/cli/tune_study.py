@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="validation images per trial (default 8)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="validation images per batch; the pruner looks after each (default 4)")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps in tuning and at equal steps (default 10)")
-    p.add_argument("--test-limit", type=int, default=None, help="test images per method (default 64)")
+    p.add_argument("--test-limit", type=int, default=None, help="test images per method (default 32)")
     p.add_argument("--max-steps", type=positive_int, default=None, help="most steps a method gets at equal time (default 200)")
     p.add_argument("--phase", choices=["all", "tune", "score"], default=None, help="tune, score, or all (default)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")

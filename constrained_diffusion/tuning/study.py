@@ -85,7 +85,7 @@ class StudyConfig(BaseModel):
     steps: int = Field(10, ge=1, description="denoising steps of every method in tuning and at equal steps")
     data: str = "mnist-validation"
     test_data: str = "mnist-test"
-    test_limit: int = Field(64, ge=2, description="test images scored per method")
+    test_limit: int = Field(32, ge=2, description="test images scored per method (the first of the set by id)")
     test_batch_size: int = Field(16, ge=1, description="test images per batch (equal time uses the median seconds over batches)")
     max_steps: int = Field(200, ge=1, description="most denoising steps a method gets at equal time")
     metric: str = "psnr"
@@ -157,15 +157,22 @@ class TuningStudy(Configurable):
         return tuner.best_overrides(study), study
 
     def _evaluate(self, model: str, task: str, methods: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+        from constrained_diffusion.data.images import open_images
         from constrained_diffusion.evaluation.harness import Evaluation
         from constrained_diffusion.utils.jsonl_store import JsonlStore
 
         cfg: StudyConfig = self.config  # type: ignore[assignment]
         set_ = {"task.hole_ratio": 0.3} if task == "free-form" else {}
-        Evaluation(model=model, data=cfg.test_data, task=task, method=methods, out=out, limit=cfg.test_limit,
-                   batch_size=cfg.test_batch_size, set=set_, metrics=["psnr", "ssim"], seed=cfg.seed, device=cfg.device,
-                   quiet=True).run(log=lambda line: None)
-        return list(JsonlStore(out / "records.jsonl", ("image", "method", "settings")))
+        run = Evaluation(model=model, data=cfg.test_data, task=task, method=methods, out=out, limit=cfg.test_limit,
+                         batch_size=cfg.test_batch_size, set=set_, metrics=["psnr", "ssim"], seed=cfg.seed, device=cfg.device,
+                         quiet=True)
+        run.run(log=lambda line: None)
+        records = list(JsonlStore(out / "records.jsonl", ("image", "method", "settings")))
+        # the folder may hold more: records of a run with a larger --test-limit, or of an earlier best setting
+        resolution = tuple(records[0]["resolution"]) if records else None
+        settings = {m.settings for m in run._methods(resolution, "")[0]}
+        ids = set(open_images(cfg.test_data, resolution).ids[: cfg.test_limit]) if resolution is not None else set()
+        return [r for r in records if r["settings"] in settings and r["image"] in ids]
 
     def score(self, say: Callable[[str], object]) -> dict[str, Any]:
         """Equal steps, then equal time, on the test images; the table and figures."""
