@@ -239,7 +239,7 @@ def _stats(records: list[dict[str, Any]], method: str, reference: str) -> dict[s
     any_ = next(iter(mine.values()))
     return {"n": len(psnr), "psnr": mean, "psnr_ci": half, "ssim": smean, "ssim_ci": shalf, "diff": dmean, "diff_ci": dhalf,
             "nfe": any_["nfe"], "nbe": any_["nbe"], "steps": any_["steps"],
-            "seconds": _median([r["seconds"] for r in mine.values()])}
+            "seconds": _median([r["seconds"] for r in mine.values()]), "peak_mb": _median([r["peak_mb"] for r in mine.values()])}
 
 
 def _fmt_overrides(overrides: dict[str, Any]) -> str:
@@ -267,10 +267,10 @@ def table(results: dict[str, Any]) -> str:
             es, et = r["equal_steps"], r["equal_time"]
             rows.append([m, f"{r['validation']:.2f}", f"{es['psnr']:.2f} ± {es['psnr_ci']:.2f}", f"{es['ssim']:.3f}",
                          "—" if m == ref else f"{es['diff']:+.2f} ± {es['diff_ci']:.2f}", f"{es['nfe']}", f"{es['nbe']}",
-                         f"{es['seconds']:.3f}", f"{et['steps']}", f"{et['psnr']:.2f} ± {et['psnr_ci']:.2f}",
+                         f"{es['seconds']:.3f}", f"{es.get('peak_mb', float('nan')):.0f}", f"{et['steps']}", f"{et['psnr']:.2f} ± {et['psnr_ci']:.2f}",
                          "—" if m == ref else f"{et['diff']:+.2f} ± {et['diff_ci']:.2f}"])
         out.append(f"**{pair['model']}, {pair['task']}**\n\n" + format_table(
-            ["method", "val. PSNR", "PSNR (equal steps)", "SSIM", f"− {ref}", "NFE", "NBE", "s / image",
+            ["method", "val. PSNR", "PSNR (equal steps)", "SSIM", f"− {ref}", "NFE", "NBE", "s / image", "peak MB",
              "steps (equal time)", "PSNR (equal time)", f"− {ref}"], rows))
     settings = []
     for pair in results["pairs"]:
