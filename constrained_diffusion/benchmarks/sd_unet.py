@@ -14,6 +14,7 @@ reported as a failure, not raised.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,13 +94,21 @@ def conditioned_unet_denoiser(config: dict[str, Any], size: int, device: str = "
 
 
 def measure_step(name: str, size: int, inner_steps: int, device: str, dtype: str,
-                 config: dict[str, Any]) -> dict[str, float]:
+                 config: dict[str, Any], arch: str = "sd15", depth: int | None = None,
+                 tiny: bool = False) -> dict[str, float]:
     """One row, meant for a fresh process: build, warm up, then time and measure one step.
 
-    ``name`` is ``"plain"`` (no inner steps) or a solver. Returns ``seconds``, ``nfe``, ``nbe``,
-    ``peak_mb`` and ``params``.
+    ``name`` is ``"plain"`` (no inner steps) or a solver. ``arch="sd15"`` times the UNet of
+    ``config`` as a `NetworkDenoiser`; ``"sd3"`` / ``"flux"`` the transformer adapters of
+    `constrained_diffusion.benchmarks.architectures.build_denoiser` (``depth``, ``tiny``), with
+    their text conditioning. Returns ``seconds``, ``nfe``, ``nbe``, ``peak_mb`` and ``params``.
     """
-    model = conditioned_unet_denoiser(config, size, device, dtype)
+    from constrained_diffusion.benchmarks.architectures import build_denoiser, parameter_count
+
+    if arch == "sd15":
+        model = conditioned_unet_denoiser(config, size, device, dtype)
+    else:
+        model = build_denoiser(arch, size, device, dtype, depth=depth, tiny=tiny)
     channels = model.sample_shape[0]
     g = torch.Generator().manual_seed(2)
     x_T = torch.randn(1, channels, size, size, generator=g).to(device, model.dtype)
@@ -114,14 +123,16 @@ def measure_step(name: str, size: int, inner_steps: int, device: str, dtype: str
     sampler.sample(constraint, x_T=x_T, progress=False)  # warm-up: first-call kernel selection, allocator growth
     with PeakMemory(device) as peak:
         result = sampler.sample(constraint, x_T=x_T, progress=False)
-    params = sum(p.numel() for p in model.network.parameters())  # type: ignore[union-attr]
+    network = getattr(model, "network", None)
+    params = sum(p.numel() for p in network.parameters()) if isinstance(network, nn.Module) else parameter_count(model)
     return {"seconds": result.seconds, "nfe": result.nfe, "nbe": result.nbe, "peak_mb": peak.megabytes,
             "params": float(params)}
 
 
 def measure_sd_step_costs(solvers: Sequence[str], size: int = 64, inner_steps: int = 2, device: str = "cpu",
                           dtype: str = "float32", unet_config: dict[str, Any] | None = None,
-                          log: Callable[[str], object] = print) -> SDStepCosts:
+                          log: Callable[[str], object] = print, arch: str = "sd15", depth: int | None = None,
+                          tiny: bool = False, processes: bool = True) -> SDStepCosts:
     """Measure plain inference and each solver, each in a fresh (spawned) process.
 
     Args:
@@ -130,8 +141,14 @@ def measure_sd_step_costs(solvers: Sequence[str], size: int = 64, inner_steps: i
         inner_steps: constraint iterations of the timed step.
         device: ``"cpu"`` or ``"cuda[:N]"``.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
-        unet_config: the UNet's configuration (default `SD15_UNET`).
+        unet_config: the UNet's configuration (default `SD15_UNET`; ``arch="sd15"`` only).
         log: called with one line per finished row.
+        arch: ``"sd15"`` (the UNet of ``unet_config``), ``"sd3"`` or ``"flux"`` (their public
+            configurations, `constrained_diffusion.benchmarks.architectures`).
+        depth: a transformer's number of blocks (``None``: the full model).
+        tiny: tiny widths of ``arch`` (a smoke test).
+        processes: one fresh process per row (``False``: all in this process, whose memory
+            peaks then bleed into one another; for smoke tests).
 
     Raises:
         Exception: whatever plain inference raised (a solver's failure is recorded instead).
@@ -140,9 +157,10 @@ def measure_sd_step_costs(solvers: Sequence[str], size: int = 64, inner_steps: i
     ctx = mp.get_context("spawn")
     costs = SDStepCosts(parameters=0)
     for name in ["plain", *solvers]:
-        with ctx.Pool(1) as pool:
+        with ctx.Pool(1) if processes else contextlib.nullcontext() as pool:
             try:
-                row = pool.apply(measure_step, (name, size, inner_steps, device, dtype, config))
+                row_args = (name, size, inner_steps, device, dtype, config, arch, depth, tiny)
+                row = pool.apply(measure_step, row_args) if pool is not None else measure_step(*row_args)
             except Exception as exc:  # a solver this model or dtype cannot run is reported, not fatal
                 if name == "plain":
                     raise

@@ -1,4 +1,4 @@
-"""``constrained-diffusion bench-sd``: solver cost on the full Stable Diffusion 1.x UNet.
+"""``constrained-diffusion bench-sd``: solver cost on the full SD 1.x UNet, SD3 and Flux transformers, and whole samples.
 
 The UNet is built from Stable Diffusion 1.5's configuration with random weights (859.5M
 parameters; no download: a forward's arithmetic does not depend on the weights) and wrapped as
@@ -10,15 +10,27 @@ Each measurement runs in a fresh process, so the peaks do not bleed into one ano
 times the second of two identical runs, so first-call costs (cuDNN's kernel selection) stay
 out; on CUDA the peak is the allocator's, on CPU the sampled resident set size. A solver that
 cannot run on this model or dtype is reported as a failed row.
+
+``--arch sd3`` / ``--arch flux`` measure the same rows on Stable Diffusion 3 Medium's and
+FLUX.1-dev's transformers, built from their public configurations with random weights
+(``--depth N``: N blocks, for a model that does not fit; see
+`constrained_diffusion.benchmarks.architectures`). ``--end-to-end`` times whole samples on
+the SD 1.5 architecture: plain sampling, ``paper-inpainting``, ``paper-sr8``, gradient descent
+and exact JVP at equal steps, per dtype, eager and compiled, with a warm-up run and ``--runs``
+timed runs (`constrained_diffusion.benchmarks.end_to_end`). ``--tiny`` shrinks every width
+(a smoke test of the command; its numbers mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+from constrained_diffusion.benchmarks.architectures import ARCHES, network_config
+from constrained_diffusion.benchmarks.end_to_end import METHODS, MODES, EndToEndRow
 from constrained_diffusion.benchmarks.sd_unet import SDStepCosts, measure_sd_step_costs
 from constrained_diffusion.cli.args import (
     default_device,
@@ -30,10 +42,17 @@ from constrained_diffusion.cli.args import (
     summary,
     write_block,
 )
+from constrained_diffusion.denoisers.compiled import COMPILE_MODES
 
 BLOCK = "SD-BENCH-TABLE"
-OPTIONS = ("--size", "--inner-steps", "--device", "--dtype", "--block")
-"""What the command written with the table repeats (``--block`` only when it is not `BLOCK`)."""
+BLOCKS = {"sd15": BLOCK, "sd3": "SD3-MEMORY-TABLE", "flux": "FLUX-MEMORY-TABLE", "end-to-end": "SD-E2E-TABLE"}
+"""The block ``--write-docs`` replaces when no ``--block`` is given, per mode."""
+OPTIONS = ("--arch", "--depth", "--tiny", "--size", "--inner-steps", "--device", "--dtype", "--solvers", "--block")
+"""What the command written with the table repeats (``--arch``, ``--block`` only when not the default)."""
+E2E_OPTIONS = ("--end-to-end", "--tiny", "--size", "--steps", "--runs", "--methods", "--dtypes", "--modes",
+               "--batch-sizes", "--compile-mode", "--compile-backend", "--device", "--block")
+"""What the command written with the end-to-end table repeats."""
+TRANSFORMER_SOLVERS = ["inexact-newton", "gradient-descent", "exact-jvp"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +62,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
     p.add_argument("--device", type=device_name, default=default_device())
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--arch", choices=ARCHES, default="sd15",
+                   help="sd15 (default: the SD 1.5 UNet), sd3 (SD3 Medium's transformer), flux (FLUX.1-dev's)")
+    p.add_argument("--depth", type=positive_int, default=None, help="transformer blocks (sd3, flux; default: all)")
+    p.add_argument("--tiny", action="store_true", help="tiny widths: a smoke test of the command (numbers mean nothing)")
+    p.add_argument("--solvers", nargs="+", default=None, metavar="SOLVER",
+                   help="solvers to measure (default: every registered one for sd15; "
+                        f"{' '.join(TRANSFORMER_SOLVERS)} for sd3 and flux)")
+    e2e = p.add_argument_group("--end-to-end: whole samples on the SD 1.5 architecture")
+    e2e.add_argument("--end-to-end", action="store_true", help="time whole samples per method instead of one step")
+    e2e.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20, the recipes')")
+    e2e.add_argument("--runs", type=positive_int, default=5, help="timed runs per row after one warm-up run (default 5)")
+    e2e.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
+                     help=f"default: {' '.join(METHODS)}")
+    e2e.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16"], default=["float16", "bfloat16"],
+                     metavar="DTYPE", help="default: float16 bfloat16")
+    e2e.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), metavar="MODE", help="default: eager compiled")
+    e2e.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 4, 8], metavar="B",
+                     help="batch sizes; seconds per image = seconds / B (default 1 4 8)")
+    e2e.add_argument("--compile-mode", default="reduce-overhead", choices=COMPILE_MODES,
+                     help="torch.compile mode of the compiled rows (default reduce-overhead: CUDA graphs)")
+    e2e.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled rows (default inductor)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
-    p.add_argument("--block", default=BLOCK, help=f"name of the marker block --write-docs replaces (default {BLOCK})")
+    p.add_argument("--block", default=None,
+                   help="name of the marker block --write-docs replaces (default " + ", ".join(f"{v} for {k}" for k, v in BLOCKS.items()) + ")")
     p.set_defaults(run=run, documented=command_line)
+
+
+def default_block(args: argparse.Namespace) -> str:
+    """The block this run writes when no ``--block`` is given."""
+    return BLOCKS["end-to-end" if args.end_to_end else args.arch]
 
 
 def cost_table(costs: SDStepCosts, solvers: list[str], inner_steps: int) -> str:
@@ -65,22 +111,96 @@ def cost_table(costs: SDStepCosts, solvers: list[str], inner_steps: int) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command written with the table (it regenerates the block)."""
-    return documented_command("bench-sd", args, OPTIONS, omit={"--block": BLOCK})
+    if args.end_to_end:
+        omit = {"--block": default_block(args), "--compile-mode": "reduce-overhead", "--compile-backend": "inductor",
+                "--steps": 20, "--runs": 5, "--methods": list(METHODS), "--dtypes": ["float16", "bfloat16"],
+                "--modes": list(MODES), "--batch-sizes": [1, 4, 8]}
+        return documented_command("bench-sd", args, E2E_OPTIONS, omit=omit)
+    return documented_command("bench-sd", args, OPTIONS, omit={"--block": default_block(args), "--arch": "sd15"})
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """A one-line error for options that do not fit together, else ``None``."""
+    from constrained_diffusion.solvers import registry
+
+    if args.end_to_end and (args.arch != "sd15" or args.depth is not None or args.solvers is not None):
+        return "--end-to-end runs the SD 1.5 architecture with its own --methods; drop --arch, --depth and --solvers"
+    if args.depth is not None and args.arch == "sd15":
+        return "--depth applies to --arch sd3 or flux (the SD 1.5 UNet has no depth option)"
+    unknown = [s for s in args.solvers or [] if s not in registry.names()]
+    if unknown:
+        return f"--solvers: unknown solver(s) {', '.join(unknown)}; expected some of {', '.join(registry.names())}"
+    if args.end_to_end and "compiled" in args.modes and args.compile_backend == "":
+        return "--compile-backend: give a torch.compile backend name"
+    return None
+
+
+_NAMES = {"sd15": "SD 1.5 UNet", "sd3": "SD3 Medium transformer", "flux": "FLUX.1-dev transformer"}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``bench-sd`` with the parsed ``args``; returns the exit status."""
+    """Run ``bench-sd`` with the parsed ``args``; returns the exit status (2: options that do not fit)."""
     from constrained_diffusion.solvers import registry
 
-    solvers = registry.names()
-    costs = measure_sd_step_costs(solvers, args.size, args.inner_steps, args.device, args.dtype,
-                                  log=lambda line: print(line, flush=True))
-    setup = (f"SD 1.5 UNet, {costs.parameters / 1e6:.1f}M parameters (random weights), batch 1, latent "
-             f"4x{args.size}x{args.size}, {args.dtype}, {args.device}, torch {torch.__version__}, "
-             f"{describe_device(args.device)}; one process per row")
+    error = check_args(args)
+    if error is not None:
+        print(f"bench-sd: error: {error}", file=sys.stderr)
+        return 2
+    if args.end_to_end:
+        return run_end_to_end(args)
+    solvers = args.solvers or (registry.names() if args.arch == "sd15" else TRANSFORMER_SOLVERS)
+    unet = network_config("sd15", tiny=True) if args.arch == "sd15" and args.tiny else None
+    costs = measure_sd_step_costs(solvers, args.size, args.inner_steps, args.device, args.dtype, unet_config=unet,
+                                  log=lambda line: print(line, flush=True), arch=args.arch, depth=args.depth, tiny=args.tiny)
+    config = network_config(args.arch, args.depth, args.tiny)
+    blocks = "" if args.arch == "sd15" else f" ({_blocks(args.arch, config)})"
+    channels = config["in_channels"] // (4 if args.arch == "flux" else 1)
+    setup = (f"{_NAMES[args.arch]}{' (tiny)' if args.tiny else ''}{blocks}, {costs.parameters / 1e6:.1f}M parameters "
+             f"(random weights), batch 1, latent {channels}x{args.size}x{args.size} ({8 * args.size}x{8 * args.size} "
+             f"images), {args.dtype}, {args.device}, torch {torch.__version__}, {describe_device(args.device)}; "
+             "one process per row")
     table = cost_table(costs, solvers, args.inner_steps)
     print(setup)
     print(table)
     if args.write_docs is not None:
-        write_block(args.write_docs, args.block, f"```\n{command_line(args)}\n```\n\n{setup}\n\n{table}")
+        write_block(args.write_docs, args.block or default_block(args), f"```\n{command_line(args)}\n```\n\n{setup}\n\n{table}")
+    return 0
+
+
+def _blocks(arch: str, config: dict[str, int]) -> str:
+    if arch == "sd3":
+        return f"{config['num_layers']} of 24 MM-DiT blocks"
+    return f"{config['num_layers']} of 19 double and {config['num_single_layers']} of 38 single blocks"
+
+
+def e2e_table(rows: list[EndToEndRow]) -> str:
+    """One row per method, dtype, mode and batch: min / median seconds, per image, NFE, NBE, peak memory."""
+    cells = []
+    for r in rows:
+        if r.failure is not None:
+            cells.append([r.method, r.dtype, r.mode, str(r.batch), f"failed ({r.failure})", "-", "-", "-", "-", "-"])
+            continue
+        cells.append([r.method, r.dtype, r.mode, str(r.batch), f"{r.min_seconds:.3f}", f"{r.median_seconds:.3f}",
+                      f"{r.median_seconds / r.batch:.3f}", str(r.nfe), str(r.nbe), f"{r.peak_mb:.0f}"])
+    return format_table(["method", "dtype", "mode", "batch", "min s", "median s", "median s / image", "NFE", "NBE",
+                         "peak MB above the model"], cells)
+
+
+def run_end_to_end(args: argparse.Namespace) -> int:
+    """``bench-sd --end-to-end``: whole samples per method (`measure_end_to_end`)."""
+    from constrained_diffusion.benchmarks.end_to_end import measure_end_to_end
+
+    rows = measure_end_to_end(args.methods, args.dtypes, args.modes, args.batch_sizes, args.size, args.steps, args.runs,
+                              args.device, tiny=args.tiny, compile_mode=args.compile_mode,
+                              compile_backend=args.compile_backend, log=lambda line: print(line, flush=True))
+    setup = (f"SD 1.5 UNet + VAE{' (tiny)' if args.tiny else ''} (random weights), {8 * args.size}x{8 * args.size} "
+             f"images, {args.steps} steps, one warm-up run then {args.runs} timed runs per row (whole samples: constraint, "
+             "sampling, decoding), "
+             + (f"compiled = torch.compile mode {args.compile_mode} backend {args.compile_backend}, " if "compiled" in args.modes else "")
+             + f"{args.device}, torch {torch.__version__}, {describe_device(args.device)}")
+    table = e2e_table(rows)
+    print(setup)
+    print(table)
+    if args.write_docs is not None:
+        write_block(args.write_docs, args.block or default_block(args), f"```\n{command_line(args)}\n```\n\n{setup}\n\n{table}")
     return 0

@@ -15,8 +15,13 @@ from constrained_diffusion.cli.args import device_name, documented_command, posi
 
 BLOCK = "TUNING-TABLE"
 OPTIONS = ("--models", "--tasks", "--methods", "--trials", "--limit", "--batch-size", "--steps", "--test-limit", "--max-steps", "--seed",
-           "--storage", "--out", "--device")
-"""What the command written with the table repeats."""
+           "--storage", "--out", "--device", "--block")
+"""What the command written with the table repeats (``--block`` only when it is not `BLOCK`)."""
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command written with the table (add ``--write-docs PAGE`` to regenerate it)."""
+    return documented_command("tune-study", args, OPTIONS, omit={"--block": BLOCK})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda where available)")
     p.add_argument("--write-docs", type=Path, default=None, help="put the table in the --block block of this markdown file")
     p.add_argument("--block", default=BLOCK, help=f"marker block name (default {BLOCK})")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, documented=command_line)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'table.md'}, {out / 'results.json'}, {out / 'figures'}")
     if args.write_docs is not None:
         args.device = study.config.device
-        command = documented_command("tune-study", args, OPTIONS)
         machine = f"torch {torch.__version__}, {describe_device(study.config.device)}"
-        write_block(args.write_docs, args.block, f"```\n{command} --write-docs {args.write_docs}\n```\n\n{machine}.\n\n"
+        write_block(args.write_docs, args.block, f"```\n{command_line(args)}\n```\n\n{machine}.\n\n"
                     + (out / "table.md").read_text().strip())
     return 0

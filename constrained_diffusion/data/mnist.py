@@ -12,8 +12,9 @@ Images are zero-padded from 28x28 to 32x32 (as in the paper's MNIST experiment) 
 
 Example:
     >>> import constrained_diffusion as cd
-    >>> [len(cd.data.mnist(s)[1]) for s in ("held-out", "validation", "test")]
-    [500, 250, 250]
+    >>> sizes = {s: len(cd.data.mnist(s)[1]) for s in ("held-out", "validation", "test")}
+    >>> sizes
+    {'held-out': 500, 'validation': 250, 'test': 250}
     >>> sorted(set(held_out_positions("validation").tolist()) | set(held_out_positions("test").tolist())) == list(range(500))
     True
 """

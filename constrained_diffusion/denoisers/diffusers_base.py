@@ -71,16 +71,21 @@ class DiffusersDenoiser(Denoiser):
     @classmethod
     def from_pretrained(cls: type[D], path_or_id: str | os.PathLike[str], torch_dtype: torch.dtype | None = None,
                         device: torch.device | str | None = None, **kwargs: Any) -> D:
-        """Load a pipeline of one of the ``SUPPORTED`` kinds from a local folder or a Hub id."""
+        """Load a pipeline of one of the ``SUPPORTED`` kinds from a local folder or a Hub id.
+
+        ``kwargs`` go to `from_pipeline`: ``height``, ``width``, the compile options
+        (``compile=True``, ``compile_mode``, ``compile_backend``) and the family's own.
+        """
         pipe = load_pipeline(path_or_id, cls.SUPPORTED, torch_dtype)
         if device is not None:
             pipe = pipe.to(device)
         return cls.from_pipeline(pipe, **kwargs)
 
     @classmethod
-    def from_pipeline(cls: type[D], pipe: Any, height: int | None = None, width: int | None = None) -> D:
-        """Wrap an existing pipeline (its modules are shared, not copied)."""
-        return cls(pipe, height, width)  # type: ignore[call-arg]
+    def from_pipeline(cls: type[D], pipe: Any, height: int | None = None, width: int | None = None, **options: Any) -> D:
+        """Wrap an existing pipeline (its modules are shared, not copied); ``options`` go to the constructor
+        (``compile=True``, ``compile_mode=...``, ``compile_backend=...``: `constrained_diffusion.denoisers.compiled`)."""
+        return cls(pipe, height, width, **options)  # type: ignore[call-arg]
 
     def _bound_copy(self: D) -> D:
         """A shallow copy for ``condition`` to fill: same modules, fresh NFE/NBE counters."""

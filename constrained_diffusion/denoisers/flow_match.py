@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from constrained_diffusion.denoisers.compiled import CompileOptions, compiled_forward
 from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
 from constrained_diffusion.denoisers.guidance import classifier_free_guidance
 from constrained_diffusion.denoisers.schedules import FlowBase, FlowMatchEulerSchedule
@@ -52,6 +53,10 @@ class FlowMatchDenoiser(DiffusersDenoiser):
             ``vae``, ``scheduler``).
         height: image height in pixels (default: the pipeline's default size).
         width: image width in pixels (same default).
+        compile: call the transformer through ``torch.compile`` (static shapes); see
+            `constrained_diffusion.denoisers.compiled`.
+        compile_mode: ``torch.compile``'s ``mode`` (``"reduce-overhead"``: CUDA graphs), or ``None``.
+        compile_backend: ``torch.compile``'s ``backend`` (default ``"inductor"``).
     """
 
     SUPPORTED = ("StableDiffusion3Pipeline", "FluxPipeline")
@@ -60,7 +65,9 @@ class FlowMatchDenoiser(DiffusersDenoiser):
         """``FlowMatchDenoiser(pipe, ...)`` builds the subclass for the pipeline's family."""
         return super().__new__(_family(pipe) if cls is FlowMatchDenoiser else cls)
 
-    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None) -> None:
+    def __init__(self, pipe: Any, height: int | None = None, width: int | None = None, compile: bool = False,
+                 compile_mode: str | None = None, compile_backend: str = "inductor") -> None:
+        options = CompileOptions(compile, compile_mode, compile_backend)
         for part in ("transformer", "vae", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ValueError(f"the pipeline has no {part}")
@@ -79,6 +86,8 @@ class FlowMatchDenoiser(DiffusersDenoiser):
         super().__init__((self._latent_channels(pipe), h, w), codec=codec, schedule=schedule)
         self.pipe = pipe
         self.transformer = pipe.transformer
+        self.compile_options = options
+        self._transformer = compiled_forward(pipe.transformer, options)
         self.height, self.width, self.patch = height, width, patch
         self.prompt_embeds: Tensor | None = None
         self.pooled_prompt_embeds: Tensor | None = None
@@ -173,7 +182,7 @@ class FlowMatchDenoiser(DiffusersDenoiser):
         text, pooled, guided = self._conditioning(x_t.shape[0])
         velocity = lambda x: self._velocity(x, t, text, pooled)
         v = classifier_free_guidance(velocity, x_t, self.guidance_scale if guided else None)
-        return x_t - t.to(x_t) * v.to(x_t.dtype)
+        return x_t - t.to(x_t.device, x_t.dtype, non_blocking=True) * v.to(x_t.dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sample_shape={self.sample_shape}, guidance_scale={self.guidance_scale})"

@@ -100,11 +100,12 @@ class FluxDenoiser(FlowMatchDenoiser):
         img_ids = torch.zeros(h // 2, w // 2, 3)
         img_ids[..., 1] += torch.arange(h // 2)[:, None]
         img_ids[..., 2] += torch.arange(w // 2)[None, :]
-        img_ids = img_ids.reshape(-1, 3).to(self.device, self.dtype)
+        img_ids = img_ids.reshape(-1, 3).to(self.device, self.dtype, non_blocking=True)
         txt_ids = torch.zeros(text.shape[1], 3, device=self.device, dtype=self.dtype)
-        timestep = self.schedule.model_time(s).to(self.device, self.dtype).expand(B) / 1000
+        timestep = self.schedule.model_time(s).to(self.device, self.dtype, non_blocking=True).expand(B) / 1000
         guidance = torch.full((B,), self.guidance_scale, device=self.device, dtype=torch.float32) if self.distilled else None
-        v = self.transformer(hidden_states=pack(x).to(self.dtype), timestep=timestep, guidance=guidance,
+        network = self._transformer if self.compile_options.compile else self.transformer
+        v = network(hidden_states=pack(x).to(self.dtype), timestep=timestep, guidance=guidance,
                              pooled_projections=pooled, encoder_hidden_states=text, txt_ids=txt_ids, img_ids=img_ids,
                              return_dict=False)[0]
         return unpack(v, C, h, w)

@@ -86,6 +86,6 @@ class NetworkDenoiser(Denoiser):
 
     def predict_x0(self, x_t: Tensor, t: Tensor) -> Tensor:
         alpha, sigma = (float(v) for v in self.alpha_sigma(t))
-        t_model = self.schedule.model_time(t).to(x_t.device).expand(x_t.shape[0])
+        t_model = self.schedule.model_time(t).to(x_t.device, non_blocking=True).expand(x_t.shape[0])
         out = _unwrap(self.network(x_t, t_model))
         return to_x0(out, x_t, alpha, sigma, self.prediction)

@@ -57,6 +57,7 @@ class SD3Denoiser(FlowMatchDenoiser):
         return pos, pooled, neg, neg_pooled
 
     def _velocity(self, x: Tensor, s: Tensor, text: Tensor, pooled: Tensor) -> Tensor:
-        timestep = self.schedule.model_time(s).to(self.device).expand(x.shape[0])
-        return self.transformer(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
+        timestep = self.schedule.model_time(s).to(self.device, non_blocking=True).expand(x.shape[0])
+        network = self._transformer if self.compile_options.compile else self.transformer
+        return network(hidden_states=x.to(self.dtype), timestep=timestep, encoder_hidden_states=text,
                                 pooled_projections=pooled, return_dict=False)[0]

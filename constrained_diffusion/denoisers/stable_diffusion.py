@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from constrained_diffusion.denoisers.compiled import CompileOptions, compiled_forward
 from constrained_diffusion.denoisers.diffusers_base import DiffusersDenoiser
 from constrained_diffusion.denoisers.guidance import classifier_free_guidance
 from constrained_diffusion.denoisers.network import Prediction, to_x0
@@ -79,12 +80,19 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         width: image width in pixels (same default).
         timestep_spacing: override of the scheduler configuration's ``timestep_spacing``
             (``None``: keep it); see `ddim_schedule`. The pipeline's scheduler is not touched.
+        compile: call the UNet through ``torch.compile`` (static shapes; on CUDA the UNet is
+            moved to channels-last); see `constrained_diffusion.denoisers.compiled`.
+        compile_mode: ``torch.compile``'s ``mode`` (``"reduce-overhead"``: CUDA graphs), or
+            ``None``.
+        compile_backend: ``torch.compile``'s ``backend`` (default ``"inductor"``).
     """
 
     SUPPORTED = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 
     def __init__(self, pipe: Any, height: int | None = None, width: int | None = None,
-                 timestep_spacing: Spacing | None = None) -> None:
+                 timestep_spacing: Spacing | None = None, compile: bool = False, compile_mode: str | None = None,
+                 compile_backend: str = "inductor") -> None:
+        options = CompileOptions(compile, compile_mode, compile_backend)
         for part in ("unet", "vae", "scheduler"):
             if getattr(pipe, part, None) is None:
                 raise ValueError(f"the pipeline has no {part}")
@@ -101,6 +109,8 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
         super().__init__((pipe.unet.config.in_channels, height // f, width // f), codec=codec, schedule=schedule)
         self.pipe = pipe
         self.unet = pipe.unet
+        self.compile_options = options
+        self._unet = compiled_forward(pipe.unet, options, channels_last=pipe.unet.device.type == "cuda")
         self.height, self.width = height, width
         self.prompt_embeds: Tensor | None = None
         self.negative_prompt_embeds: Tensor | None = None
@@ -109,12 +119,13 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_pipeline(cls, pipe: Any, height: int | None = None, width: int | None = None,
-                      timestep_spacing: Spacing | None = None) -> StableDiffusionDenoiser:
-        """Wrap an existing pipeline (modules shared, not copied); ``timestep_spacing`` as in `__init__`.
+                      timestep_spacing: Spacing | None = None, compile: bool = False, compile_mode: str | None = None,
+                      compile_backend: str = "inductor") -> StableDiffusionDenoiser:
+        """Wrap an existing pipeline (modules shared, not copied); the options as in `__init__`.
 
-        `from_pretrained` forwards ``timestep_spacing=`` here.
+        `from_pretrained` forwards ``timestep_spacing=`` and the ``compile*`` options here.
         """
-        return cls(pipe, height, width, timestep_spacing)
+        return cls(pipe, height, width, timestep_spacing, compile, compile_mode, compile_backend)
 
     def with_timestep_spacing(self, timestep_spacing: Spacing) -> StableDiffusionDenoiser:
         """A copy (same modules and bound prompt, fresh counters) whose grid uses ``timestep_spacing``.
@@ -178,7 +189,9 @@ class StableDiffusionDenoiser(DiffusersDenoiser):
 
     def predict_x0(self, x_t: Tensor, t: Tensor) -> Tensor:
         embeds, guided = self._embeds(x_t.shape[0])
-        unet = lambda x: self.unet(x.to(self.dtype), t.to(self.device), encoder_hidden_states=embeds).sample
+        network = self._unet if self.compile_options.compile else self.unet
+        unet = lambda x: network(x.to(self.dtype), t.to(self.device, non_blocking=True), encoder_hidden_states=embeds,
+                                    return_dict=False)[0]
         out = classifier_free_guidance(unet, x_t, self.guidance_scale if guided else None)
         alpha, sigma = (float(v) for v in self.alpha_sigma(t))
         return to_x0(out.to(x_t.dtype), x_t, alpha, sigma, self.prediction)

@@ -185,7 +185,7 @@ class ConstrainedSampler:
         """One grid step: the correction inside `window`, else the plain update; fills ``row``."""
         if constraint is not None and self.correction.inner_steps > 0 and self.config.constrained_at(step.index):
             out = self.correction.apply(step, x_t)
-            row[:] = out.residuals.detach().float().cpu()
+            row[:] = out.residuals.detach().float().cpu()  # the step's one host copy (the inner loop makes none)
             return out.x_prev, out.x0
         x_t, x0 = step.evaluate(x_t)
         if constraint is not None:

@@ -15,7 +15,8 @@ def randn(batch: int, shape: tuple[int, ...], generator: Generator, device: torc
     """``N(0, I)`` noise of shape ``(batch, *shape)``.
 
     With a list of generators, sample ``i`` comes from ``generator[i]``, so a batch equals the
-    same samples drawn one at a time. Noise is drawn on the generator's device and moved.
+    same samples drawn one at a time. Noise is drawn on the generator's device and moved
+    (``non_blocking``: a host generator's noise reaches a GPU without a host synchronisation).
 
     Example:
         >>> a = randn(2, (3,), [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)], torch.device("cpu"), torch.float32)
@@ -28,4 +29,4 @@ def randn(batch: int, shape: tuple[int, ...], generator: Generator, device: torc
             raise ValueError(f"generator is a list of {len(generator)} generators but the batch size is {batch}")
         return torch.cat([randn(1, shape, g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
-    return torch.randn((batch, *shape), generator=generator, device=gen_device, dtype=dtype).to(device)
+    return torch.randn((batch, *shape), generator=generator, device=gen_device, dtype=dtype).to(device, non_blocking=True)

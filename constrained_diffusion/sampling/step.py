@@ -123,7 +123,7 @@ class DenoisingStep:
         seeded, so the estimate is deterministic.
         """
         h = getattr(self.solver, "h", None)
-        start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t)
+        start = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).to(x_t, non_blocking=True)
         x_t, x0 = x_t.detach(), x0.detach()
         return largest_eigenvalue(
             lambda v: fd_jvp(lambda x: self.denoiser(x, self.t), x_t, v, h, fx=x0, dtype=self.denoiser.dtype), start, iterations)

@@ -189,7 +189,8 @@ class Tuner(Configurable):
         ...     db = f"sqlite:///{pathlib.Path(tmp) / 'tune.db'}"
         ...     summary = Tuner(model="mnist-ddpm", data="mnist-validation", task="box", method="inexact-newton",
         ...                     trials=2, limit=2, steps=2, batch_size=2, storage=db, quiet=True).run()
-        >>> summary["complete"], sorted(summary["best"]["params"])
+        >>> best = summary["best"]
+        >>> summary["complete"], sorted(best["params"])
         (2, ['inner_steps', 'lr.0', 'lr.1', 'solver.h'])
     """
 
