@@ -130,7 +130,8 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRAC
                                   **{retry: callback(max_retry=1)})
         except Exception as exc:  # SQLAlchemy raises many kinds: an unknown dialect, a driver, a locked or corrupt file
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "already exists" in detail and attempt < 4:
+            racing = type(exc).__name__ in ("OperationalError", "IntegrityError") and url.startswith("sqlite:///")
+            if racing and attempt < 4:  # "table ... already exists", "UNIQUE constraint failed: alembic_version", locked
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise ValueError(f"--storage: cannot open {url} ({detail})") from None
