@@ -7,7 +7,7 @@
 # digits (`mnist-validation`), then scores both best settings on the test digits
 # (`mnist-test`, the other half of the held-out digits) with the evaluation harness.
 #
-# Defaults are small (6 trials of 2 images, 4 steps); the same from the command line, at the
+# Defaults are small (4 trials of 2 images, 3 steps); the same from the command line, at the
 # size of the docs' study:
 #
 # ```bash
@@ -36,10 +36,10 @@ from constrained_diffusion.tuning.figures import history_panel
 from constrained_diffusion.tuning.tuner import Tuner
 
 parser = argparse.ArgumentParser(description="Tune two methods on MNIST validation digits, score them on test digits.")
-parser.add_argument("--trials", type=int, default=6, help="trials added to each study (default 6)")
+parser.add_argument("--trials", type=int, default=4, help="trials added to each study (default 4)")
 parser.add_argument("--images", type=int, default=2, help="validation images per trial (default 2)")
-parser.add_argument("--test-images", type=int, default=4, help="test images scored per method (default 4)")
-parser.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+parser.add_argument("--test-images", type=int, default=2, help="test images scored per method (default 2)")
+parser.add_argument("--steps", type=int, default=3, help="denoising steps (default 3)")
 parser.add_argument("--work", type=Path, default=None, help="folder of the study and the runs, kept and resumed (default: temporary)")
 out_argument(parser)
 args = parse(parser)
