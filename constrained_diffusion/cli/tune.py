@@ -25,16 +25,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _trials(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1 (the trials this run adds), got {value}")
-    return value
-
-
 def spaces_epilog() -> str:
     """Every registered method's search space, one line each (the ``--help`` epilog)."""
     from constrained_diffusion.recipes import names
@@ -55,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="the tuning images: mnist-validation, an image folder or file")
     p.add_argument("--task", required=True, help="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
     p.add_argument("--method", required=True, help="a recipe or solver name")
-    p.add_argument("--trials", required=True, type=_trials, help="trials this run adds to the study")
+    p.add_argument("--trials", required=True, type=positive_int, help="trials this run adds to the study")
     p.add_argument("--limit", type=positive_int, default=16, help="images per trial (default 16)")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the recipe's)")
     p.add_argument("--metric", default="psnr", help="psnr (default), ssim or lpips")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -221,11 +222,7 @@ class TuningStudy(Configurable):
 
 
 def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    return statistics.median(values) if values else float("nan")
 
 
 def _stats(records: list[dict[str, Any]], method: str, reference: str) -> dict[str, Any]:

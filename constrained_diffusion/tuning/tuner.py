@@ -425,7 +425,7 @@ class Tuner(Configurable):
         """The best trial as an ``evaluate --config`` YAML file at ``path``; returns it."""
         import yaml
 
-        from constrained_diffusion.evaluation.harness import split_set
+        from constrained_diffusion.evaluation.harness import safe_name, split_set
 
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         best = _best(study)
@@ -440,7 +440,7 @@ class Tuner(Configurable):
             **({"steps": cfg.steps} if cfg.steps is not None else {}),
             **({"set": {f"task.{k}": v for k, v in task_options.items()}} if task_options else {}),
             "metrics": sorted({cfg.metric, "psnr", "ssim"}), "noise_std": cfg.noise_std, "seed": cfg.seed,
-            "dtype": cfg.dtype, "out": f"runs/tuned/{_safe(study.study_name)}",
+            "dtype": cfg.dtype, "out": f"runs/tuned/{safe_name(study.study_name)}",
         }
         if cfg.prompt is not None:
             doc["prompt"] = cfg.prompt
@@ -478,12 +478,6 @@ def _midpoints(space: SearchSpace) -> dict[str, Any]:
         elif isinstance(p, Choice):
             out[key] = p.choices[0]
     return out
-
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
