@@ -78,10 +78,10 @@ def free_form_mask(size: tuple[int, int], hole_ratio: float = 0.3, generator: to
 
 
 def load_mask_png(path: str) -> Tensor:
-    """Read a grey PNG (white = known, black = missing) as a ``(1, 1, H, W)`` mask in ``[0, 1]``."""
-    import numpy as np
+    """Read a grey PNG (white = known, black = missing; any bit depth) as a ``(1, 1, H, W)`` mask in ``[0, 1]``."""
     from PIL import Image  # optional dependency (diffusers and matplotlib bring it)
 
+    from constrained_diffusion.utils.images import pil_to_tensor
+
     with Image.open(path) as img:
-        arr = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr)[None, None]
+        return pil_to_tensor(img, 1, (0.0, 1.0), f"mask {path}")[None]

@@ -5,7 +5,8 @@ in ``[-1, 1]`` at a requested resolution:
 
 * `ImageFolder`: every PNG / JPEG / WebP file under a folder (recursive, sorted), id = the
   path relative to the folder (POSIX separators). Each image is converted to the model's
-  channels (``"L"`` for 1, ``"RGB"`` for 3), centre-cropped to the target aspect ratio
+  channels (grey for 1, RGB for 3; every PIL mode and bit depth scaled by its range, see
+  `constrained_diffusion.utils.images.pil_to_tensor`), centre-cropped to the target aspect ratio
   (the largest centred window ``H'/W' = H/W``) and resized to ``(H, W)`` with antialiased
   bicubic resampling. A file that cannot be decoded is reported (``skipped``) and left out;
   an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
@@ -42,6 +43,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from constrained_diffusion.utils.images import pil_to_tensor
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 """File suffixes (any case) an image folder reads."""
@@ -188,9 +191,7 @@ class ImageFolder:
         from PIL import Image
 
         with Image.open(self.root / name) as img:
-            img = img.convert("L" if self.resolution[0] == 1 else "RGB")
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            x = data.reshape(img.height, img.width, self.resolution[0]).permute(2, 0, 1).float() / 127.5 - 1.0
+            x = pil_to_tensor(img, self.resolution[0], (-1.0, 1.0), name)
         return _resize(x, self.resolution[1:], name)
 
     def load(self, index: int) -> Tensor:
@@ -241,10 +242,9 @@ class HFImages:
 
     def load(self, index: int) -> Tensor:
         """Row ``index``'s image as ``(C, H, W)`` float32 in ``[-1, 1]``."""
-        img = self.dataset[index][self.column].convert("L" if self.resolution[0] == 1 else "RGB")
-        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        x = data.reshape(img.height, img.width, self.resolution[0]).permute(2, 0, 1).float() / 127.5 - 1.0
-        return _resize(x, self.resolution[1:], f"{self.root}[{self.ids[index]}]")
+        name = f"{self.root}[{self.ids[index]}]"
+        x = pil_to_tensor(self.dataset[index][self.column], self.resolution[0], (-1.0, 1.0), name)
+        return _resize(x, self.resolution[1:], name)
 
 
 def _is_hf_dataset(path: Path) -> bool:

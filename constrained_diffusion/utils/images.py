@@ -1,13 +1,97 @@
-"""Image grids and a dependency-free PNG writer (8-bit grey or RGB)."""
+"""Image grids, a dependency-free PNG writer (8-bit grey or RGB) and a reader for every PIL mode."""
 
 from __future__ import annotations
 
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+"""PIL modes of 16-bit unsigned single-channel pixels (a 16-bit grey PNG opens as one of these)."""
+
+
+def pil_to_tensor(img: PILImage, channels: int, value_range: tuple[float, float] = (0.0, 1.0), name: str = "image") -> Tensor:
+    """A PIL image of any mode and bit depth as ``(channels, H, W)`` float32 in ``value_range``, scaled by its range.
+
+    Each mode is scaled by the range of its pixel type, not converted through 8 bits first
+    (PIL's ``convert("L")`` clips a 16-bit value above 255 to white):
+
+    * 16-bit grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``): ``v / 65535`` at full precision.
+    * ``I`` (32-bit int; how older PIL opens a 16-bit grey PNG): ``v / 65535``; a value outside
+      ``0 .. 65535`` is an error (its range is unknown).
+    * ``F`` (32-bit float): taken as is; a value outside ``[0, 1]`` (or not finite) is an error.
+    * 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, ...): PIL's conversion to
+      ``L`` or ``RGB``, then ``v / 255``. A 16-bit RGB PNG opens as ``RGB`` with each value's
+      high byte (PIL has no 48-bit mode): off by at most ``255 / 65535 < 1/255``.
+    * with transparency (``LA``, ``RGBA``, ``PA``, ``P`` with a transparent colour, ...):
+      composited over white, ``a·c + (1 − a)·1``, rather than the hidden colour of a
+      transparent pixel.
+
+    Colour to grey uses PIL's ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B``; grey to colour
+    repeats the channel. The EXIF orientation of a photograph is applied.
+
+    Args:
+        img: the image (not closed here).
+        channels: 1 (grey) or 3 (RGB).
+        value_range: ``(lo, hi)`` that black and white map to (``(-1, 1)`` for a model's pixels).
+        name: how errors name the image.
+
+    Returns:
+        ``(channels, H, W)`` float32 in ``value_range``.
+
+    Raises:
+        ValueError: ``channels`` other than 1 or 3; an ``I`` or ``F`` image out of range.
+
+    Examples:
+        >>> import numpy as np
+        >>> from PIL import Image
+        >>> grey16 = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+        >>> grey16.mode, pil_to_tensor(grey16, 1).tolist()
+        ('I;16', [[[0.0, 0.5000076293945312, 1.0]]])
+        >>> pil_to_tensor(grey16, 3, (-1.0, 1.0)).shape, pil_to_tensor(grey16, 3, (-1.0, 1.0)).max().item()
+        (torch.Size([3, 1, 3]), 1.0)
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    lo, hi = (float(v) for v in value_range)
+    img = ImageOps.exif_transpose(img) or img
+    mode = img.mode
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        arr = np.asarray(img)
+        if arr.ndim != 2:
+            raise ValueError(f"{name}: cannot read PIL mode {mode!r} with shape {arr.shape}")
+        if mode == "F":
+            if not np.isfinite(arr).all() or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
+                raise ValueError(f"{name}: a float (mode 'F') image must hold values in [0, 1], "
+                                 f"got [{float(np.nanmin(arr)):g}, {float(np.nanmax(arr)):g}]")
+            grey = arr.astype(np.float64)
+        else:
+            if mode == "I" and (arr.min(initial=0) < 0 or arr.max(initial=0) > 65535):
+                raise ValueError(f"{name}: a 32-bit integer (mode 'I') image is read as 16-bit (0 .. 65535), "
+                                 f"got values in [{int(arr.min())}, {int(arr.max())}]")
+            grey = arr.astype(np.float64) / 65535.0
+        x = torch.from_numpy(grey * (hi - lo) + lo).float()[None]
+        return x.expand(channels, -1, -1).contiguous()
+    target = "L" if channels == 1 else "RGB"
+    if "A" in mode or "a" in mode or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:  # any pixel not opaque
+            rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        img = rgba
+    if img.mode != target:
+        img = img.convert(target)
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.reshape(img.height, img.width, channels).permute(2, 0, 1).float() / (255.0 / (hi - lo)) + lo
 
 
 def to_uint8(x: Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> Tensor:

@@ -1,0 +1,109 @@
+"""Inputs read right or refused (issue 22): image modes and bit depths, lazy folders, finite-difference steps,
+overflowing observations, empty batches, ``--arg`` parsing."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from constrained_diffusion.data.images import ImageFolder, open_images
+
+
+def _png16(path: Path, arr: np.ndarray) -> Path:
+    """Write ``(H, W)`` or ``(H, W, C)`` uint16 as a 16-bit PNG (PIL writes 16-bit grey but not 16-bit RGB)."""
+    if arr.ndim == 2:
+        Image.fromarray(arr).save(path)
+        return path
+    H, W, C = arr.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[C]
+    raw = arr.astype(">u2").reshape(H, -1)
+    scanlines = b"".join(b"\x00" + row.tobytes() for row in raw)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", W, H, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_round_trips_within_one_level(tmp_path: Path, channels: int) -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 65536, size=(16, 16) if channels == 1 else (16, 16, 3), dtype=np.uint16)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _png16(folder / "a.png", truth)
+    x = ImageFolder(folder, (channels, 16, 16)).load(0)  # (C, H, W) in [-1, 1]
+    expected = torch.from_numpy(truth.astype(np.float64) / 65535.0).float()
+    expected = expected[None] if channels == 1 else expected.permute(2, 0, 1)
+    got = (x + 1) / 2
+    assert float((got - expected).abs().max()) <= 1 / 255
+    if channels == 1:  # grey 16-bit is read at full precision
+        assert float((got - expected).abs().max()) < 1e-6
+
+
+def test_16bit_grey_feeds_an_rgb_model_and_a_mask(tmp_path: Path) -> None:
+    from constrained_diffusion.constraints.masks import load_mask_png
+
+    truth = np.full((8, 8), 30000, dtype=np.uint16)
+    path = _png16(tmp_path / "m.png", truth)
+    x = open_images(path, (3, 8, 8)).load(0)
+    assert torch.allclose((x + 1) / 2, torch.full((3, 8, 8), 30000 / 65535), atol=1e-6)
+    assert torch.allclose(load_mask_png(str(path)), torch.full((1, 1, 8, 8), 30000 / 65535), atol=1e-6)
+
+
+def _modes() -> list[tuple[str, Image.Image, float]]:
+    """(name, image, expected grey value in [0, 1]) for a flat image of every mode."""
+    rgb = Image.new("RGB", (4, 4), (100, 150, 200))
+    luma = (100 * 299 + 150 * 587 + 200 * 114) / 1000 / 255
+    half_alpha = Image.new("RGBA", (4, 4), (0, 0, 0, 128))  # black at alpha 128/255 over white
+    return [
+        ("1", Image.new("1", (4, 4), 1), 1.0),
+        ("L", Image.new("L", (4, 4), 51), 51 / 255),
+        ("P", rgb.convert("P"), None),
+        ("RGB", rgb, luma),
+        ("RGBA opaque", rgb.convert("RGBA"), luma),
+        ("RGBA half", half_alpha, 1 - 128 / 255),
+        ("LA transparent", Image.new("LA", (4, 4), (0, 0)), 1.0),
+        ("CMYK", rgb.convert("CMYK"), luma),
+        ("I;16B", Image.new("I;16B", (4, 4), 40000), 40000 / 65535),
+        ("I", Image.new("I", (4, 4), 40000), 40000 / 65535),
+        ("F", Image.new("F", (4, 4), 0.25), 0.25),
+    ]
+
+
+@pytest.mark.parametrize("name,img,grey", _modes(), ids=[m[0] for m in _modes()])
+def test_every_mode_is_scaled_by_its_range(name: str, img: Image.Image, grey: float | None) -> None:
+    from constrained_diffusion.utils.images import pil_to_tensor
+
+    x = pil_to_tensor(img, 1)
+    assert x.shape == (1, 4, 4) and x.dtype == torch.float32
+    if grey is None:  # palette: whatever the palette holds, as its RGB would read
+        grey = float(pil_to_tensor(img.convert("RGB"), 1)[0, 0, 0])
+    assert torch.allclose(x, torch.full_like(x, grey), atol=1.5 / 255), (name, float(x[0, 0, 0]), grey)
+    assert pil_to_tensor(img, 3).shape == (3, 4, 4)
+
+
+def test_out_of_range_int_and_float_images_are_refused() -> None:
+    from constrained_diffusion.utils.images import pil_to_tensor
+
+    with pytest.raises(ValueError, match="mode 'I'"):
+        pil_to_tensor(Image.new("I", (2, 2), 70000), 1)
+    with pytest.raises(ValueError, match="mode 'F'"):
+        pil_to_tensor(Image.new("F", (2, 2), 3.0), 1)
+
+
+def test_8bit_reading_is_unchanged() -> None:
+    """The 8-bit path gives the same float32 bits as before (``v / 127.5 - 1``)."""
+    from constrained_diffusion.utils.images import pil_to_tensor
+
+    arr = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    x = pil_to_tensor(Image.fromarray(arr), 1, (-1.0, 1.0))
+    assert torch.equal(x[0], torch.from_numpy(arr).float() / 127.5 - 1.0)
