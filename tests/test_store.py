@@ -144,3 +144,55 @@ def test_the_shipped_run_files_stay_readable(name):
     store = (study_store(path) if name.startswith("adaptive") else JsonlStore(path, EIGVEC_KEY) if name.startswith("eigvec")
              else results_store(path))
     assert len(store) == len(path.read_text().splitlines())  # every record, each under its own key
+
+
+_WRITER = """
+import sys
+from constrained_diffusion.utils.jsonl_store import JsonlStore
+path, writer, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = JsonlStore(path, key_fields=("writer", "i"))
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+for i in range(n):
+    store.append({"writer": writer, "i": i, "pad": "x" * (i % 97)})
+"""
+
+
+def _two_writers(path: Path, n: int) -> int:
+    """Two processes append ``n`` records each to one store while this one reads it; returns the reads that saw damage."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), w, str(n)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for w in ("a", "b")]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    damaged = 0
+    while any(p.poll() is None for p in procs):  # a reader never sees a torn middle line
+        try:
+            JsonlStore(path, key_fields=("writer", "i"))
+        except ValueError:
+            damaged += 1
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    return damaged
+
+
+def _check_two_writers(path: Path, n: int) -> None:
+    damaged = _two_writers(path, n)
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the file ends with a complete line"
+    records = [json.loads(line) for line in lines[:-1]]  # every line is one whole record
+    assert len(records) == 2 * n
+    assert {(r["writer"], r["i"]) for r in records} == {(w, i) for w in "ab" for i in range(n)}
+    assert [r["i"] for r in records if r["writer"] == "a"] == list(range(n))  # each writer's order kept
+    assert len(JsonlStore(path, key_fields=("writer", "i"))) == 2 * n
+    assert damaged == 0
+
+
+def test_two_processes_appending_2000_records_each_keep_all_4000(tmp_path):
+    _check_two_writers(tmp_path / "shared.jsonl", 2000)
