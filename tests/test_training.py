@@ -273,3 +273,52 @@ def test_classifier_init_from_shipped_starts_from_its_weights():
     assert all(p.requires_grad for p in model.parameters())
     for (k, a), (_, b) in zip(shipped.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+
+
+_LOCKER = """
+import json, os, sys, time
+from constrained_diffusion.training.checkpoint import RunInUseError, run_lock
+run, seconds = sys.argv[1], float(sys.argv[2])
+marker = os.path.join(run, "inside")
+print("ready", flush=True)
+sys.stdin.readline()  # both start together
+ran = refused = both = 0
+end = time.time() + seconds
+while time.time() < end:  # enter the run again and again while the other process does the same
+    try:
+        with run_lock(run):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if the other one is inside too
+            except FileExistsError:
+                both += 1
+                continue
+            ran += 1
+            time.sleep(0.001)
+            os.close(fd)
+            os.unlink(marker)
+    except RunInUseError as exc:
+        assert "in use by a running training process" in str(exc)
+        refused += 1
+print(json.dumps({"ran": ran, "refused": refused, "both": both}))
+"""
+
+
+def test_two_trainers_started_together_exactly_one_runs(tmp_path):
+    """The lock is atomic: two processes entering one run over and over at the same time are never both inside."""
+    import json
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _LOCKER, str(tmp_path), "2"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    counts = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(c["both"] for c in counts) == 0, f"both processes were inside the run at once: {counts}"
+    assert all(c["ran"] > 0 and c["refused"] > 0 for c in counts), counts  # they really contended

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
+
+from constrained_diffusion.utils.safe_io import save_torch, write_text
 
 HOME_ENV = "CONSTRAINED_DIFFUSION_HOME"
+RUN_LOCK = ".run.lock"
+"""The file that ``run_lock`` locks (it stays in the run directory, empty)."""
 
 
 def runs_home() -> Path:
@@ -52,17 +57,13 @@ class TrainArgumentError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (a temporary file renamed over the old one).
+    """Write ``state`` to ``path`` atomically (`constrained_diffusion.utils.safe_io`: temporary file, fsync, rename).
 
     Args:
         path: the checkpoint file; its folder is created.
         state: tensors, numbers, strings and containers of them.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_torch(path, state)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -94,19 +95,42 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def run_lock(directory: str | Path) -> Iterator[None]:
-    """Hold ``directory/LOCK`` (our pid) while training; a lock left by a dead process is taken over.
+    """Hold the run ``directory`` while training: one process at a time, atomically.
+
+    The lock is an operating-system file lock (``filelock``) on ``directory/.run.lock``: of two
+    processes that start together exactly one gets it, and the kernel releases it when its
+    holder dies, even by ``kill -9``. The holder writes its pid to ``directory/LOCK`` (removed
+    on exit) so that the refusal can name it; a ``LOCK`` naming a live process that is not
+    ours (an older version's lock) is also refused, one left by a process that died is taken over.
 
     Raises:
-        RunInUseError: a live process holds the lock.
+        RunInUseError: another live process holds the run.
     """
-    lock = Path(directory) / "LOCK"
-    if lock.exists():
-        text = lock.read_text().strip()
-        pid = int(text) if text.isdigit() else 0
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pid_file = directory / "LOCK"
+    lock = FileLock(str(directory / RUN_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunInUseError(f"{directory} is in use by a running training process (pid {_read_pid(pid_file) or 'unknown'})") from None
+    try:
+        pid = _read_pid(pid_file)
         if pid and pid != os.getpid() and _alive(pid):
             raise RunInUseError(f"{directory} is in use by a running training process (pid {pid})")
-    lock.write_text(str(os.getpid()))
-    try:
-        yield
+        write_text(pid_file, str(os.getpid()))
+        try:
+            yield
+        finally:
+            pid_file.unlink(missing_ok=True)
     finally:
-        lock.unlink(missing_ok=True)
+        lock.release()  # the lock file stays: removing it would let a third process lock a new file beside a waiter
+
+
+def _read_pid(path: Path) -> int:
+    """The pid in ``path``, 0 if it is missing or not a number."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
