@@ -107,3 +107,73 @@ def test_8bit_reading_is_unchanged() -> None:
     arr = np.arange(256, dtype=np.uint8).reshape(16, 16)
     x = pil_to_tensor(Image.fromarray(arr), 1, (-1.0, 1.0))
     assert torch.equal(x[0], torch.from_numpy(arr).float() / 127.5 - 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# A finite-difference step below the rounding floor of the model's dtype
+
+
+def _gaussian_inpainting(dtype: torch.dtype = torch.float32):
+    import constrained_diffusion as cd
+
+    model = cd.GaussianDenoiser.smooth((1, 8, 8), dtype=dtype)
+    truth = model.sample_prior(2, torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 1, 8, 8, dtype=dtype)
+    mask[..., :4] = 1
+    return model, cd.Inpainting(truth, mask)
+
+
+@pytest.mark.parametrize("solver", ["inexact-newton", "secant-newton", "exact-newton"])
+def test_h_below_the_float32_rounding_floor_is_refused_before_sampling(solver: str) -> None:
+    import constrained_diffusion as cd
+
+    model, constraint = _gaussian_inpainting()
+    sampler = cd.ConstrainedSampler(model, cd.solvers.get(solver, h=1e-12), steps=3, inner_steps=2)
+    nfe = model.nfe
+    with pytest.raises(ValueError, match=r"h=1e-12 is below the rounding floor 1\.19e-07 of torch\.float32"):
+        sampler.sample(constraint, generator=torch.Generator().manual_seed(0), progress=False)
+    assert model.nfe == nfe  # refused before any network call
+
+
+def test_h_near_the_floor_is_warned_and_float64_takes_it() -> None:
+    import constrained_diffusion as cd
+
+    model, constraint = _gaussian_inpainting()
+    sampler = cd.ConstrainedSampler(model, cd.InexactNewton(h=5e-7), steps=2, inner_steps=1)
+    with pytest.warns(UserWarning, match=r"h=5e-07 is within 10x of the rounding floor"):
+        sampler.sample(constraint, generator=torch.Generator().manual_seed(0), progress=False)
+    model64, constraint64 = _gaussian_inpainting(torch.float64)  # float64's floor is 2.2e-16: 1e-12 is a valid step there
+    cd.ConstrainedSampler(model64, cd.InexactNewton(h=1e-12), steps=2, inner_steps=1).sample(
+        constraint64, generator=torch.Generator().manual_seed(0), progress=False)
+
+
+def test_rounding_floor_follows_the_precision_rule() -> None:
+    from constrained_diffusion.linalg.finite_difference import check_h, default_h, rounding_floor, unit_roundoff
+
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        assert rounding_floor(dtype) == 2 * unit_roundoff(dtype)
+        check_h(float(default_h(dtype)), dtype)  # the precision-aware default is never refused nor warned about
+    assert rounding_floor(torch.float32, tf32=True) == 2.0**-10
+    with pytest.raises(ValueError, match=r"h=0\.005 .* torch\.bfloat16"):
+        check_h(0.005, torch.bfloat16)  # the paper's float32 step is under one bfloat16 ulp of 1
+
+
+def test_encoded_constraint_refuses_h_below_the_floor() -> None:
+    import constrained_diffusion as cd
+
+    class Codec:  # float32 identity "VAE"
+        dtype = torch.float32
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return z
+
+    pixel = cd.Inpainting(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4))
+    encoded = cd.constraints.EncodedConstraint(pixel, Codec(), h=1e-12)
+    with pytest.raises(ValueError, match=r"h=1e-12 is below the rounding floor"):
+        encoded.validate((1, 4, 4))
+    with pytest.raises(ValueError, match=r"h=1e-12 is below the rounding floor"):  # a codec that does not tell its dtype: at the first error
+        cd.constraints.EncodedConstraint(pixel, type("C", (), {"encode": Codec.encode, "decode": Codec.decode})(), h=1e-12).error(
+            torch.ones(1, 1, 4, 4))

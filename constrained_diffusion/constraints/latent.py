@@ -24,7 +24,7 @@ from constrained_diffusion._validation import check_tensor, check_unit_interval
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.denoisers.base import Codec, Denoiser
-from constrained_diffusion.linalg.finite_difference import default_h, fd_jvp, tf32_active
+from constrained_diffusion.linalg.finite_difference import check_h, default_h, fd_jvp, tf32_active
 from constrained_diffusion.linalg.precision import upcast
 
 
@@ -134,6 +134,8 @@ class EncodedConstraint(_OnPixels, Constraint):
         h: max-norm of the pixel perturbation; ``None`` (default): precision-aware,
             ``max(H_FLOAT32, default_h(dtype))`` for the latents' dtype (and TF32 on CUDA),
             i.e. 0.01 in float32, about 0.11 in float16 and 0.31 in bfloat16 (pixels in ``[-1, 1]``).
+            A given ``h`` below the rounding floor of the encoder's dtype is refused (`check_h`:
+            when sampling starts, and at the first error evaluation in a new dtype).
     """
 
     H_FLOAT32 = 0.01
@@ -144,9 +146,23 @@ class EncodedConstraint(_OnPixels, Constraint):
         self.pixel = pixel
         self.codec = codec
         self.h = h
+        self._checked: set[torch.dtype] = set()
+
+    def validate(self, sample_shape: tuple[int, ...]) -> None:
+        """Refuse a given ``h`` below the rounding floor of the codec's dtype (where the codec tells it), before any network call."""
+        vae = getattr(self.codec, "vae", self.codec)
+        dtype, device = getattr(vae, "dtype", None), getattr(vae, "device", None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            self._check(dtype, device)
+
+    def _check(self, dtype: torch.dtype, device: torch.device | str | None) -> None:
+        if self.h is not None and dtype not in self._checked:
+            check_h(self.h, dtype, device)
+            self._checked.add(dtype)
 
     @torch.no_grad()
     def error_and_residual(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(z.dtype, z.device)  # a Python check, once per dtype: no host synchronisation
         x = self.codec.decode(z).float()
         e_pix, residual = self.pixel.error_and_residual(x)
         e = fd_jvp(lambda u: self.codec.encode(u.to(z.dtype)).float(), x, e_pix, self.step(z))  # one batched encoder call

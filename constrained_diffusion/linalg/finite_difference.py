@@ -89,6 +89,66 @@ def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.
     return max(H_PAPER, C_ROUNDING * u**0.5 * max(1.0, float(scale)))
 
 
+FLOOR_WARN_FACTOR = 10.0
+"""A given ``h`` under ``FLOOR_WARN_FACTOR`` times `rounding_floor` is warned about (rounding error of the quotient over ~10 %)."""
+
+
+def rounding_floor(dtype: torch.dtype, tf32: bool = False) -> float:
+    """The smallest sensible max-norm step: one unit in the last place of 1 in the arithmetic, ``2 u``.
+
+    A perturbation of max-norm ``h`` below it is lost to rounding on a unit-scale state: ``x + h' v``
+    rounds back to ``x`` (or the network's TF32/half-precision arithmetic rounds it away), so
+    ``f(x + h' v) - f(x)`` is zero or rounding noise and ``J v`` is lost. Its relative rounding
+    error is about ``2 u / h``: 100 % at the floor, 10 % at ten times it.
+
+    Examples:
+        >>> rounding_floor(torch.float32), rounding_floor(torch.float32, tf32=True), rounding_floor(torch.bfloat16)
+        (1.1920928955078125e-07, 0.0009765625, 0.0078125)
+    """
+    return 2.0 * unit_roundoff(dtype, tf32)
+
+
+def check_h(h: float | None, dtype: torch.dtype, device: torch.device | str | None = None, name: str = "h") -> None:
+    """Refuse a given step ``h`` below `rounding_floor` of the arithmetic; warn below ten times it.
+
+    A check of two Python floats, no tensor and no host synchronisation: call it once per sampling
+    run with the dtype the network actually computes in (``h=None`` is always fine).
+
+    Args:
+        h: the user's max-norm step, or ``None`` (precision-aware, nothing to check).
+        dtype: dtype of the arithmetic of ``f`` (the model's).
+        device: where ``f`` runs; float32 on a CUDA device with TF32 enabled has TF32's floor (`tf32_active`).
+        name: the parameter's name in messages.
+
+    Raises:
+        ValueError: ``h < rounding_floor(dtype, tf32)``, naming ``name``, the dtype and the floor.
+
+    Warns:
+        UserWarning: ``h`` is under ``FLOOR_WARN_FACTOR`` times the floor, naming ``name``.
+
+    Examples:
+        >>> check_h(0.005, torch.float32)
+        >>> check_h(1e-12, torch.float32)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: h=1e-12 is below the rounding floor 1.19e-07 of torch.float32 arithmetic: ... use h >= 1.19e-07 or h=None ...
+    """
+    if h is None:
+        return
+    tf32 = dtype == torch.float32 and device is not None and tf32_active(device)
+    floor = rounding_floor(dtype, tf32)
+    what = f"{dtype}{' with TF32' if tf32 else ''} arithmetic"
+    if h < floor:
+        raise ValueError(f"{name}={h:g} is below the rounding floor {floor:.3g} of {what}: the finite difference would be lost to "
+                         f"rounding (zero or noise); use {name} >= {floor:.3g} or {name}=None (precision-aware, {float(default_h(dtype, tf32)):.3g} here)")
+    if h < FLOOR_WARN_FACTOR * floor:
+        import warnings
+
+        warnings.warn(f"{name}={h:g} is within {FLOOR_WARN_FACTOR:g}x of the rounding floor {floor:.3g} of {what}: the finite difference "
+                      f"carries about {100 * floor / h:.0f} % rounding error; {name}=None picks {float(default_h(dtype, tf32)):.3g}",
+                      UserWarning, stacklevel=2)
+
+
 def resolve_h(h: float | None, x: Tensor, dtype: torch.dtype | None = None) -> float | Tensor:
     """``h`` if given (checked ``> 0``), else `default_h` for ``dtype`` (default ``x.dtype``), TF32 and ``x``.
 

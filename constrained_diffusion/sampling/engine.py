@@ -154,6 +154,7 @@ class ConstrainedSampler:
         nfe0, nbe0, start = den.nfe, den.nbe, time.perf_counter()
         betas = _single_step_betas(den) if cfg.noise == "one-step-posterior" else None
         if self.solver is not None:
+            self.solver.check(den)  # e.g. a finite-difference h below the rounding floor of den.dtype
             self.solver.reset()  # a stateful solver (SecantNewton) starts every run afresh
         bar = tqdm(total=cfg.steps, disable=not progress, desc="sampling", leave=False)
         for i, t in enumerate(grid.times):

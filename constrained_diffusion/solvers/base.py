@@ -108,6 +108,17 @@ class Solver(Configurable, ABC):
         """
         return contextlib.nullcontext()
 
+    def check(self, denoiser: Denoiser) -> None:
+        """Refuse options that cannot work with this denoiser; `ConstrainedSampler.sample` calls it once per run, before any network call.
+
+        The default does nothing. The finite-difference solvers refuse a given step ``h`` below the
+        rounding floor of the denoiser's arithmetic (`constrained_diffusion.linalg.finite_difference.check_h`).
+        A check here must not synchronise with the device (it runs on the sync-free path).
+
+        Raises:
+            ValueError: naming the option.
+        """
+
     def reset(self) -> None:
         """Forget any state kept between `direction` calls; `ConstrainedSampler.sample` calls it at the start of a run.
 

@@ -78,7 +78,7 @@ from pydantic import Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.linalg.gmres import gmres
 from constrained_diffusion.linalg.pinv import pinv_solve
 from constrained_diffusion.solvers.base import Solver, SolverConfig
@@ -170,6 +170,11 @@ class ExactNewton(Solver):
     def __init__(self, *args: Any, **options: Any) -> None:
         super().__init__(*args, **options)
         self.last_info: ExactNewtonInfo | None = None
+
+    def check(self, denoiser: Denoiser) -> None:
+        """Refuse a given ``h`` below the rounding floor of the denoiser's arithmetic (warn near it): `check_h`."""
+        if self.jvp == "finite-difference":
+            check_h(self.h, denoiser.dtype, denoiser.device)
 
     # ----------------------------------------------------------------------------------------
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from pydantic import Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
 from constrained_diffusion.tuning.space import Float, SearchSpace
@@ -61,6 +61,10 @@ class InexactNewton(Solver):
     search_space = SearchSpace({"h": Float(1e-4, 0.1, log=True)})
     """The finite-difference step: from float32's rounding floor to a tenth of the state's range."""
     h: float | None
+
+    def check(self, denoiser: Denoiser) -> None:
+        """Refuse a given ``h`` below the rounding floor of the denoiser's arithmetic (warn near it): `check_h`."""
+        check_h(self.h, denoiser.dtype, denoiser.device)
 
     @torch.no_grad()
     def direction(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor, x0: Tensor) -> Tensor:

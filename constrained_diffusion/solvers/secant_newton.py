@@ -63,7 +63,7 @@ from pydantic import Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.linalg.finite_difference import fd_jvp
+from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.linalg.secant import secant_inverse, secant_jvp, secant_scale
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
@@ -186,6 +186,10 @@ class SecantNewton(Solver):
         self.last_info: SecantNewtonInfo | None = None
         self.calls = 0
         self.finite_differences = 0
+
+    def check(self, denoiser: Denoiser) -> None:
+        """Refuse a given ``h`` below the rounding floor of the denoiser's arithmetic (warn near it): `check_h`."""
+        check_h(self.h, denoiser.dtype, denoiser.device)
 
     # ----------------------------------------------------------------------------------------
     @torch.no_grad()
