@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("cd_segmentation", reason="plugin not installed: pip install -e plugins/...")
 import torch
 import torch.nn.functional as F
-from cd_segmentation import SegmentationGuidance, load_label_map
+from cd_segmentation import NETWORK_GROUP, SegmentationGuidance, import_network, load_label_map, network_names, register_network
 from torch import nn
 
 import constrained_diffusion as cd
@@ -68,12 +68,61 @@ def test_entry_point_discovered_and_loads() -> None:
     assert registry.get_factory("segmentation") is SegmentationGuidance
 
 
-def test_network_from_import_string(factory_module: str) -> None:
-    guide = registry.load("segmentation", network=f"{factory_module}:build", target=quadrant_labels())
+def test_network_from_a_registered_name() -> None:
+    register_network("test-tiny-segnet")(tiny_segnet)
+    guide = registry.load("segmentation", network="test-tiny-segnet", target=quadrant_labels())
     reference = SegmentationGuidance(tiny_segnet(), quadrant_labels())
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(guide.loss(x), reference.loss(x))
-    assert isinstance(SegmentationGuidance(f"{factory_module}:Factories.build", quadrant_labels()), SegmentationGuidance)
+    assert "test-tiny-segnet" in network_names()
+
+
+@pytest.mark.parametrize("spec", ["os:abort", "builtins:print", "os.system", "subprocess:Popen"])
+def test_a_dotted_callable_is_refused_not_imported(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration's ``network:`` string is looked up among registered names, never imported (``os:abort`` aborted the process)."""
+    import os
+
+    called = []
+    monkeypatch.setattr(os, "abort", lambda: called.append("abort"))
+    with pytest.raises(ValueError, match=r"network: .* is not a registered segmentation network"):
+        registry.load("segmentation", network=spec, target=quadrant_labels())
+    assert called == []
+
+
+def test_network_from_an_entry_point_of_an_installed_package(factory_module: str, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "cd_seg_test_nets-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cd-seg-test-nets\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{NETWORK_GROUP}]\nep-segnet = {factory_module}:Factories.build\n")
+    assert "ep-segnet" in network_names()  # tmp_path is on sys.path (factory_module)
+    guide = SegmentationGuidance("ep-segnet", quadrant_labels())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(guide.loss(x), SegmentationGuidance(tiny_segnet(), quadrant_labels()).loss(x))
+
+
+def test_network_weights_from_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    register_network("test-tiny-segnet-blank")(lambda: tiny_segnet(seed=1))
+    trained = tiny_segnet(seed=7)
+    save_file(trained.state_dict(), str(tmp_path / "w.safetensors"))
+    guide = SegmentationGuidance("test-tiny-segnet-blank", quadrant_labels(), weights=tmp_path / "w.safetensors")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(guide.loss(x), SegmentationGuidance(trained, quadrant_labels()).loss(x))
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"weights: .* is not a \.safetensors file"):
+        SegmentationGuidance("test-tiny-segnet-blank", quadrant_labels(), weights=tmp_path / "w.pt")
+    save_file({"other": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"weights: .* does not fit the architecture"):
+        SegmentationGuidance("test-tiny-segnet-blank", quadrant_labels(), weights=tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match=r"weights: given with a network object"):
+        SegmentationGuidance(trained, quadrant_labels(), weights=tmp_path / "w.safetensors")
+
+
+def test_import_network_is_deprecated(factory_module: str) -> None:
+    with pytest.warns(DeprecationWarning, match="import_network is deprecated"):
+        assert isinstance(import_network(f"{factory_module}:build"), nn.Module)
 
 
 # --- the loss ------------------------------------------------------------------------------
@@ -256,17 +305,16 @@ def test_network_must_return_4d_logits() -> None:
         guide.validate((3, 16, 16))
 
 
-@pytest.mark.parametrize("spec, kind, pattern", [
-    ("no_colon_here", ValueError, r"network must be an nn.Module or an import string"),
-    ("pkg.mod:", ValueError, r"network must be an nn.Module or an import string"),
-    ("some.file.pt", ValueError, r"network must be an nn.Module or an import string"),
-    ("cd_no_such_module_xyz:build", ImportError, r"network: cannot import module 'cd_no_such_module_xyz'"),
-    ("{mod}:missing", ValueError, r"network: .* names 'missing'"),
-    ("{mod}:value", TypeError, r"network: .* is not callable"),
-    ("{mod}:not_a_module", TypeError, r"network: .* returned dict, not a torch.nn.Module"),
+@pytest.mark.parametrize("spec, pattern", [
+    ("no_such_name", r"network: 'no_such_name' is not a registered segmentation network \(registered: .*\); register one"),
+    ("pkg.mod:", r"an import string 'module:callable' is never imported"),
+    ("some.file.safetensors", r"a weight file goes in weights=, with network= naming its registered architecture"),
+    ("{mod}:build", r"an import string 'module:callable' is never imported"),
+    ("test-not-a-module", r"network: the factory registered as 'test-not-a-module' returned dict, not a torch.nn.Module"),
 ])
-def test_bad_network_string(factory_module: str, spec: str, kind: type, pattern: str) -> None:
-    with pytest.raises(kind, match=pattern):
+def test_bad_network_string(factory_module: str, spec: str, pattern: str) -> None:
+    register_network("test-not-a-module")(lambda: {"weights": 1})
+    with pytest.raises(ValueError, match=pattern):
         SegmentationGuidance(spec.format(mod=factory_module), quadrant_labels())
 
 

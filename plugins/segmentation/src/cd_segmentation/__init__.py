@@ -5,6 +5,7 @@ models*, NeurIPS 2025 (training-free guidance by a differentiable loss on ``x0_h
 """
 
 from cd_segmentation.guidance import SegmentationGuidance, import_network, load_label_map
+from cd_segmentation.networks import NETWORK_GROUP, load_network, network_names, register_network
 
-__all__ = ["SegmentationGuidance", "import_network", "load_label_map"]
+__all__ = ["NETWORK_GROUP", "SegmentationGuidance", "import_network", "load_label_map", "load_network", "network_names", "register_network"]
 __version__ = "0.1.0"

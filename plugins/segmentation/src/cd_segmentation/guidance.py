@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cd_segmentation.networks import load_network
 from constrained_diffusion.constraints.base import NonlinearConstraint
 
 __all__ = ["SegmentationGuidance", "import_network", "load_label_map"]
 
 
 def import_network(spec: str) -> nn.Module:
-    """Build a network from an import string ``"package.module:factory"``.
+    """Deprecated: build a network from an import string ``"package.module:factory"`` (Python callers only).
+
+    `SegmentationGuidance` no longer imports what a string names (a configuration naming
+    ``"os:abort"`` would run it); it looks the string up among registered architectures
+    (`cd_segmentation.networks.load_network`). This function remains for one release, for code
+    that calls it itself, and warns.
 
     ``factory`` (an attribute path, dots allowed: ``"pkg.mod:Class.build"``) must be a
     zero-argument callable returning an ``nn.Module``. Nothing is unpickled: weights, if any,
@@ -44,6 +51,8 @@ def import_network(spec: str) -> nn.Module:
         ImportError: the module cannot be imported.
         TypeError: the factory is not callable or does not return an ``nn.Module``.
     """
+    warnings.warn("cd_segmentation.import_network is deprecated: register the factory (cd_segmentation.register_network or the "
+                  "'constrained_diffusion.segmentation_networks' entry points) and name it", DeprecationWarning, stacklevel=2)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr or any(not part.isidentifier() for part in attr.split(".")):
         raise ValueError(
@@ -124,9 +133,11 @@ class SegmentationGuidance(NonlinearConstraint):
 
     Args:
         network: an ``nn.Module`` mapping images ``(B, C_in, H, W)`` to per-pixel class logits
-            ``(B, K, H', W')``, or an import string ``"package.module:factory"`` naming a
-            zero-argument callable that returns one (for the CLI; nothing is unpickled). It is
-            frozen in place (``eval()``, ``requires_grad_(False)``).
+            ``(B, K, H', W')``, or the name of a registered architecture (for configuration
+            files: `cd_segmentation.register_network` or the entry-point group
+            ``constrained_diffusion.segmentation_networks``; an import string such as
+            ``"os:abort"`` is refused, never imported). It is frozen in place (``eval()``,
+            ``requires_grad_(False)``).
         target: the label map: an integer tensor ``(1 or B, H_y, W_y)`` (``(H_y, W_y)`` is taken
             as batch 1) of class ids in ``0 .. K-1`` or ``ignore_index``, or a path to a
             single-channel PNG whose pixel values are the class ids. ``B > 1`` gives one map
@@ -138,27 +149,32 @@ class SegmentationGuidance(NonlinearConstraint):
         ignore_index: label value excluded from the loss (default ``-100``, as
             ``F.cross_entropy``; use 255 for VOC-style maps).
         device: move the network (and the target) there (default: where the network is).
+        weights: with a registered name, a ``.safetensors`` file of its ``state_dict``
+            (loaded strictly; nothing is unpickled).
 
     Raises:
         TypeError: a ``network``, ``target`` or ``input_transform`` of the wrong type
             (e.g. a floating-point ``target``).
-        ValueError: a ``target`` of the wrong shape, with negative labels other than
+        ValueError: a ``network`` string that is not a registered name, ``weights`` that do not
+            fit it or without a named network; a ``target`` of the wrong shape, with negative labels other than
             ``ignore_index``, or with a sample whose pixels are all ignored; labels ``>= K``
             (detected by `validate`'s probe forward, or at the first `loss` call).
 
     Example:
-        >>> guide = SegmentationGuidance("my_models.seg:build", "labels.png")   # doctest: +SKIP
+        >>> guide = SegmentationGuidance("my-segnet", "labels.png", weights="segnet.safetensors")   # doctest: +SKIP
         >>> cd.ConstrainedSampler(model, "inexact-newton").sample(guide)         # doctest: +SKIP
     """
 
     def __init__(self, network: nn.Module | str, target: Tensor | str | os.PathLike[str],
                  input_transform: Callable[[Tensor], Tensor] | None = None, ignore_index: int = -100,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, weights: str | os.PathLike[str] | None = None) -> None:
         if isinstance(network, str):
-            network = import_network(network)
+            network = load_network(network, weights)
+        elif weights is not None:
+            raise ValueError("weights: given with a network object; weights go with a registered network name (network='name')")
         if not isinstance(network, nn.Module):
             raise TypeError(
-                f"network must be a torch.nn.Module or an import string 'package.module:factory', got {type(network).__name__}"
+                f"network must be a torch.nn.Module or a registered network name, got {type(network).__name__}"
             )
         if input_transform is not None and not callable(input_transform):
             raise TypeError(f"input_transform must be callable, got {type(input_transform).__name__}")
