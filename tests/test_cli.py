@@ -16,30 +16,56 @@ import constrained_diffusion as cd
 from constrained_diffusion.cli.main import build_parser, main
 
 
-def test_demo_writes_table_and_png(tmp_path, capsys):
+def _demo_rows(text: str) -> dict[str, list[str]]:
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")}
+
+
+def test_demo_runs_each_method_at_its_tuned_setting_on_real_digits(tmp_path, capsys):
+    from constrained_diffusion.recipes.tuned import load_tuned
+
+    tuned = load_tuned("mnist-ddpm", "box")
+    assert main(["demo", "--digits", "3", "--steps", "2", "--solver", "inexact-newton", "identity", "dps", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    rows = _demo_rows(text)
+    assert rows["method"] == ["method", "residual", "PSNR (dB)", "read right", "NFE", "NBE", "seconds"]
+    assert list(rows)[1:] == ["inexact-newton", "identity", "dps"]
+    inner = tuned.methods["inexact-newton"]["inner_steps"]
+    assert rows["inexact-newton"][4] == str(2 * (1 + 2 * inner))  # the tuned inner steps: one extra forward each
+    assert rows["identity"][4] == str(2 * (1 + tuned.methods["identity"]["inner_steps"]))
+    assert rows["dps"][4:6] == ["2", "2"]
+    for name in ("inexact-newton", "identity", "dps"):
+        k, n = rows[name][3].split("/")
+        assert n == "3" and 0 <= int(k) <= 3
+        assert float(rows[name][2]) > 5
+    assert "labels 0 1 2" in text and "mnist-ddpm-box.yaml" in text and tuned.study["command"] in text
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_single_solver_and_a_png_path(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    assert main(["demo", "--model", "gaussian", "--steps", "4", "--inner-steps", "2", "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--digits", "1", "--steps", "1", "--solver", "gradient-descent", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    for name in ("none (unconstrained)", "inexact-newton", "gradient-descent", "exact-jvp", "residual", "NFE"):
-        assert name in text
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines() if line.startswith("| ")}
-    assert float(rows["inexact-newton"][2]) < float(rows["none (unconstrained)"][2])
-    assert rows["inexact-newton"][3].strip() == str(4 * (1 + 2 * 2))
+    assert "gradient-descent" in text and "exact-jvp" not in text and out.is_file() and not (tmp_path / "demo.png").exists()
 
 
-def test_demo_single_solver(tmp_path, capsys):
-    assert main(["demo", "--model", "gaussian", "--steps", "2", "--inner-steps", "1", "--solver", "gradient-descent",
-                 "--out", str(tmp_path / "g.png"), "--quiet"]) == 0
-    text = capsys.readouterr().out
-    assert "gradient-descent" in text and "exact-jvp" not in text
+def test_demo_default_methods_leave_exact_newton_to_all():
+    from constrained_diffusion.cli.demo import methods_to_run
+
+    tuned = ["inexact-newton", "gradient-descent", "dps"]
+    assert methods_to_run(None, tuned) == tuned
+    assert methods_to_run(["all"], tuned) == [*tuned, "exact-newton"]
+    assert methods_to_run(["exact-newton", "dps"], tuned) == ["exact-newton", "dps"]
+    with pytest.raises(ValueError, match="--solver: unknown method 'newton'"):
+        methods_to_run(["newton"], tuned)
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["demo", "--steps", "0"], "--steps: expected an integer >= 1, got 0"),
     (["demo", "--inner-steps", "-1"], "--inner-steps: expected an integer >= 0, got -1"),
     (["demo", "--steps", "abc"], "expected an integer >= 1, got 'abc'"),
-    (["demo", "--solver", "newton"], "invalid choice: 'newton'"),
+    (["demo", "--solver", "newton"], "unknown method 'newton'"),
+    (["demo", "--digits", "21"], "--digits: expected 1 to 20"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_arguments_exit_nonzero_with_one_line(argv, needle):
@@ -52,7 +78,7 @@ def test_bad_arguments_exit_nonzero_with_one_line(argv, needle):
 def test_demo_out_inside_a_file_is_a_clean_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["demo", "--model", "gaussian", "--steps", "1", "--inner-steps", "0", "--out", str(blocker / "g.png"), "--quiet"]) == 2
+    assert main(["demo", "--digits", "1", "--steps", "1", "--out", str(blocker / "sub"), "--quiet"]) == 2
     assert "--out" in capsys.readouterr().err
 
 
@@ -207,24 +233,23 @@ def test_model_card_of_the_classifier_writes_its_block(tmp_path, capsys):
     assert "no weight file" in capsys.readouterr().err
 
 
-def test_demo_png_labels_each_column_with_its_run(tmp_path):
+def test_demo_png_is_a_labelled_grid_of_digits_by_method(tmp_path):
+    import numpy as np
     from PIL import Image
 
-    from constrained_diffusion.default_model import demo_problem
-
-    out = tmp_path / "g.png"
-    assert main(["demo", "--model", "gaussian", "--steps", "1", "--inner-steps", "0", "--solver", "identity",
-                 "--out", str(out), "--quiet"]) == 0
-    import numpy as np
-
-    image = torch.from_numpy(np.asarray(Image.open(out).convert("L")).copy())
-    cell, columns = demo_problem("gaussian").truth.shape[-1] * 4, 4  # truth | observed | unconstrained | identity
+    assert main(["demo", "--digits", "2", "--steps", "1", "--inner-steps", "0", "--solver", "identity", "--out", str(tmp_path), "--quiet"]) == 0
+    image = torch.from_numpy(np.asarray(Image.open(tmp_path / "demo.png").convert("L")).copy())
+    cell, columns, rows = 32 * 3, 3, 2  # truth | observed | identity; one row per digit
     assert image.shape[1] == 2 + columns * (cell + 2)
-    strip = image[: image.shape[0] - (2 + cell + 2)]
-    assert strip.shape[0] >= 8, "no label strip above the grid"
+    grid_height = 2 + rows * (cell + 2)
+    strips = image.shape[0] - grid_height
+    assert strips >= 16, "no label strips above and below the grid"
+    top = strips // 2
     for c in range(columns):
         left = 2 + c * (cell + 2)
-        assert (strip[:, left:left + cell] < 128).any(), f"column {c} has no label"
+        assert (image[:top, left:left + cell] < 128).any(), f"column {c} has no label"
+        bottom = image[top + grid_height:, left:left + cell]
+        assert (bottom < 128).any() == (c != 1), f"column {c}: k/N under every column but the observation's"
 
 
 def test_label_columns_draws_distinct_labels_and_checks_its_input():

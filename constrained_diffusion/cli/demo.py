@@ -1,76 +1,171 @@
-"""``constrained-diffusion demo``: constrained inpainting on an embedded model, every solver.
+"""``constrained-diffusion demo``: real test digits inpainted by every method at its tuned setting.
 
-Fills in the missing part of an image with each solver from the same initial noise and prints
-solver, final residual of the known pixels, network forwards (NFE) and backwards (NBE),
-seconds (and, on MNIST, the digit the shipped classifier reads in the result); writes a PNG
-grid: truth | observed | unconstrained | one column per solver, each column labelled above it.
+Fills in a missing centred box (half the height and width: the tuning study's ``box`` task) of
+``--digits`` real MNIST test digits (class-interleaved, shipped with the package, never seen in
+training or tuning) in one batch, with each method at the setting the tuning study found best for this model and task
+(``constrained_diffusion/recipes/tuned/<model>-box.yaml``, which names the study). Prints per
+method: the mean residual ``||m * (y - x)||_2`` of the known pixels, the mean PSNR, how many digits the shipped classifier
+reads right (k/N), network forwards (NFE) and backwards (NBE) and seconds. Writes
+``OUT/demo.png``: one row per digit, columns truth | observed | one per method, each column
+labelled above and its k/N below. Exact Newton (slow) runs only with ``--solver all``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
-from constrained_diffusion.default_model import demo_problem, solve_demo
-from constrained_diffusion.solvers import registry
-from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
+from constrained_diffusion.cli.args import format_table, int_at_least, non_negative_int, positive_int, summary
+
+MODELS = ("mnist-ddpm", "mnist-flow")
+ALIASES = {"mnist": "mnist-ddpm"}
+SLOW = ("exact-newton",)
+"""Solvers run only when asked by name or by ``--solver all`` (exact Newton: ~4x the others' NFE)."""
+MAX_DIGITS = 20
+"""Digits shipped for the demo (`shipped_test_digits`)."""
+
+
+def model_name(text: str) -> str:
+    """``--model``: a `cd.models.load` name of a shipped MNIST model (``mnist`` = ``mnist-ddpm``)."""
+    name = ALIASES.get(text, text)
+    if name not in MODELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(MODELS)}, got {text!r}")
+    return name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``demo`` and its options on the sub-command parsers ``sub``."""
-    p = sub.add_parser("demo", help="constrained inpainting on the embedded default model", description=summary(__doc__))
-    p.add_argument("--model", choices=["mnist", "gaussian"], default="mnist",
-                   help="mnist: the shipped DDPM on a real digit (default); gaussian: the analytic model")
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--inner-steps", type=non_negative_int, default=5, help="constraint iterations per step (default 5)")
-    p.add_argument("--solver", choices=[*registry.names(), "all"], default="all", help="solver to run (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image and the noise (default 0)")
-    p.add_argument("--out", type=Path, default=Path("demo.png"), help="PNG grid to write (default demo.png)")
-    p.add_argument("--quiet", action="store_true", help="hide the progress bars")
+    from constrained_diffusion.solvers import registry
+
+    p = sub.add_parser("demo", help="inpaint real test digits with every method at its tuned setting; writes OUT/demo.png",
+                       description=summary(__doc__))
+    p.add_argument("--model", type=model_name, default="mnist-ddpm",
+                   help=f"a shipped MNIST model: {' or '.join(MODELS)} (default mnist-ddpm; 'mnist' is mnist-ddpm)")
+    p.add_argument("--digits", type=int_at_least(1), default=10,
+                   help=f"how many test digits to inpaint, in one batch (1 to {MAX_DIGITS}; default 10: one of each class)")
+    p.add_argument("--solver", "--method", "--methods", dest="solver", nargs="+", metavar="NAME", default=None,
+                   help="methods to run: names from the tuned-settings file (recipes such as dps, mpgd, or solvers), "
+                        f"any registered solver ({', '.join(registry.names())}), or 'all' = every tuned method plus "
+                        f"{', '.join(SLOW)} (default: every tuned method)")
+    p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the steps the methods were tuned at)")
+    p.add_argument("--inner-steps", type=non_negative_int, default=None,
+                   help="constraint iterations per step of the inner-loop methods (default: each method's tuned value)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the observations and the noise, per digit as in the harness (default 0)")
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="folder to write demo.png in (default: the current folder); a path ending in .png is the image file itself")
+    p.add_argument("--quiet", action="store_true", help="print only the table and the path written")
     p.set_defaults(run=run)
+
+
+def methods_to_run(requested: Sequence[str] | None, tuned: Sequence[str]) -> list[str]:
+    """The methods of ``--solver``: the tuned ones by default, plus the slow solvers with ``all``.
+
+    Raises:
+        ValueError: a name that is neither tuned nor a registered solver.
+    """
+    from constrained_diffusion.solvers import registry
+
+    if not requested:
+        return list(tuned)
+    names: list[str] = []
+    for name in requested:
+        for n in ([*tuned, *(s for s in SLOW if s not in tuned)] if name == "all" else [name]):
+            if n not in tuned and n not in registry.names():
+                raise ValueError(f"--solver: unknown method {n!r}; expected one of {', '.join(tuned)}, a solver "
+                                 f"({', '.join(registry.names())}) or 'all'")
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def output_path(out: Path) -> Path:
+    """``--out``: a folder (the image is ``demo.png`` inside) or, if it ends in ``.png``, the image itself."""
+    path = out if out.suffix.lower() == ".png" else out / "demo.png"
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out: {parent} is a file, not a folder")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``demo`` with the parsed ``args``; returns the exit status."""
-    out_dir = args.out.parent
-    if str(out_dir) and out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out: {out_dir} is not a directory")
-    problem = demo_problem(args.model, args.seed)
-    solvers = registry.names() if args.solver == "all" else [args.solver]
-    results = solve_demo(problem, solvers, args.steps, args.inner_steps, args.seed, progress=not args.quiet)
-    reads = None
-    if problem.label is not None:
-        from constrained_diffusion.evaluation.digits import read_digits
-        from constrained_diffusion.models import load
+    from constrained_diffusion.data.mnist import shipped_test_digits
+    from constrained_diffusion.evaluation.digits import read_digits
+    from constrained_diffusion.evaluation.harness import resolve_recipe, sample_batch
+    from constrained_diffusion.evaluation.image_tasks import make_problem
+    from constrained_diffusion.metrics.images import psnr
+    from constrained_diffusion.models import load
+    from constrained_diffusion.recipes.tuned import load_tuned, tuned_path
+    from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
-        classifier = load("mnist-classifier")
-        reads = {name: int(read_digits(r.images, classifier)[0]) for name, r in results.items()}
-    rows = []
-    for name, result in results.items():
-        assert result.final_residual is not None
-        rows.append([name if name != "none" else "none (unconstrained)", f"{float(result.final_residual[0]):.4f}",
-                     str(result.nfe), str(result.nbe), f"{result.seconds:.3f}", *([str(reads[name])] if reads else [])])
-    print(f"inpainting {problem.description} (steps={args.steps}, inner steps={args.inner_steps}, seed={args.seed})")
-    header = ["solver", "residual", "NFE", "NBE", "seconds"] + ([f"digit read (true: {problem.label})"] if reads else [])
-    print(format_table(header, rows))
+    if args.digits > MAX_DIGITS:
+        raise ValueError(f"--digits: expected 1 to {MAX_DIGITS} (the shipped test digits), got {args.digits}")
+    path = output_path(args.out)
+    tuned = load_tuned(args.model, "box")
+    names = methods_to_run(args.solver, list(tuned.methods))
+    steps = args.steps or tuned.steps
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
 
-    columns = {"truth": problem.truth, "observed": problem.truth * problem.mask - (1 - problem.mask),
-               **{name: r.images for name, r in results.items()}}
-    images = torch.cat([c.clamp(-1, 1) for c in columns.values()]).repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
+    truth, labels, ids = shipped_test_digits()
+    truth, labels, ids = truth[: args.digits], labels[: args.digits], ids[: args.digits]
+    model = load(args.model)
+    classifier = load("mnist-classifier")
+    problem = make_problem("box", truth, ids, args.seed)
+    n = len(ids)
+    rows, columns, reads_right = [], {"truth": truth, "observed": problem.observation}, {"truth": int((read_digits(truth, classifier) == labels).sum())}
+    untuned = False
+    for name in names:
+        overrides = dict(tuned.methods.get(name) or tuned.methods.get("inexact-newton", {}))
+        if name not in tuned.methods:  # a solver the study did not tune: the reference's loop, the solver's defaults
+            overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
+            untuned = True
+        recipe = resolve_recipe(name, {**overrides, "steps": steps})
+        if args.inner_steps is not None and "inner_steps" in recipe.config.model_dump():
+            recipe = recipe.with_config(inner_steps=args.inner_steps)
+        say(f"running {name} on {n} digits ...")
+        start = time.perf_counter()
+        batch = sample_batch(model, recipe, problem.constraint, ids, args.seed, "cpu")
+        seconds = time.perf_counter() - start
+        right = int((read_digits(batch.outputs, classifier) == labels).sum())
+        residual = f"{float(batch.residual.mean()):.4f}" if batch.residual is not None else "-"
+        label = name if name in tuned.methods else f"{name}*"
+        rows.append([label, residual, f"{float(psnr(batch.outputs, truth).mean()):.2f}", f"{right}/{n}",
+                     str(batch.result.nfe), str(batch.result.nbe), f"{seconds:.1f}"])
+        columns[label] = batch.outputs
+        reads_right[label] = right
+
+    print(f"inpainting a centred box (1/4 of the pixels) of {n} real test digits (mnist-test ids {', '.join(ids)}; labels "
+          f"{' '.join(str(int(v)) for v in labels)}) with {args.model}, {steps} steps, seed {args.seed}")
+    print(f"each method at the setting tuned for {args.model} / box by: {tuned.study.get('command', 'a tuning study')} "
+          f"({tuned_path(args.model, 'box').name})")
+    print(format_table(["method", "residual", "PSNR (dB)", "read right", "NFE", "NBE", "seconds"], rows))
+    if untuned:
+        print("* not in the tuning study: inexact-newton's tuned loop settings, the solver's default options")
+    print(f"residual: mean over the digits of ||m * (y - x)||_2 on the known pixels; read right: digits the shipped classifier "
+          f"reads as the true label (it reads {reads_right['truth']}/{n} of the true digits right)")
+
+    scale = 3
+    images = torch.stack([c.clamp(-1, 1) for c in columns.values()], dim=1).flatten(0, 1)  # row-major: digit by digit
+    images = images.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
     grid = to_uint8(make_grid(images, nrow=len(columns), pad_value=1.0))
-    labels = [name if name != "none" else "unconstrained" for name in columns]
-    path = save_png(args.out, label_columns(grid, labels, cell_width=images.shape[-1]))
-    print(f"wrote {path} (columns: {' | '.join(labels)})")
+    cell = images.shape[-1]
+    grid = label_columns(grid, list(columns), cell_width=cell)
+    below = [f"{k}/{n}" if label != "observed" else "" for label, k in
+             [(label, reads_right.get(label, 0)) for label in columns]]
+    grid = label_columns(grid, below, cell_width=cell, below=True)
+    written = save_png(path, grid)
+    print(f"wrote {written} (rows: digits; columns: {' | '.join(columns)}; under each column: digits read right)")
     return 0
 
 
-def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding: int = 2) -> Tensor:
-    """Add a white strip above a `make_grid` image with each column's label drawn centred in it.
+def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding: int = 2, below: bool = False) -> Tensor:
+    """Add a white strip above (or below) a `make_grid` image with each column's label drawn centred in it.
 
     The text is drawn with PIL's built-in default font (nothing is downloaded); a label wider
     than its column is broken at ``-`` or spaces onto further lines, and a word still too wide
@@ -82,11 +177,12 @@ def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding:
         labels: one label per column, left to right.
         cell_width: width of one image in the grid, in pixels.
         padding: the grid's padding, in pixels.
+        below: put the strip under the grid instead of above it.
 
     Returns:
-        ``uint8`` ``(C, H + strip, W)``: the strip (black text on white) above the grid.
+        ``uint8`` ``(C, H + strip, W)``: the strip (black text on white) above (below) the grid.
 
-    Example:
+    Examples:
         >>> grid = torch.zeros(1, 36, 70, dtype=torch.uint8)
         >>> labelled = label_columns(grid, ["truth", "inexact-newton"], cell_width=32)
         >>> labelled.shape[1] > 36, labelled.shape[2], bool((labelled[:, :-36] < 128).any())
@@ -135,4 +231,4 @@ def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding:
         for row, line in enumerate(lines):
             draw.text((left + (cell_width - width(line)) // 2, padding + row * line_height), line, fill=0, font=font)
     header = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(1, strip, W).expand(C, strip, W)
-    return torch.cat([header, grid], dim=1)
+    return torch.cat([grid, header] if below else [header, grid], dim=1)

@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda where available)")
     p.add_argument("--write-docs", type=Path, default=None, help="put the table in the --block block of this markdown file")
     p.add_argument("--block", default=BLOCK, help=f"marker block name (default {BLOCK})")
+    p.add_argument("--write-tuned", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/<model>-<task>.yaml: each method's best setting, as the demo reads it "
+                        "(constrained_diffusion/recipes/tuned/ holds the shipped ones)")
     p.set_defaults(run=run, documented=command_line)
 
 
@@ -65,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = Path(study.config.out)
     print(f"wrote {out / 'table.md'}, {out / 'results.json'}, {out / 'figures'}")
+    if args.write_tuned is not None:
+        from constrained_diffusion.recipes.tuned import write_tuned
+
+        args.device = study.config.device
+        print("wrote " + ", ".join(str(p) for p in write_tuned(results, args.write_tuned, command=command_line(args))))
     if args.write_docs is not None:
         args.device = study.config.device
         machine = f"torch {torch.__version__}, {describe_device(study.config.device)}"
