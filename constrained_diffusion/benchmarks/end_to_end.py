@@ -77,8 +77,12 @@ class EndToEndRow:
         return statistics.median(self.seconds)
 
 
-def method_run(method: str, den: Denoiser, steps: int, batch: int, precision_aware: bool) -> Callable[[], SampleResult]:
+def method_run(method: str, den: Denoiser, steps: int, batch: int, precision_aware: bool,
+               inner_steps: int | None = None) -> Callable[[], SampleResult]:
     """A zero-argument callable that draws one batch of ``method`` on ``den`` (see the module docstring).
+
+    ``inner_steps`` replaces the recipe's (5 for paper-inpainting) for every method but ``plain``
+    (a smoke test's shortcut; ``None`` keeps the recipe's).
 
     Raises:
         ValueError: an unknown ``method``.
@@ -95,6 +99,8 @@ def method_run(method: str, den: Denoiser, steps: int, batch: int, precision_awa
         overrides["solver"] = {"name": method}
     elif precision_aware:
         overrides["solver"] = {"name": "inexact-newton", "h": None}
+    if inner_steps is not None and method != "plain":
+        overrides["inner_steps"] = inner_steps
     sampler = recipe.sampler(den, **overrides)
     g = torch.Generator().manual_seed(0)
     side = den.sample_shape[-1] * den.codec.factor  # type: ignore[union-attr]
@@ -114,9 +120,14 @@ def method_run(method: str, den: Denoiser, steps: int, batch: int, precision_awa
     return run
 
 
-def time_runs(run: Callable[[], SampleResult], device: str, runs: int) -> tuple[list[float], SampleResult, float]:
-    """Warm up once, then time ``runs`` calls; returns ``(seconds, last result, peak MB)``."""
-    run()
+def time_runs(run: Callable[[], SampleResult], device: str, runs: int,
+              warmup: Callable[[], object] | None = None) -> tuple[list[float], SampleResult, float]:
+    """Warm up once (``warmup``, default ``run`` itself), then time ``runs`` calls; returns ``(seconds, last result, peak MB)``.
+
+    A cheaper ``warmup`` (the same method with fewer steps: the same shapes, so the same compiled
+    graph and kernel choices) saves a whole untimed sample.
+    """
+    (warmup or run)()
     seconds, result = [], None
     with PeakMemory(device) as peak:
         for _ in range(runs):

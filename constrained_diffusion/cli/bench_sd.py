@@ -31,6 +31,7 @@ import torch
 
 from constrained_diffusion.benchmarks.architectures import ARCHES, network_config
 from constrained_diffusion.benchmarks.end_to_end import METHODS, MODES, EndToEndRow
+from constrained_diffusion.benchmarks.gpu_suite import PART_NAMES
 from constrained_diffusion.benchmarks.sd_unet import SDStepCosts, measure_sd_step_costs
 from constrained_diffusion.cli.args import (
     default_device,
@@ -45,7 +46,7 @@ from constrained_diffusion.cli.args import (
 from constrained_diffusion.denoisers.compiled import COMPILE_MODES
 
 BLOCK = "SD-BENCH-TABLE"
-BLOCKS = {"sd15": BLOCK, "sd3": "SD3-MEMORY-TABLE", "flux": "FLUX-MEMORY-TABLE", "end-to-end": "SD-E2E-TABLE"}
+BLOCKS = {"sd15": BLOCK, "sd3": "SD3-MEMORY-TABLE", "flux": "FLUX-MEMORY-TABLE", "end-to-end": "SD-E2E-TABLE", "suite": "GPU-SUITE"}
 """The block ``--write-docs`` replaces when no ``--block`` is given, per mode."""
 OPTIONS = ("--arch", "--depth", "--tiny", "--size", "--inner-steps", "--device", "--dtype", "--solvers", "--block")
 """What the command written with the table repeats (``--arch``, ``--block`` only when not the default)."""
@@ -83,6 +84,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e2e.add_argument("--compile-mode", default="reduce-overhead", choices=COMPILE_MODES,
                      help="torch.compile mode of the compiled rows (default reduce-overhead: CUDA graphs)")
     e2e.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled rows (default inductor)")
+    suite = p.add_argument_group("--suite gpu: the prepared GPU run (scripts/gpu_check.sh; docs/benchmarks.md, 'The GPU run')")
+    suite.add_argument("--suite", choices=["gpu"], default=None,
+                       help="run the GPU suite's parts, each in its own process under its cap, into --out")
+    suite.add_argument("--out", type=Path, default=None, help="the suite's output folder (every file stays under it)")
+    suite.add_argument("--parts", nargs="+", choices=PART_NAMES, default=None, metavar="PART",
+                       help=f"parts to run, in the suite's order (default: all: {' '.join(PART_NAMES)})")
+    suite.add_argument("--cap", action="append", default=[], metavar="PART=SECONDS", help="override a part's time cap")
+    suite.add_argument("--report-only", action="store_true", help="run nothing: rebuild the report (and --write-docs) from --out")
+    suite.add_argument("--rerun", action="store_true", help="run parts that --out already holds as done (default: keep them)")
+    suite.add_argument("--suite-part", choices=PART_NAMES, default=None, help=argparse.SUPPRESS)
+    suite.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
     p.add_argument("--block", default=None,
                    help="name of the marker block --write-docs replaces (default " + ", ".join(f"{v} for {k}" for k, v in BLOCKS.items()) + ")")
@@ -91,6 +103,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def default_block(args: argparse.Namespace) -> str:
     """The block this run writes when no ``--block`` is given."""
+    if getattr(args, "suite", None) or getattr(args, "report_only", False):
+        return BLOCKS["suite"]
     return BLOCKS["end-to-end" if args.end_to_end else args.arch]
 
 
@@ -123,6 +137,10 @@ def check_args(args: argparse.Namespace) -> str | None:
     """A one-line error for options that do not fit together, else ``None``."""
     from constrained_diffusion.solvers import registry
 
+    if (args.suite is not None or args.report_only or args.suite_part is not None) and args.out is None:
+        return "--suite gpu / --report-only: give the output folder, --out DIR"
+    if args.suite is None and not args.report_only and (args.parts is not None or args.cap or args.rerun):
+        return "--parts, --cap and --rerun belong to --suite gpu"
     if args.end_to_end and (args.arch != "sd15" or args.depth is not None or args.solvers is not None):
         return "--end-to-end runs the SD 1.5 architecture with its own --methods; drop --arch, --depth and --solvers"
     if args.depth is not None and args.arch == "sd15":
@@ -146,6 +164,15 @@ def run(args: argparse.Namespace) -> int:
     if error is not None:
         print(f"bench-sd: error: {error}", file=sys.stderr)
         return 2
+    if args.suite_part is not None:
+        from constrained_diffusion.benchmarks.gpu_suite import run_part
+
+        run_part(args.suite_part, args.out, tiny=args.tiny, deadline_s=args.deadline)
+        return 0
+    if args.suite is not None or args.report_only:
+        from constrained_diffusion.cli.bench_sd_suite import run_suite
+
+        return run_suite(args)
     if args.end_to_end:
         return run_end_to_end(args)
     solvers = args.solvers or (registry.names() if args.arch == "sd15" else TRANSFORMER_SOLVERS)
