@@ -7,20 +7,20 @@ Registered in ``mkdocs.yml`` under ``hooks:``. At build time it
   cells become Python code blocks, and the committed figures ``docs/gallery/figures/NAME*.png``
   (made by ``python examples/NAME.py --out docs/gallery/figures``) are shown after the code.
   Nothing is executed: the build stays fast and never needs the examples' dependencies;
-* puts MathJax 3 into the built site (``javascripts/mathjax/``) from the npm registry's
-  ``mathjax`` package when ``docs/javascripts/mathjax/`` does not hold it yet (``npm pack``,
-  once; the folder is git-ignored), so formulas render without any CDN. Without ``npm`` or a
-  network the build still succeeds and says so; the pages then show the TeX source.
+* gives every heading with math (``## A step on $\\hat x_0$``) a plain table-of-contents label
+  (``data-toc-label``, attr_list) unless it has one, so the page's contents never show raw TeX;
+* puts MathJax 3 into the site (``docs/javascripts/mathjax/``, git-ignored) from the Python
+  package ``django-static-mathjax`` (the docs extra installs it; it vendors MathJax's files and
+  needs no Django), so formulas render without any CDN or npm. Without it the build fails,
+  saying what to install: a site whose formulas show as TeX is never shipped silently.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,31 +85,90 @@ def on_files(files, config):  # noqa: ANN001, ANN201 - mkdocs' hook signature
     return files
 
 
+MATH = re.compile(r"\$([^$]+)\$")
+TEX_TEXT = [(r"\hat x_0", "x̂0"), (r"\hat x", "x̂"), (r"^\top", "ᵀ"), (r"^{-1}", "⁻¹"), (r"^{+}", "⁺"), (r"^+", "⁺"), (r"\|", "‖"),
+            (r"\nabla", "∇"), (r"\lambda", "λ"), (r"\gamma", "γ"), (r"\sigma", "σ"), (r"\alpha", "α"), (r"\infty", "∞"),
+            (r"\approx", "≈"), (r"\leftarrow", "←"), (r"\to", "→"), (r"\,", " "), (r"\text", "")]
+"""TeX in headings -> plain text for the table of contents (what is left: braces and backslashes dropped)."""
+
+
+def plain_label(heading: str) -> str:
+    """A heading's text with its ``$...$`` math made plain (``$J^\\top e$`` -> ``Jᵀ e``), for ``data-toc-label``.
+
+    Examples:
+        >>> plain_label(r"Gradient descent: $d = J^\\top e$ (the DPS family)")
+        'Gradient descent: d = Jᵀ e (the DPS family)'
+        >>> plain_label(r"A free step on $\\hat x_0$")
+        'A free step on x̂0'
+    """
+    def convert(match: re.Match[str]) -> str:
+        tex = match.group(1)
+        for macro, text in TEX_TEXT:
+            tex = tex.replace(macro, text)
+        return re.sub(r"\\([A-Za-z]+)", r"\1", tex).replace("{", "").replace("}", "").strip()
+
+    return MATH.sub(convert, heading).replace('"', "'")
+
+
+def toc_labels(markdown: str) -> str:
+    """Append ``{ data-toc-label="..." }`` to every ATX heading with ``$...$`` math and no attribute list.
+
+    Fenced code is left alone.
+    """
+    out, fence = [], None
+    for line in markdown.splitlines(keepends=True):
+        stripped = line.lstrip()
+        if stripped.startswith(("```", "~~~")):
+            marker = stripped[:3]
+            fence = None if fence == marker else (fence or marker)
+        elif fence is None:
+            heading = re.match(r"^(#{1,6} )(.*?\$.*?)\s*$", line)
+            if heading and not heading.group(2).rstrip().endswith("}"):
+                line = f'{heading.group(1)}{heading.group(2)} {{ data-toc-label="{plain_label(heading.group(2))}" }}\n'
+        out.append(line)
+    return "".join(out)
+
+
+def on_page_markdown(markdown, page, config, files):  # noqa: ANN001, ANN201, ARG001 - mkdocs' hook signature
+    """Plain table-of-contents labels for headings with math (`toc_labels`)."""
+    return toc_labels(markdown)
+
+
 def on_config(config):  # noqa: ANN001, ANN201 - mkdocs' hook signature
     """Before the docs are collected: make sure ``docs/javascripts/mathjax/`` holds MathJax."""
     _ensure_mathjax(Path(config["docs_dir"]) / "javascripts" / "mathjax")
     return config
 
 
+def mathjax_source() -> Path | None:
+    """MathJax's folder (``es5/...``) inside the installed ``django-static-mathjax`` package, or ``None``."""
+    spec = importlib.util.find_spec("mathjax")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        source = Path(folder) / "static" / "mathjax"
+        if (source / MATHJAX_FILES[0]).is_file():
+            return source
+    return None
+
+
 def _ensure_mathjax(target: Path) -> None:
-    """Unpack MathJax from the npm registry into ``target`` unless it is there already."""
-    if (target / MATHJAX_FILES[0]).is_file():
+    """Copy MathJax's combined component and its fonts into ``target`` unless they are there already.
+
+    Raises:
+        mkdocs.exceptions.PluginError: MathJax is not installed (the build stops, naming the package).
+    """
+    if all((target / f).exists() for f in MATHJAX_FILES):
         return
-    npm = shutil.which("npm")
-    if npm is None:
-        log.info("gallery hook: npm not found, MathJax not shipped (formulas show as TeX); see examples/_gallery.py")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--silent", "--pack-destination", tmp],
-                           check=True, capture_output=True, timeout=180)
-        except (subprocess.SubprocessError, OSError) as exc:
-            log.info(f"gallery hook: could not fetch mathjax@{MATHJAX_VERSION} from npm ({exc}); formulas show as TeX")
-            return
-        (tarball,) = Path(tmp).glob("mathjax-*.tgz")
-        with tarfile.open(tarball) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and any(m.name.startswith("package/" + f) for f in MATHJAX_FILES)]
-            for m in members:
-                m.name = m.name.removeprefix("package/")
-            tar.extractall(target, members=members)  # noqa: S202 - members filtered to the package's files above
-    log.info(f"gallery hook: shipped mathjax@{MATHJAX_VERSION} into {target}")
+    source = mathjax_source()
+    if source is None:
+        from mkdocs.exceptions import PluginError
+
+        raise PluginError(f"gallery hook: MathJax {MATHJAX_VERSION} is not installed, so the site's formulas would show as TeX; "
+                          f"install the docs' dependencies: pip install -e '.[docs]' (the package django-static-mathjax=={MATHJAX_VERSION}.1)")
+    for f in MATHJAX_FILES:
+        src, dst = source / f, target / f
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    log.info(f"gallery hook: shipped MathJax from {source} into {target}")
