@@ -42,10 +42,10 @@ def test_a_run_writes_records_images_summary_grid_and_pareto_and_resumes(tmp_pat
     for r in recs:
         assert {"psnr", "ssim", "residual", "nfe", "nbe", "seconds", "peak_mb", "device", "dtype", "settings"} <= set(r)
         assert r["noise_std"] == 0.05 and r["noise_scale"] == "[-1, 1] pixels" and r["resolution"] == [1, 32, 32]
-        assert (out / "images" / r["method"] / f"{r['image']}.png").exists()
+        assert r["file"] == f"images/{r['method']}/{r['settings']}/{r['image']}.png" and (out / r["file"]).exists()
+        assert (out / r["observation"]).exists() and r["observation"].startswith("images/observation/")
     by = {(r["image"], r["method"]): r for r in recs}
     assert by["00000", "dps"]["nbe"] > 0 and by["00000", "inexact-newton"]["nbe"] == 0
-    assert (out / "images" / "observation" / "00000.png").exists()
     summary = (out / "summary.md").read_text()
     assert "| inexact-newton | 3 " in summary and "±" in summary and "s / image" in summary
     assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "<svg" in (out / "pareto.svg").read_text()
@@ -110,7 +110,8 @@ def test_a_diffusers_folder_an_image_folder_prompts_and_dataset_metrics(tmp_path
                  "--out", str(out), "--quiet"]) == 0
     recs = _records(out)
     assert len(recs) == 6 and {r["image"] for r in recs} == {"d0/img0.png", "d1/img1.png", "d2/img2.png"}
-    assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / "d1" / "img1.png.png").exists()
+    by_method = {r["method"]: r["settings"] for r in recs}
+    assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["methods"]:
         assert row["n"] == 3 and row["fid"] >= 0 and row["kid"] == row["kid"]

@@ -196,3 +196,16 @@ def _check_two_writers(path: Path, n: int) -> None:
 
 def test_two_processes_appending_2000_records_each_keep_all_4000(tmp_path):
     _check_two_writers(tmp_path / "shared.jsonl", 2000)
+
+
+def test_add_skips_a_key_another_process_wrote_and_discard_removes_records(tmp_path):
+    path = tmp_path / "r.jsonl"
+    mine, other = JsonlStore(path, key_fields=("id",)), JsonlStore(path, key_fields=("id",))
+    assert mine.add({"id": 0, "v": "a"}) is True
+    assert other.add({"id": 0, "v": "b"}) is False  # already there: nothing written twice
+    assert other.add({"id": 1}) is True
+    path.write_bytes(path.read_bytes() + b'{"id": 2, "v"')  # a torn last line
+    assert mine.discard([(0,)]) == 1
+    assert path.read_text() == '{"id": 1}\n' and (0,) not in mine and (1,) in mine
+    assert mine.add({"id": 0, "v": "c"}) is True  # computed again
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"id": 1}, {"id": 0, "v": "c"}]

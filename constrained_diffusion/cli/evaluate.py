@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from constrained_diffusion.cli.args import device_name, documented_command, positive_int, summary, write_block
+from constrained_diffusion.utils.paths import safe_name, under
 
 FIELDS = ("model", "data", "task", "method", "limit", "batch_size", "steps", "set", "metrics", "noise_std", "prompts", "prompt",
           "style_image", "seed", "device", "dtype", "fid_features", "feature_weights", "out", "quiet")
@@ -101,8 +102,8 @@ def read_config(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"--config: {path}: unknown field {unknown[0]!r}; expected some of {', '.join(FIELDS)}")
         runs.append(data)
     names = [str(r.get("name", r.get("task", ""))) for r in runs]
-    if len(runs) > 1 and len(set(names)) < len(names):
-        raise ValueError(f"--config: {path}: its runs need distinct names (got {names})")
+    if len(runs) > 1 and len({safe_name(n) for n in names}) < len(names):
+        raise ValueError(f"--config: {path}: its runs need distinct names, as folder names (got {names})")
     for run, name in zip(runs, names):
         run["name"] = name
     return runs
@@ -136,8 +137,8 @@ def options(args: argparse.Namespace) -> list[dict[str, Any]]:
         for required in ("model", "data", "task", "method", "out"):
             if data.get(required) in (None, [], ""):
                 raise ValueError(f"--{required.replace('_', '-')} is required (on the command line or in --config)")
-        if len(runs) > 1:
-            data["out"] = Path(data["out"]) / str(name)
+        if len(runs) > 1:  # a run's name is a safe folder name under --out, whatever the file says
+            data["out"] = under(data["out"], safe_name(str(name)), option="--config name")
         data.setdefault("device", default_device())
         if "set" in data:
             common, per, task = split_set(data["set"])

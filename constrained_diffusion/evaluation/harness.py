@@ -10,13 +10,20 @@ are the command's flags and the fields of a ``--config`` YAML file. A run
 2. deals the images to the processes (`Ranks.shard`) and, batch by batch, builds each image's
    observation and initial noise once (`make_problem`; both seeded by the image's id, see
    `image_seed`) and runs every method on them; each finished batch appends one record per
-   (image, method) to the process's records file and writes ``images/<method>/<id>.png``;
+   (image, method) to the process's records file and writes
+   ``images/<method>/<settings>/<id>.png`` (the record's ``file``);
 3. on rank 0, after every rank is done, merges the rank files into ``records.jsonl`` and
    writes the report (`constrained_diffusion.evaluation.report`): ``summary.md``,
    ``summary.json``, ``grid.png``, ``pareto.svg``, with FID/KID over the whole set.
 
 A rerun of the same command skips every (image, method) already recorded under the same
-settings hash, whichever process wrote it and however many there were.
+settings hash, whichever process wrote it and however many there were, once it has checked
+that the image the record names exists and decodes (a record whose image is missing or
+damaged is dropped and computed again). The settings hash covers every option that changes
+the numbers, the batch size included, so a rerun with other settings writes new records and
+new files beside the old ones and never overwrites them; each run's report is also kept under
+``reports/<run hash>/``. Every path is built from `safe_name` parts and checked to stay under
+``out`` (`constrained_diffusion.utils.paths.under`).
 
 Seeding rule: image ``id`` under run seed ``s`` draws its initial noise ``x_T`` from
 ``image_seed(s, id, "noise")``, its masks from ``"mask"``, its measurement noise from
@@ -30,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -42,11 +48,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from constrained_diffusion.configurable import Configurable
+from constrained_diffusion.errors import UsageError, is_out_of_memory, out_of_memory
 from constrained_diffusion.evaluation.distributed import Ranks
 from constrained_diffusion.evaluation.image_tasks import check_task, generators, make_problem
 from constrained_diffusion.evaluation.scores import PerImage, check_metrics
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.utils.jsonl_store import JsonlStore
+from constrained_diffusion.utils.paths import safe_name, under
+from constrained_diffusion.utils.safe_io import ensure_folder
 
 KEY_FIELDS = ("image", "method", "settings")
 """What identifies a record: the image id, the method's label and the settings hash."""
@@ -227,14 +236,37 @@ def settings_hash(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def safe_name(text: str) -> str:
-    """A label as a folder name (``/`` and other odd characters become ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text) or "_"
+def image_file(out: Path, label: str, image_id: str, settings: str | None = None) -> Path:
+    """``out/images/<label>/<settings>/<image id>.png``, every part a `safe_name` (``settings=None``: the layout before 0.x, without it).
+
+    An id's ``/`` keeps its sub-folders (ids of image folders are relative paths).
+
+    Raises:
+        UsageError: the path would leave ``out`` (it cannot once the parts are safe names).
+    """
+    parts = [safe_name(p) for p in str(image_id).split("/")]
+    parts[-1] += ".png"
+    return under(out, "images", safe_name(label), *([safe_name(settings)] if settings is not None else []), *parts,
+                 option="--method")
 
 
-def image_file(out: Path, label: str, image_id: str) -> Path:
-    """``out/images/<label>/<image id>.png``."""
-    return out / "images" / safe_name(label) / f"{image_id}.png"
+def record_file(out: Path, record: Mapping[str, Any]) -> Path:
+    """The image file a record names: its ``file`` (relative to ``out``), or where records without one kept it."""
+    if record.get("file"):
+        return under(out, str(record["file"]), option="records.jsonl")
+    return image_file(out, str(record["method"]), str(record["image"]))
+
+
+def image_ok(path: Path) -> bool:
+    """Whether ``path`` exists and is a whole image (PIL's ``verify``: the chunks and their checksums)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception:  # missing, empty, cut short, not an image: all mean "compute it again"
+        return False
+    return True
 
 
 @dataclass
@@ -244,6 +276,8 @@ class Method:
     label: str
     recipe: Recipe
     settings: str
+    observation: str = ""
+    """The hash of what makes the observation (task, its options, data, seed, noise, resolution): its images' folder."""
 
 
 def records_files(out: Path) -> list[Path]:
@@ -260,15 +294,30 @@ def done_keys(out: Path) -> set[tuple]:
     return keys
 
 
+def check_outputs(out: Path, methods: list[Method], ids: list[str]) -> int:
+    """Drop the records of ``methods`` on ``ids`` whose image is missing or does not decode (`image_ok`); returns how many.
+
+    A kill from before the writes were atomic, a full disk or a hand-deleted file leaves such a
+    record; dropping it makes the run compute the image (and its record) again.
+    """
+    wanted = {(i, m.label, m.settings) for m in methods for i in ids}
+    dropped = 0
+    for path in records_files(out):
+        if not path.exists():
+            continue
+        store = JsonlStore(path, KEY_FIELDS)
+        bad = [store.key(r) for r in store if store.key(r) in wanted and not image_ok(record_file(out, r))]
+        dropped += store.discard(bad) if bad else 0
+    return dropped
+
+
 def merge_records(out: Path) -> int:
     """Append the per-rank records missing from ``records.jsonl``, then remove the rank files; returns how many."""
     store = JsonlStore(out / RECORDS, KEY_FIELDS)
     added = 0
     for path in sorted(out.glob("records.rank*.jsonl")):
         for record in JsonlStore(path, KEY_FIELDS):
-            if record not in store:
-                store.append(record)
-                added += 1
+            added += store.add(record)
         path.unlink()
     return added
 
@@ -298,6 +347,15 @@ class Evaluation(Configurable):
         for label in per:
             if label not in labels:
                 raise ValueError(f"--set {label}:...: no method is labelled {label!r} (methods: {', '.join(labels)})")
+        folders: dict[str, str] = {}
+        for label in labels:
+            other = folders.setdefault(safe_name(label), label)
+            if other != label:
+                raise UsageError(f"--method: labels {other!r} and {label!r} give the same folder name {safe_name(label)!r}; "
+                                 "label one of them differently")
+        observation = settings_hash({"model": cfg.model, "data": cfg.data, "task": cfg.task, "task_options": task_options,
+                                     "style_image": cfg.style_image, "seed": cfg.seed, "noise_std": cfg.noise_std,
+                                     "resolution": resolution})
         methods = []
         for spec in cfg.method:
             overrides = {**({"steps": cfg.steps} if cfg.steps is not None else {}), **common, **per.get(spec.key, {}), **spec.set}
@@ -307,8 +365,8 @@ class Evaluation(Configurable):
                      "options": dict(recipe.options), "latent": recipe.latent, "spacing": recipe.timestep_spacing,
                      "guidance": getattr(recipe, "guidance_scale", None),
                      "seed": cfg.seed, "noise_std": cfg.noise_std, "resolution": resolution, "dtype": cfg.dtype,
-                     "prompts": prompts_digest}
-            methods.append(Method(spec.key, recipe, settings_hash(parts)))
+                     "prompts": prompts_digest, "batch_size": cfg.batch_size}
+            methods.append(Method(spec.key, recipe, settings_hash(parts), observation))
         return methods, task_options
 
     def check(self) -> None:
@@ -371,12 +429,14 @@ class Evaluation(Configurable):
         methods, task_options = self._methods(resolution, digest)
         scorer = PerImage(cfg.metrics, cfg.feature_weights)
 
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        done = done_keys(out)
-        store = JsonlStore(out / (RECORDS if ranks.world == 1 else RANK_RECORDS.format(rank=ranks.rank)), KEY_FIELDS)
+        out = ensure_folder(cfg.out, "--out")
         index = {image_id: i for i, image_id in enumerate(images.ids)}
         mine = ranks.shard(ids)
+        redo = check_outputs(out, methods, mine)
+        if redo:
+            say(f"{out}: {redo} record(s) name an image that is missing or damaged; computing them again")
+        done = done_keys(out)
+        store = JsonlStore(out / (RECORDS if ranks.world == 1 else RANK_RECORDS.format(rank=ranks.rank)), KEY_FIELDS)
         todo_sets = {m.label: {i for i in mine if (i, m.label, m.settings) not in done} for m in methods}
         pending = [i for i in mine if any(i in todo_sets[m.label] for m in methods)]
         first = cfg.metrics[0] if cfg.metrics and cfg.metrics[0] in scorer.metrics else None
@@ -388,15 +448,22 @@ class Evaluation(Configurable):
         for start in range(0, len(pending), cfg.batch_size):
             batch = pending[start:start + cfg.batch_size]
             truth_cpu = torch.stack([images.load(index[i]) for i in batch])
+            store.reload()  # another process on the same --out may have done some of them meanwhile
             for m in methods:
-                rows = [k for k, i in enumerate(batch) if i in todo_sets[m.label]]
+                rows = [k for k, i in enumerate(batch) if i in todo_sets[m.label] and (i, m.label, m.settings) not in store]
                 if not rows:
                     continue
                 sub = [batch[k] for k in rows]
-                records = self._sample(cfg, model, m, sub, truth_cpu[rows], prompts, task_options, scorer, device, out)
+                try:
+                    records = self._sample(cfg, model, m, sub, truth_cpu[rows], prompts, task_options, scorer, device, out)
+                except Exception as exc:
+                    if is_out_of_memory(exc):
+                        raise out_of_memory(exc, f"images {sub[0]}..{sub[-1]} ({len(sub)}) of method {m.label!r}",
+                                            cfg.batch_size) from exc
+                    raise
                 for r in records:
                     r["rank"] = ranks.rank
-                    store.append(r)
+                    store.add(r)  # a record another process wrote meanwhile is kept, not doubled
                 if first is not None and m is methods[0]:
                     running += [r[first] for r in records]
             bar.update(len(batch))
@@ -433,20 +500,22 @@ class Evaluation(Configurable):
 
         problem = make_problem(cfg.task, truth.to(device), ids, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
         for k, i in enumerate(ids):
-            path = image_file(out, "observation", i)
-            if not path.exists():
+            path = image_file(out, "observation", i, m.observation)
+            if not image_ok(path):
                 save_png(path, to_uint8(problem.observation[k]))
         den = self._conditioned(model, m, [prompts[i] for i in ids] if prompts is not None else None, cfg.prompt)
         run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device)
         scores = scorer(run.outputs, truth)
         records = []
         for k, i in enumerate(ids):
-            save_png(image_file(out, m.label, i), to_uint8(run.outputs[k]))
+            path = save_png(image_file(out, m.label, i, m.settings), to_uint8(run.outputs[k]))
             rec: dict[str, Any] = {"image": i, "method": m.label, "settings": m.settings, "recipe": m.recipe.name,
+                                   "file": path.relative_to(out).as_posix(),
+                                   "observation": image_file(out, "observation", i, m.observation).relative_to(out).as_posix(),
                                    **{name: float(v[k]) for name, v in scores.items()},
                                    "residual": float(run.residual[k]) if run.residual is not None else None,
                                    "nfe": run.result.nfe, "nbe": run.result.nbe, "seconds": run.seconds / len(ids),
-                                   "batch": len(ids), "peak_mb": round(run.peak_mb, 1), "device": device,
+                                   "batch": len(ids), "batch_size": cfg.batch_size, "peak_mb": round(run.peak_mb, 1), "device": device,
                                    "dtype": str(model.dtype).removeprefix("torch."),
                                    "steps": m.recipe.config.steps, "resolution": list(truth.shape[1:]), "task": cfg.task,
                                    "noise_std": cfg.noise_std, "noise_scale": "[-1, 1] pixels", "seed": cfg.seed}

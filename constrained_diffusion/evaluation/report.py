@@ -1,5 +1,10 @@
 """What an evaluation run leaves besides its records: ``summary.md``/``.json``, ``grid.png`` and ``pareto.svg``.
 
+They are written to ``reports/<run hash>/`` (the hash of the run's methods, their settings
+hashes and its image ids, so a run with other settings never overwrites them) and copied to the
+top of the output folder (the latest run's report). Every figure reads exactly the images its
+records name (their ``file``), and every file is written atomically (`constrained_diffusion.utils.safe_io`).
+
 Per method, over the images of the run: the mean of each per-image metric with a 95%
 interval (normal approximation, ``mean +- 1.96 s / sqrt(n)``, ``s`` the sample standard
 deviation), the residual, seconds and NFE per image, peak memory; and the data-set metrics
@@ -8,7 +13,6 @@ deviation), the residual, seconds and NFE per image, peak memory; and the data-s
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +23,11 @@ from torch import Tensor
 
 from constrained_diffusion.evaluation.scores import DATASET, HIGHER_IS_BETTER, PER_IMAGE, dataset_scores
 from constrained_diffusion.utils.jsonl_store import JsonlStore
+from constrained_diffusion.utils.paths import under
+from constrained_diffusion.utils.safe_io import write_bytes, write_json, write_text
+
+REPORTS = "reports"
+"""The folder (under ``out``) of the runs' own reports, one sub-folder per run hash."""
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
@@ -92,17 +101,20 @@ def markdown(rows: list[dict[str, Any]], metrics: Sequence[str], header: str) ->
     return f"{header}\n\n{format_table(head, body)}\n"
 
 
-def grid(out: Path, labels: Sequence[str], ids: Sequence[str], truth: Callable[[str], Tensor], path: Path,
-         n: int = 8) -> Path:
-    """``grid.png``: one row per image (the first ``n``), columns observation | each method | truth, labelled."""
+def grid(files: Callable[[str, str], Path], labels: Sequence[str], ids: Sequence[str], truth: Callable[[str], Tensor],
+         path: Path, n: int = 8) -> Path:
+    """``grid.png``: one row per image (the first ``n``), columns observation | each method | truth, labelled.
+
+    ``files(column, image_id)`` is the image file of a column (``"observation"`` or a method label).
+    """
     from PIL import Image, ImageDraw
 
-    from constrained_diffusion.evaluation.harness import image_file
     from constrained_diffusion.utils.images import to_uint8
+    from constrained_diffusion.utils.safe_io import save_image
 
     ids = list(ids[:n])
     columns = ["observation", *labels, "truth"]
-    first = _read_png(image_file(out, labels[0], ids[0]))
+    first = _read_png(files(labels[0], ids[0]))
     C, H, W = first.shape
     scale = max(1, math.ceil(96 / max(H, W)))
     cell_w, cell_h, pad, top = W * scale, H * scale, 4, 16
@@ -113,14 +125,12 @@ def grid(out: Path, labels: Sequence[str], ids: Sequence[str], truth: Callable[[
         text = name if len(name) * 6 <= cell_w else name[: max(1, cell_w // 6 - 1)] + "…"
         draw.text((x + 1, 2), text, fill="black")
         for r, image_id in enumerate(ids):
-            img = truth(image_id) if name == "truth" else _read_png(image_file(out, name, image_id))
+            img = truth(image_id) if name == "truth" else _read_png(files(name, image_id))
             img = img.repeat(3, 1, 1) if img.shape[0] == 1 else img
             tile = to_uint8(img).permute(1, 2, 0).contiguous().numpy()
             pil = Image.fromarray(tile).resize((cell_w, cell_h), Image.NEAREST)
             canvas.paste(pil, (x, top + pad + r * (cell_h + pad)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    return save_image(path, canvas)
 
 
 def pareto(rows: list[dict[str, Any]], metric: str, path: Path) -> Path:
@@ -131,19 +141,23 @@ def pareto(rows: list[dict[str, Any]], metric: str, path: Path) -> Path:
     series = [Series(r["method"], [r["seconds"]], [r[metric]], colors[i % len(colors)]) for i, r in enumerate(rows)
               if r.get(metric) == r.get(metric) and r.get(metric) is not None]
     arrow = "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
-    path.write_text(scatter_svg(series, "seconds per image", f"{metric.upper()} ({arrow})", f"{metric.upper()} against cost"))
-    return path
+    return write_text(path, scatter_svg(series, "seconds per image", f"{metric.upper()} ({arrow})", f"{metric.upper()} against cost"))
 
 
 def write_report(cfg: Any, methods: Sequence[Any], ids: Sequence[str], images: Any, resolution: Sequence[int],
                  say: Callable[[str], object]) -> dict[str, Any]:
     """Read ``records.jsonl``, keep this run's records, compute FID/KID, write every report file; returns the summary."""
-    from constrained_diffusion.evaluation.harness import KEY_FIELDS, RECORDS, image_file
+    from constrained_diffusion.evaluation.harness import KEY_FIELDS, RECORDS, image_file, record_file, settings_hash
 
     out = Path(cfg.out)
     wanted = {(m.label, m.settings) for m in methods}
     idset = set(ids)
     records = [r for r in JsonlStore(out / RECORDS, KEY_FIELDS) if (r["method"], r["settings"]) in wanted and r["image"] in idset]
+    files = {(r["method"], r["image"]): record_file(out, r) for r in records}  # exactly the images of these records
+    observation = {m.label: m.observation for m in methods}
+    for r in records:
+        files.setdefault(("observation", r["image"]), under(out, r["observation"], option="records.jsonl") if r.get("observation")
+                         else image_file(out, "observation", r["image"], observation[r["method"]] or None))
     labels = [m.label for m in methods]
     rows = summarise(records, labels, cfg.metrics)
     index = {image_id: i for i, image_id in enumerate(images.ids)}
@@ -151,23 +165,29 @@ def write_report(cfg: Any, methods: Sequence[Any], ids: Sequence[str], images: A
     if any(m in DATASET for m in cfg.metrics):
         for row in rows:
             done = sorted({r["image"] for r in records if r["method"] == row["method"]})
-            fakes = torch.stack([_read_png(image_file(out, row["method"], i)) for i in done]) if done else torch.zeros(0)
+            fakes = torch.stack([_read_png(files[row["method"], i]) for i in done]) if done else torch.zeros(0)
             reals = torch.stack([truth(i) for i in done]) if done else torch.zeros(0)
             row.update(dataset_scores(cfg.metrics, fakes, reals, cfg.fid_features, cfg.feature_weights))
     metrics = list(cfg.metrics)
     header = (f"# Evaluation: {cfg.task} on {cfg.data} ({len(ids)} images, {'x'.join(map(str, resolution))}) with {cfg.model}\n\n"
               f"{len(records)} records; seed {cfg.seed}; noise std {cfg.noise_std} ([-1, 1] pixels); dtype {cfg.dtype}; "
               f"device {cfg.device}. Means with 95% intervals (1.96 standard errors).")
-    (out / "summary.md").write_text(markdown(rows, metrics, header))
+    run = settings_hash({"methods": sorted(wanted), "images": list(ids)})
+    folder = under(out, REPORTS, run)
+    for row in rows:
+        row["settings"] = next(m.settings for m in methods if m.label == row["method"])
     summary = {"task": cfg.task, "model": cfg.model, "data": cfg.data, "images": len(ids), "records": len(records),
-               "resolution": list(resolution), "methods": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+               "resolution": list(resolution), "batch_size": getattr(cfg, "batch_size", None), "report": f"{REPORTS}/{run}",
+               "methods": rows}
     have = {(r["image"], r["method"]) for r in records}
     complete = [i for i in ids if all((i, label) in have for label in labels)]
-    if complete:
-        grid(out, labels, complete, truth, out / "grid.png")
     first = next((m for m in metrics if m in PER_IMAGE or m in DATASET), "residual")
-    pareto(rows, first, out / "pareto.svg")
+    written = [write_text(folder / "summary.md", markdown(rows, metrics, header)),
+               write_json(folder / "summary.json", summary, default=float), pareto(rows, first, folder / "pareto.svg")]
+    if complete:
+        written.append(grid(lambda column, image_id: files[column, image_id], labels, complete, truth, folder / "grid.png"))
+    for path in written:  # the latest run's report at the top of the folder
+        write_bytes(out / path.name, path.read_bytes())
     if not cfg.quiet:
         say(markdown(rows, metrics, f"{out}/summary.md:"))
     return summary

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from constrained_diffusion.utils.safe_io import save_figure
+
 
 def _save(ax: Any, path: Path, title: str, size: tuple[float, float] | None = None) -> Path:
     fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
@@ -18,9 +20,7 @@ def _save(ax: Any, path: Path, title: str, size: tuple[float, float] | None = No
     if size is not None:
         fig.set_size_inches(*size)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = save_figure(path, fig, dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

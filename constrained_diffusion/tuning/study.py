@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.tuning.tuner import Tuner, import_optuna
+from constrained_diffusion.utils.paths import safe_name, under
+from constrained_diffusion.utils.safe_io import write_json, write_text
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 15: 2.131,
        20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
@@ -184,7 +186,7 @@ class TuningStudy(Configurable):
                 best = {m: self.best(model, task, m) for m in cfg.methods}
                 specs = [{"name": m, "set": {k: list(v) if isinstance(v, tuple) else v for k, v in o.items()}, "label": m}
                          for m, (o, _) in best.items()]
-                base = cfg.out / "score" / f"{model}-{task}"
+                base = self.score_folder(model, task)
                 say(f"score {model} {task}: equal steps ({cfg.steps})")
                 eq_steps = self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": cfg.steps}} for s in specs],
                                           base / "equal-steps")
@@ -205,20 +207,30 @@ class TuningStudy(Configurable):
                         "steps_at_equal_time": steps_at[m]}
                 results["pairs"].append(pair)
                 self.figures(model, task, {m: s for m, (_, s) in best.items()})
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        (cfg.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        (cfg.out / "table.md").write_text(table(results))
+        write_json(cfg.out / "results.json", results, default=str)
+        write_text(cfg.out / "table.md", table(results))
         return results
+
+    def score_folder(self, model: str, task: str) -> Path:
+        """``OUT/score/<model>-<task>``, the model (a path or a Hub id) and task as `safe_name` s: always under ``OUT``."""
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        return under(cfg.out, "score", safe_name(f"{model}-{task}"), option="--models")
+
+    def figure_files(self, model: str, task: str) -> tuple[Path, Path]:
+        """``OUT/figures/<model>-<task>-history.png`` and ``-importance.png`` (safe names, under ``OUT``)."""
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        name = safe_name(f"{model}-{task}")
+        return (under(cfg.out, "figures", f"{name}-history.png", option="--models"),
+                under(cfg.out, "figures", f"{name}-importance.png", option="--models"))
 
     def figures(self, model: str, task: str, studies: dict[str, Any]) -> list[Path]:
         """``OUT/figures/<model>-<task>-history.png`` and ``-importance.png``."""
         from constrained_diffusion.tuning.figures import history_panel, importance_panel
 
         cfg: StudyConfig = self.config  # type: ignore[assignment]
-        folder = cfg.out / "figures"
         title = f"{model}, {task}: {cfg.metric} on {cfg.limit} validation images, {cfg.steps} steps"
-        return [history_panel(studies, folder / f"{model}-{task}-history.png", title),
-                importance_panel(studies, folder / f"{model}-{task}-importance.png", title)]
+        history, importance = self.figure_files(model, task)
+        return [history_panel(studies, history, title), importance_panel(studies, importance, title)]
 
 
 def _median(values: Sequence[float]) -> float:

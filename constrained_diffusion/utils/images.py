@@ -115,7 +115,7 @@ def make_grid(images: Tensor, nrow: int, padding: int = 2, pad_value: float = 1.
 
 
 def save_png(path: str | Path, image: Tensor) -> Path:
-    """Write a ``uint8`` image ``(H, W)``, ``(1, H, W)`` or ``(3, H, W)`` as a PNG file."""
+    """Write a ``uint8`` image ``(H, W)``, ``(1, H, W)`` or ``(3, H, W)`` as a PNG file, atomically (`safe_io.write_bytes`)."""
     if image.dtype != torch.uint8:
         raise TypeError(f"image must be uint8 (see to_uint8), got {image.dtype}")
     if image.ndim == 3 and image.shape[0] == 1:
@@ -134,7 +134,6 @@ def save_png(path: str | Path, image: Tensor) -> Path:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", W, H, 8, color_type, 0, 0, 0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9)) + chunk(b"IEND", b""))
-    return path
+    from constrained_diffusion.utils.safe_io import write_bytes
+
+    return write_bytes(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 9)) + chunk(b"IEND", b""))

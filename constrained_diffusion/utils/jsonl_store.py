@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,48 @@ class JsonlStore:
                 self._add(record)
         except Timeout:
             raise OSError(f"{lock_path(self.path)}: another process has held the store's lock for {LOCK_TIMEOUT:.0f} s") from None
+
+    def add(self, record: Mapping[str, Any]) -> bool:
+        """`append` ``record`` unless its key is already stored (by this or another process); whether it was written."""
+        try:
+            self.append(record)
+        except ValueError:
+            if self.key(record) in self._index:
+                return False
+            raise
+        return True
+
+    def discard(self, keys: Collection[Key]) -> int:
+        """Remove the records under ``keys`` (every line of each), under the lock; returns how many lines went.
+
+        The other lines are kept byte for byte (a torn last line is dropped) and the file is
+        replaced atomically, so a reader sees the old file or the new one. Used when an output a
+        record names is missing or damaged, so that the record is computed again.
+        """
+        from constrained_diffusion.utils.safe_io import write_bytes
+
+        wanted = {tuple(k) for k in keys}
+        if not wanted or not self.path.exists():
+            return 0
+        try:
+            with self._lock:
+                lines = self.path.read_bytes().split(b"\n")
+                kept, dropped = [], 0
+                for raw in lines:
+                    record = _parse(raw)
+                    if record is None:
+                        continue
+                    if self.key(record) in wanted:
+                        dropped += 1
+                    else:
+                        kept.append(raw + b"\n")
+                if dropped:
+                    write_bytes(self.path, b"".join(kept))
+                self._reset()
+                self._refresh()
+        except Timeout:
+            raise OSError(f"{lock_path(self.path)}: another process has held the store's lock for {LOCK_TIMEOUT:.0f} s") from None
+        return dropped
 
 
 class _Damaged(Exception):
