@@ -264,3 +264,9 @@ def test_label_columns_draws_distinct_labels_and_checks_its_input():
         label_columns(grid, ["only one"], 32)
     with pytest.raises(ValueError, match="grid must be uint8"):
         label_columns(grid.float(), ["a", "b"], 32)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"constrained-diffusion {cd.__version__}"
