@@ -63,3 +63,88 @@ def test_solver_instance_and_name_give_the_same_samples(gaussian):
     a = cd.ConstrainedSampler(gaussian, cd.GradientDescent(), steps=3).sample(c, generator=torch.Generator().manual_seed(1), progress=False)
     b = cd.ConstrainedSampler(gaussian, "gradient-descent", steps=3).sample(c, generator=torch.Generator().manual_seed(1), progress=False)
     assert torch.equal(a.sample, b.sample)
+
+
+# --- the correction registry and the nested ``correction`` value -------------------------------------------------
+
+
+class _Halfway(cd.sampling.Correction):
+    """A user's correction: the plain update, then ``x_prev += lr * e`` (no solver)."""
+
+    uses_solver = False
+
+    class Config(cd.sampling.CorrectionConfig):
+        lr: float = 0.5
+
+    def apply(self, step, x_t):
+        x_t, x0 = step.evaluate(x_t)
+        e, r = step.constraint.error_and_residual(x0)
+        return cd.sampling.CorrectionResult(step.update(x_t, x0) + self.lr * e, x0, torch.stack([r, r]))
+
+
+@pytest.fixture
+def halfway():
+    cls = cd.sampling.register_correction("halfway-test")(_Halfway)
+    yield cls
+    from constrained_diffusion.sampling.corrections import registry
+
+    registry._REGISTRY.pop("halfway-test", None)
+
+
+def _box(model):
+    truth = model.sample_prior(1, torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, *model.sample_shape)
+    mask[..., :4] = 1
+    return cd.Inpainting(truth, mask)
+
+
+def test_user_correction_runs_from_yaml_and_recipe(tmp_path, gaussian, halfway):
+    (tmp_path / "c.yaml").write_text("steps: 6\ncorrection: {name: halfway-test, lr: 0.25}\n")
+    cfg = cd.SamplerConfig.from_file(tmp_path / "c.yaml")
+    assert cfg.solver is None and cfg.correction.name == "halfway-test"
+    sampler = cd.ConstrainedSampler.from_config(gaussian, cfg)
+    assert isinstance(sampler.correction, halfway) and sampler.correction.lr == 0.25
+    c = _box(gaussian)
+    gen = torch.Generator().manual_seed(0)
+    out = sampler.sample(c, generator=gen, progress=False)
+    manual = cd.ConstrainedSampler(gaussian, steps=6, correction=halfway(lr=0.25)).sample(c, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(out.sample, manual.sample)
+    recipe = cd.recipes.get("dps").with_config(**{"correction.name": "halfway-test", "correction.lr": 0.25, "steps": 6, "eta": 0.0})
+    assert recipe.config.model_dump()["correction"] == {"name": "halfway-test", "lr": 0.25}
+    assert torch.equal(recipe.sampler(gaussian).sample(c, generator=torch.Generator().manual_seed(0), progress=False).sample, out.sample)
+    assert cd.SamplerConfig.from_file(tmp_path / "c.yaml").model_dump() == cd.SamplerConfig.model_validate(cfg.model_dump()).model_dump()
+
+
+def test_nested_correction_errors_name_the_option(halfway):
+    with pytest.raises(ValidationError, match="lr"):
+        cd.SamplerConfig(correction={"name": "halfway-test", "lr": "fast"})
+    with pytest.raises(ValidationError, match="unknown correction 'nope'"):
+        cd.SamplerConfig(correction={"name": "nope"})
+    with pytest.raises(ValidationError, match="set correction.inner_steps instead"):
+        cd.SamplerConfig(correction="halfway-test", inner_steps=3)
+    with pytest.raises(ValidationError, match="calls no solver"):
+        cd.SamplerConfig(correction="halfway-test", solver="inexact-newton")
+
+
+def _nested(config: cd.SamplerConfig) -> dict:
+    """The nested form of a flat config: the same sampler, ``correction: {name: ..., **options}``."""
+    name = {"x_t": "inner-loop", "x_prev": "post-step", "x0": "x0-edit"}[config.target]
+    inner = {"name": name, "inner_steps": config.inner_steps, "lr": config.lr, "step_size": config.step_size}
+    if name == "inner-loop":
+        inner["arnoldi_iterations"] = config.arnoldi_iterations
+    spec = inner if config.time_travel == 0 else {"name": "time-travel", "inner": inner, "repeats": config.time_travel,
+                                                   "window": config.time_travel_window}
+    data = config.model_dump()
+    for key in cd.sampling.config.CORRECTION_FIELDS:
+        data.pop(key, None)
+    return {**data, "correction": spec}
+
+
+@pytest.mark.parametrize("name", ["inexact-newton", "dps", "mpgd", "freedom", "paper-inpainting"])
+def test_flat_and_nested_forms_sample_bit_for_bit(gaussian, name):
+    flat = cd.recipes.get(name, steps=5)
+    nested = flat.with_config(correction=_nested(flat.config)["correction"])
+    c = _box(gaussian)
+    runs = [r.sampler(gaussian).sample(c, generator=torch.Generator().manual_seed(1), progress=False) for r in (flat, nested)]
+    assert torch.equal(runs[0].sample, runs[1].sample) and runs[0].nfe == runs[1].nfe and runs[0].nbe == runs[1].nbe
+    assert torch.equal(runs[0].residuals, runs[1].residuals)

@@ -97,7 +97,10 @@ def test_correction_options_belong_to_the_correction(gaussian):
     with pytest.raises(ValueError, match="inner_steps, step_size: options of the correction"):
         cd.ConstrainedSampler(gaussian, correction=BlendX0(), inner_steps=3, step_size="constant")
     with pytest.raises(TypeError, match="correction must be"):
-        cd.ConstrainedSampler(gaussian, correction="inner-loop")  # type: ignore[arg-type]
+        cd.ConstrainedSampler(gaussian, correction=42)  # type: ignore[arg-type]
+    assert type(cd.ConstrainedSampler(gaussian, correction="inner-loop").correction) is cd.InnerLoop  # a registered name
+    with pytest.raises(ValueError, match="unknown correction 'nope'"):
+        cd.ConstrainedSampler(gaussian, correction="nope")
 
 
 def test_target_names_the_built_in_corrections(gaussian):

@@ -151,7 +151,7 @@ def test_discrepancy_options_are_validated():
 
 def test_numeric_residual_tol_keeps_working():
     config = cd.SamplerConfig(residual_tol=0.5)
-    assert config.adaptive and config.correction().stop.residual_tol == 0.5
+    assert config.adaptive and config.build_correction().stop.residual_tol == 0.5
     assert not cd.SamplerConfig().adaptive
     assert cd.SamplerConfig(residual_tol="discrepancy").adaptive
 

@@ -1,8 +1,9 @@
 """Named sampler recipes: the paper's method and the baselines it compares with.
 
     >>> import constrained_diffusion as cd
-    >>> cd.recipes.names()
-    ['dps', 'freedom', 'inexact-newton', 'mpgd', 'paper-inpainting', 'paper-sr8', 'paper-style', 'psld']
+    >>> cd.recipes.names()  # doctest: +NORMALIZE_WHITESPACE
+    ['daps', 'ddnm', 'ddrm', 'diffpir', 'dps', 'flowchef', 'freedom', 'inexact-newton', 'mmps', 'mpgd', 'paper-inpainting',
+     'paper-sr8', 'paper-style', 'pigdm', 'psld', 'red-diff', 'repaint']
     >>> cd.recipes.get("dps", steps=50).config.steps
     50
 """
@@ -15,6 +16,7 @@ from constrained_diffusion.recipes.presets import (
     DPS,
     FREEDOM,
     INEXACT_NEWTON,
+    METHODS,
     MPGD,
     PAPER_INPAINTING,
     PAPER_SR8,
@@ -59,5 +61,5 @@ def get(name: str, **overrides: Any) -> Recipe:
     return recipe.with_config(**overrides) if overrides else recipe
 
 
-__all__ = ["DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PAPER_INPAINTING", "PAPER_SR8", "PAPER_STYLE", "PSLD", "Recipe", "get", "names",
+__all__ = ["METHODS", "DPS", "FREEDOM", "INEXACT_NEWTON", "MPGD", "PAPER_INPAINTING", "PAPER_SR8", "PAPER_STYLE", "PSLD", "Recipe", "get", "names",
            "register", "with_timestep_spacing"]

@@ -118,4 +118,102 @@ PAPER_STYLE = Recipe(
     search_space=SearchSpace({"lr.0": _STEP, "lr.1": _STEP, "inner_steps": Int(1, 10), "guidance_scale": Float(1.0, 10.0)}),
 )
 
-PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8, PAPER_STYLE)
+# --- the methods of the field on the same engine (one correction each: constrained_diffusion/sampling/corrections/) ---
+
+_UNIT = Float(0.0, 1.0)
+"""A weight or a mixing fraction in [0, 1]."""
+
+DDRM = Recipe(
+    name="ddrm",
+    config=SamplerConfig(steps=20, eta=0.85, correction={"name": "ddrm", "eta_b": 1.0}),
+    reference="Kawar, Elad, Ermon & Song, Denoising Diffusion Restoration Models, NeurIPS 2022",
+    summary="spectral DDIM in the SVD of A: observed components pulled to y_bar (eta_b = 1), the rest DDIM with eta = 0.85; "
+            "20 steps, 1 NFE per step, no backprop",
+    latent="linear",
+    search_space=SearchSpace({"eta": _UNIT, "correction.eta_b": _UNIT}),
+)
+
+DDNM = Recipe(
+    name="ddnm",
+    config=SamplerConfig(steps=20, eta=0.85, correction={"name": "ddnm"}),
+    reference="Wang, Yu & Zhang, Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model, ICLR 2023",
+    summary="x0 <- A^+ y + (I - A^+ A) x0 at every step, then DDIM (eta = 0.85); 20 steps, 1 NFE per step, no backprop",
+    latent="linear",
+    search_space=SearchSpace({"eta": _UNIT, "correction.weight": _UNIT}),
+)
+
+PIGDM = Recipe(
+    name="pigdm",
+    config=SamplerConfig(steps=50, eta=1.0, solver={"name": "gradient-descent"}, correction={"name": "pigdm", "lr": 1.0}),
+    reference="Song, Vahdat, Mardani & Kautz, Pseudoinverse-Guided Diffusion Models for Inverse Problems, ICLR 2023",
+    summary="x_{t-1} = DDIM(x_t) + lr alpha_t J^T A^+ (y - A x0), J^T e through the solver (gradient descent; "
+            "inexact Newton swaps in J e); 50 steps, eta = 1",
+    latent="linear",
+    search_space=SearchSpace({"correction.lr": _WEIGHT, "eta": _UNIT}),
+)
+
+DIFFPIR = Recipe(
+    name="diffpir",
+    config=SamplerConfig(steps=20, correction={"name": "diffpir", "lam": 7.0, "zeta": 0.3}),
+    reference="Zhu et al., Denoising Diffusion Models for Plug-and-Play Image Restoration, CVPR Workshops 2023",
+    summary="x0' = argmin ||y - A x||^2 + rho_t ||x - x0||^2 (closed form in the SVD), rho_t = lam sigma_y^2 alpha^2 / sigma^2, "
+            "then x_prev = alpha' x0' + sigma' (sqrt(1 - zeta) eps' + sqrt(zeta) z); lam = 7, zeta = 0.3, 20 steps",
+    latent="linear",
+    search_space=SearchSpace({"correction.lam": Float(0.1, 100.0, log=True), "correction.zeta": _UNIT}),
+)
+
+MMPS = Recipe(
+    name="mmps",
+    config=SamplerConfig(steps=20, solver={"name": "gradient-descent"}, correction={"name": "mmps", "iterations": 3}),
+    reference="Rozet, Andry, Lanusse & Louppe, Learning Diffusion Priors from Observations by Expectation Maximization, NeurIPS 2024",
+    summary="x0' = x0 + (sigma^2 / alpha) J^T A^T (sigma_y^2 + (sigma^2 / alpha) A J A^T)^-1 (y - A x0), the inverse by 3 GMRES "
+            "iterations on finite-difference JVPs, J^T e through the solver; 20 DDIM steps",
+    latent="linear",
+    search_space=SearchSpace({"correction.iterations": Int(1, 8), "correction.noise_std": Float(0.001, 0.5, log=True)}),
+)
+
+DAPS = Recipe(
+    name="daps",
+    config=SamplerConfig(steps=50, correction={"name": "daps", "langevin_steps": 20, "lr": 0.5}),
+    reference="Zhang et al., Improving Diffusion Inverse Problem Solving with Decoupled Noise Annealing, CVPR 2025",
+    summary="20 Langevin steps on x0 ~ N(x0_hat, r_t^2) p(y | x0) per step, then x_prev = alpha' x0 + sigma' z (fresh noise); "
+            "50 annealing steps, 1 NFE each, no backprop through the network",
+    latent="decoded",
+    search_space=SearchSpace({"correction.lr": Float(0.01, 1.0, log=True), "correction.r_scale": Float(0.1, 10.0, log=True),
+                              "correction.noise_std": Float(0.001, 0.5, log=True)}),
+)
+
+RED_DIFF = Recipe(
+    name="red-diff",
+    config=SamplerConfig(steps=50, correction={"name": "red-diff", "lr": 0.5, "lam": 0.25}),
+    reference="Mardani, Song, Kautz & Vahdat, A Variational Perspective on Solving Inverse Problems with Diffusion Models, ICLR 2024",
+    summary="mu <- mu + lr (A^T (y - A mu) - lam (sigma/alpha) (eps_hat(alpha mu + sigma eps) - eps)), plain gradient steps "
+            "(the paper: Adam); 50 steps, 1 NFE each, no backprop through the network",
+    latent="decoded",
+    search_space=SearchSpace({"correction.lr": Float(0.01, 2.0, log=True), "correction.lam": Float(0.001, 10.0, log=True)}),
+)
+
+REPAINT = Recipe(
+    name="repaint",
+    config=SamplerConfig(steps=50, eta=1.0, correction={"name": "time-travel", "inner": {"name": "repaint"}, "repeats": 4}),
+    reference="Lugmayr et al., RePaint: Inpainting using Denoising Diffusion Probabilistic Models, CVPR 2022",
+    summary="known region from q(x_{t-1} | y), unknown from the model, U = 5 resamplings (re-noise one step and repeat); "
+            "50 steps, eta = 1: 5 NFE per step",
+    latent="linear",
+    search_space=SearchSpace({"correction.repeats": Int(0, 9)}),
+)
+
+FLOWCHEF = Recipe(
+    name="flowchef",
+    config=SamplerConfig(steps=20, correction={"name": "flowchef", "inner_steps": 1, "lr": 0.5}),
+    reference="Patel, Wen, Metaxas & Yang, Steering Rectified Flow Models in the Vector Field for Controlled Image Generation, 2024",
+    summary="x_t <- x_t + lambda e(x0_hat), x0_hat <- x0_hat + lambda e (the identity Jacobian of a straight flow), then the "
+            "Euler step with the unchanged velocity; lambda = 0.5, 1 inner step, 20 steps, 1 NFE per step, no backprop",
+    latent="decoded",
+    search_space=SearchSpace({"correction.lr": Float(0.01, 2.0, log=True), "correction.inner_steps": Int(1, 5)}),
+)
+
+METHODS: tuple[Recipe, ...] = (DDRM, DDNM, PIGDM, DIFFPIR, MMPS, DAPS, RED_DIFF, REPAINT, FLOWCHEF)
+"""The methods of the field on this engine (issue 24), beside the paper's and the baselines it compares with."""
+
+PRESETS: tuple[Recipe, ...] = (INEXACT_NEWTON, DPS, PSLD, MPGD, FREEDOM, PAPER_INPAINTING, PAPER_SR8, PAPER_STYLE, *METHODS)

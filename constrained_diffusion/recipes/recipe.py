@@ -21,11 +21,12 @@ from constrained_diffusion.constraints.latent import DecodedConstraint, EncodedC
 from constrained_diffusion.constraints.psld import PSLDConstraint
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.denoisers.schedules import Spacing, VPSchedule
-from constrained_diffusion.sampling.config import SamplerConfig
+from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConfig
+from constrained_diffusion.sampling.corrections import correction_class, correction_names
 from constrained_diffusion.sampling.engine import ConstrainedSampler
 from constrained_diffusion.tuning.space import SearchSpace
 
-LatentRule = Literal["decoded", "encoded", "psld", "latent-mask"]
+LatentRule = Literal["decoded", "encoded", "psld", "latent-mask", "linear"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,9 @@ class Recipe:
             (backward through the decoder), ``"encoded"`` (the paper's VAE Newton, forward
             only), ``"psld"`` (`PSLDConstraint`) or ``"latent-mask"`` (inpainting only:
             `latent_inpainting`, the masked image encoded and the mask pooled to the latent
-            grid, a cell known iff all its pixels are).
+            grid, a cell known iff all its pixels are) or ``"linear"`` (methods that need the
+            operator itself, DDRM, DDNM, ...: the pixel constraint for pixel models; for latent
+            models inpainting as ``"latent-mask"``, anything else is refused).
         options: parameters of the method's constraint (PSLD's ``omega``, ``gamma``), read-only;
             `with_config` overrides them by name like the config fields.
         timestep_spacing: the grid spacing the method samples on (``"trailing"``: ``T - 1``
@@ -73,14 +76,20 @@ class Recipe:
         _check_guidance_scale(self.guidance_scale)
 
     def with_config(self, **overrides: Any) -> Recipe:
-        """A copy with `SamplerConfig` fields, `options` or ``guidance_scale`` replaced (validated; errors name the field)."""
+        """A copy with `SamplerConfig` fields, `options` or ``guidance_scale`` replaced (validated; errors name the field).
+
+        The correction's options: ``correction={"name": ..., ...}`` replaces the correction (the
+        flat correction fields return to their defaults); ``**{"correction.lr": 0.3}`` changes one
+        option of a nested correction; and a plain key that is an option of the recipe's nested
+        correction (``lr=0.3`` on a recipe with ``correction={name: ddnm, ...}``) goes there.
+        """
         options = {k: overrides.pop(k) for k in list(overrides) if k in self.options}
         for k, v in options.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{k} must be a number >= 0, got {v!r}")
         guidance = overrides.pop("guidance_scale", self.guidance_scale)
         data = self.config.model_dump()
-        data.update(overrides)
+        data.update(_correction_overrides(self.config, data, overrides))
         return replace(self, config=SamplerConfig.model_validate(data), options={**self.options, **options},
                        guidance_scale=guidance)
 
@@ -125,6 +134,13 @@ class Recipe:
             if not isinstance(pixel, Inpainting):
                 raise TypeError(f"the {self.name} recipe needs an Inpainting constraint, got {type(pixel).__name__}")
             return pixel if codec is None else latent_inpainting(denoiser, pixel.image, pixel.mask)
+        if self.latent == "linear":
+            if codec is None:
+                return pixel
+            if not isinstance(pixel, Inpainting):
+                raise TypeError(f"the {self.name} recipe needs the linear operator in the latent space: on a latent model only "
+                                f"inpainting (latent-mask) applies, got {type(pixel).__name__}")
+            return latent_inpainting(denoiser, pixel.image, pixel.mask)
         if self.latent == "psld":
             if not isinstance(pixel, LinearConstraint):
                 raise TypeError(f"the psld recipe needs a LinearConstraint, got {type(pixel).__name__}")
@@ -142,6 +158,41 @@ class Recipe:
         if solver is not None:  # its name is a default of its own config: keep it, or the solver is lost
             cfg["solver"] = {"name": solver.name, **solver.model_dump(exclude_defaults=True)}  # type: ignore[attr-defined]
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"
+
+
+def _correction_overrides(config: SamplerConfig, data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the correction's options gathered into one nested ``correction`` value (see `Recipe.with_config`)."""
+    nested = dict(data["correction"]) if data.get("correction") is not None else None
+    if "correction" in overrides:
+        if nested is None:  # switching from the flat form: its correction fields go back to their defaults
+            for key in CORRECTION_FIELDS:
+                data.pop(key, None)
+        value = overrides.pop("correction")
+        nested = None if value is None else (dict(value) if isinstance(value, Mapping) else {"name": value})
+        data["correction"] = nested
+    fields = set() if config.correction is None else set(config.correction.cls.Config.model_fields)
+    out: dict[str, Any] = {}
+    for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "correction.name"):  # the name first
+        head, dot, tail = key.partition(".")
+        if key == "correction.name":
+            if nested is None or nested.get("name") != value:  # another correction: its own options only
+                nested = {"name": value}
+                for k in CORRECTION_FIELDS:
+                    data.pop(k, None)
+        elif head == "correction" and dot:
+            if nested is None:
+                raise ValueError(f"{key}: the recipe's correction is given by the flat fields; set correction.name first")
+            nested[tail] = value
+        elif nested is not None and key in fields and not (key == "name"):
+            nested[key] = value
+        else:
+            out[key] = value
+    if nested is not None:
+        out["correction"] = nested
+        known = nested.get("name") in correction_names()
+        if "solver" not in out and known and not correction_class(nested["name"]).uses_solver:
+            data["solver"] = None  # a correction that calls no solver drops the recipe's
+    return out
 
 
 def _check_guidance_scale(scale: float | None) -> None:

@@ -1,14 +1,25 @@
 """Sampler configuration: a pydantic model that loads from JSON or YAML.
 
-The flat fields describe the built-in corrections; `SamplerConfig.correction` builds the
-`Correction` they name (``target``), which validates its own options.
+The correction is one nested, discriminated value, ``correction: {name: <registered>,
+**options}`` (`CorrectionSpec`; any correction registered with ``@register_correction``,
+a user's included). The flat fields ``target``, ``inner_steps``, ``lr``, ``step_size``,
+``arnoldi_iterations``, ``time_travel``, ... are a thin convenience for the built-in
+corrections, used when ``correction`` is unset; `SamplerConfig.build_correction` builds
+the `Correction` either form names, and the correction validates its own options.
 
-Example (YAML):
+Example (YAML), the flat convenience:
 
     steps: 20
     inner_steps: 5
     lr: [0.5, 0.1]
     eta: 0.0
+    solver: {name: inexact-newton, h: 0.005}
+
+and the same sampler with the nested form (``target: x_t`` is ``name: inner-loop``,
+``x_prev`` is ``post-step``, ``x0`` is ``x0-edit``; time travel wraps one in ``time-travel``):
+
+    steps: 20
+    correction: {name: inner-loop, inner_steps: 5, lr: [0.5, 0.1], step_size: dynamic}
     solver: {name: inexact-newton, h: 0.005}
 """
 
@@ -18,11 +29,22 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from constrained_diffusion.sampling.adaptive import AdaptiveStop, ResidualTol, check_discrepancy_tau
 from constrained_diffusion.sampling.corrections import Correction, InnerLoop, PostStep, TimeTravel, X0Edit, step_sizes
 from constrained_diffusion.sampling.corrections.base import StepOptions, check_fractions
+from constrained_diffusion.sampling.corrections.registry import CorrectionSpec
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
 
@@ -86,6 +108,11 @@ class SamplerConfig(StepOptions):
             sample keeps its lowest-residual iterate of the step.
         discrepancy_tau: the factor ``tau > 0`` of the discrepancy level (default 1.0; only
             with ``residual_tol="discrepancy"``).
+        correction: the correction as one nested value ``{name: <registered>, **options}``
+            (a `CorrectionSpec`, a mapping or a bare name); ``None`` (default): the flat fields
+            above describe it. With it set, the flat correction fields (`CORRECTION_FIELDS`)
+            must keep their defaults (set ``correction.<option>`` instead), and a correction that
+            calls no solver gets ``solver=None``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -106,6 +133,25 @@ class SamplerConfig(StepOptions):
     residual_tol: ResidualTol = 0.0
     min_decrease: float | None = Field(None, ge=0.0, le=1.0)
     discrepancy_tau: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    correction: CorrectionSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_correction(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("correction") is None:
+            return data
+        data = dict(data)
+        for key in CORRECTION_FIELDS:
+            if key in data and _same(data[key]) != _default(key):
+                raise ValueError(f"{key}={data[key]!r} is a flat option of the built-in corrections; with correction="
+                                 f"{{name: ...}} set correction.{key} instead")
+            data.pop(key, None)
+        spec = CorrectionSpec.model_validate(data["correction"]) if not isinstance(data["correction"], CorrectionSpec) else data["correction"]
+        if not spec.cls.uses_solver:
+            if data.get("solver") is not None:
+                raise ValueError(f"correction {spec.name!r} calls no solver; leave solver unset")
+            data["solver"] = None
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -127,13 +173,15 @@ class SamplerConfig(StepOptions):
     @model_validator(mode="after")
     def _consistent(self) -> SamplerConfig:
         check_discrepancy_tau(self.residual_tol, self.discrepancy_tau)
+        if self.correction is not None:
+            return self._nested_fits_solver()
         if self.adaptive and self.target != "x_t":
             raise ValueError(f"residual_tol / min_decrease stop the inner loop of target='x_t'; target={self.target!r} has none")
         if self.time_travel > 0 and not (self.time_travel_window[0] < self.window[1] and self.window[0] < self.time_travel_window[1]):
             raise ValueError(f"time_travel_window={self.time_travel_window} does not overlap window={self.window}: "
                              "time travel would never happen")
         try:
-            correction = self.correction()
+            correction = self.build_correction()
         except (ValidationError, ValueError) as exc:
             raise ValueError(_message(exc)) from None
         name = getattr(self.solver, "name", None)
@@ -142,6 +190,28 @@ class SamplerConfig(StepOptions):
         elif self.solver is None and not correction.uses_solver:
             correction.validate(None)
         return self
+
+    def _nested_fits_solver(self) -> SamplerConfig:
+        try:
+            correction = self.build_correction()
+        except (ValidationError, ValueError) as exc:
+            raise ValueError(f"correction: {_message(exc)}") from None
+        name = getattr(self.solver, "name", None)
+        if name in registry.names():
+            correction.validate(registry.solver_class(name))  # type: ignore[arg-type]
+        elif self.solver is None:
+            correction.validate(None)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("correction", 0) is None:  # the flat form dumps (and hashes) exactly as before the nested field
+            del data["correction"]
+        elif "correction" in data:  # the nested form: the unused flat fields are left out
+            for key in CORRECTION_FIELDS:
+                data.pop(key, None)
+        return data
 
     @property
     def adaptive(self) -> bool:
@@ -157,9 +227,15 @@ class SamplerConfig(StepOptions):
         """``lambda_k`` for ``k = 0 .. inner_steps - 1`` (``linspace(start, end, inner_steps)``)."""
         return step_sizes(self.lr, self.inner_steps)
 
-    def correction(self) -> Correction:
-        """The `Correction` these fields describe (`InnerLoop`, `PostStep` or `X0Edit`, wrapped
-        in `TimeTravel` when ``time_travel > 0``)."""
+    def build_correction(self) -> Correction:
+        """The `Correction` this configuration names: the nested `correction` when set; else the
+        one the flat fields describe (`InnerLoop`, `PostStep` or `X0Edit`, wrapped in
+        `TimeTravel` when ``time_travel > 0``).
+
+        (Before the nested ``correction`` field this method was called ``correction()``.)
+        """
+        if self.correction is not None:
+            return self.correction.build()
         common = {"inner_steps": self.inner_steps, "lr": self.lr, "step_size": self.step_size}
         correction: Correction
         if self.target == "x_t":
@@ -188,3 +264,13 @@ class SamplerConfig(StepOptions):
         else:
             raise ValueError(f"config file must end in .json, .yaml or .yml, got {path.name!r}")
         return cls.model_validate(data)
+
+
+def _default(key: str) -> Any:
+    """The default of `SamplerConfig` field ``key``."""
+    return SamplerConfig.model_fields[key].get_default(call_default_factory=True)
+
+
+def _same(value: Any) -> Any:
+    """A YAML/JSON list as the tuple a field's default is."""
+    return tuple(value) if isinstance(value, list) else value

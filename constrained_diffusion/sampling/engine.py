@@ -32,7 +32,7 @@ from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.sampling.adaptive import AdaptiveStop
 from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConfig
-from constrained_diffusion.sampling.corrections import Correction
+from constrained_diffusion.sampling.corrections import Correction, CorrectionSpec
 from constrained_diffusion.sampling.noise import Generator, randn
 from constrained_diffusion.sampling.result import SampleResult, StepInfo
 from constrained_diffusion.sampling.step import DenoisingStep
@@ -59,7 +59,8 @@ class ConstrainedSampler:
         eta: DDIM stochasticity in ``[0, 1]``.
         correction: a `Correction` to use instead of the one the config fields describe; its
             options are its own (passing ``inner_steps``, ``lr``, ``target``, ... as well is an
-            error).
+            error). Or a registered correction by configuration: a name, ``{"name": ..., **options}``
+            or a `CorrectionSpec` (`SamplerConfig.correction`).
         **options: the other `SamplerConfig` fields: ``step_size``, ``target``, ``window``,
             ``time_travel``, ``time_travel_window``, ``residual_tol`` (a number, or ``"discrepancy"``:
             stop at the constraint's noise level), ``discrepancy_tau``, ``min_decrease``,
@@ -86,10 +87,12 @@ class ConstrainedSampler:
     """
 
     def __init__(self, denoiser: Denoiser, solver: SolverLike = None, steps: int = 20, inner_steps: int | None = None,
-                 lr: float | tuple[float, float] | None = None, eta: float = 0.0, correction: Correction | None = None,
-                 **options: Any) -> None:
+                 lr: float | tuple[float, float] | None = None, eta: float = 0.0,
+                 correction: Correction | CorrectionSpec | dict[str, Any] | str | None = None, **options: Any) -> None:
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a constrained_diffusion.Denoiser, got {type(denoiser).__name__}")
+        if isinstance(correction, (CorrectionSpec, dict, str)):
+            options["correction"], correction = correction, None
         if correction is not None:
             _check_correction(correction, inner_steps, lr, options)
         fields = {k: v for k, v in {"inner_steps": inner_steps, "lr": lr}.items() if v is not None}
@@ -104,7 +107,7 @@ class ConstrainedSampler:
             self.solver: Solver | None = solver
         else:
             self.solver = registry.get(self.config.solver) if self.config.solver is not None else None
-        self.correction: Correction = correction if correction is not None else self.config.correction()
+        self.correction: Correction = correction if correction is not None else self.config.build_correction()
         self.correction.validate(self.solver)
         self.denoiser = denoiser
 
@@ -116,6 +119,8 @@ class ConstrainedSampler:
         elif isinstance(config, dict):
             config = SamplerConfig.model_validate(config)
         options = config.model_dump(exclude={"solver"})
+        if options.get("correction") is None:
+            options.pop("correction", None)
         if config.target == "x0":
             options.pop("target")
             return cls(denoiser, None, target="x0", **options)

@@ -35,9 +35,10 @@ Example:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
@@ -127,14 +128,22 @@ class Correction(Configurable, ABC):
     """Abstract correction; subclasses set ``Config`` and implement `apply`.
 
     Attributes:
+        name: registry name (`constrained_diffusion.sampling.corrections.registry`); defaults to the
+            class name in kebab case, ``@register_correction("name")`` sets it.
         uses_solver: whether `apply` asks the solver for a direction (`X0Edit` does not).
         moves_x_t: whether it moves ``x_t`` through the denoiser's Jacobian (step-size rules
             that probe the Jacobian need it).
     """
 
+    name: ClassVar[str] = "correction"
     Config: ClassVar[type[BaseModel]] = CorrectionConfig
     uses_solver: ClassVar[bool] = True
     moves_x_t: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
 
     @property
     def inner_steps(self) -> int:

@@ -38,6 +38,7 @@ from torch import Tensor
 from constrained_diffusion.linalg.reductions import per_sample
 from constrained_diffusion.sampling.adaptive import AdaptiveRun, AdaptiveStop
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionConfig, CorrectionResult, step_sizes
+from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.sampling.step_size import StepContext, factor_of
 
@@ -63,6 +64,7 @@ class InnerLoopConfig(CorrectionConfig):
     host_checks: bool | None = None
 
 
+@register_correction("inner-loop")
 class InnerLoop(Correction):
     """``K`` solver steps on ``x_t`` with re-evaluation, then the update (the paper's method).
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionConfig, CorrectionResult, step_sizes
+from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.sampling.step_size import StepContext, factor_of
 
@@ -30,6 +31,7 @@ class PostStepConfig(CorrectionConfig):
     step_size: str = "residual"
 
 
+@register_correction("post-step")
 class PostStep(Correction):
     """``x_prev = update(x_t, x0) + s d(x_t)`` (DPS, PSLD, FreeDoM).
 

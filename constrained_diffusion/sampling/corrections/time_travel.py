@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, check_fractions
+from constrained_diffusion.sampling.corrections.registry import build_inner, register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.solvers.base import Solver
 
@@ -29,7 +30,13 @@ class TimeTravelConfig(BaseModel):
 
     _window = field_validator("window")(lambda value: check_fractions(value))
 
+    @field_validator("inner", mode="before")
+    @classmethod
+    def _inner_by_name(cls, value: Any) -> Any:
+        return build_inner(value)  # {name: ..., **options} or a name, from a configuration file
 
+
+@register_correction("time-travel")
 class TimeTravel(Correction):
     """Repeat ``inner`` with re-noising in the steps of ``window``.
 

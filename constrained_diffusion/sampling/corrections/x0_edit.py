@@ -19,10 +19,12 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionConfig, CorrectionResult, step_sizes
+from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.sampling.step_size import StepContext, factor_of
 
 
+@register_correction("x0-edit")
 class X0Edit(Correction):
     """``K`` steps on ``x0_hat`` along ``e``, then the update with the unedited noise estimate.
 
