@@ -10,7 +10,7 @@ version 0.1 was computed on, formerly called ``"test"``) keeps those tables repr
 Images are zero-padded from 28x28 to 32x32 (as in the paper's MNIST experiment) and scaled from
 ``[0, 255]`` to ``[-1, 1]``.
 
-Example:
+Examples:
     >>> import constrained_diffusion as cd
     >>> sizes = {s: len(cd.data.mnist(s)[1]) for s in ("held-out", "validation", "test")}
     >>> sizes
