@@ -35,7 +35,8 @@ EIGVEC_OPTIONS = ("--timesteps", "--samples", "--k", "--rcond", "--seed", "--wei
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``analyze`` and its options on the sub-command parsers ``sub``."""
-    p = sub.add_parser("analyze", help="Jacobian analysis: J vs J^-1 eigenvectors, Newton-direction alignment",
+    p = sub.add_parser("analyze", help="Jacobian analysis: J vs J^-1 eigenvectors, Newton-direction alignment; "
+                                       "prints tables, writes figures (see each analysis' --help)",
                        description=summary(__doc__))
     inner = p.add_subparsers(dest="analysis", required=True, parser_class=type(p))
     e = inner.add_parser("eigvec", help="the eigenvector table")

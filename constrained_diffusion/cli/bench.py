@@ -32,7 +32,8 @@ OPTIONS = ("--steps", "--inner-steps", "--batch-size", "--channels", "--size", "
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` and its options on the sub-command parsers ``sub``."""
-    p = sub.add_parser("bench", help="seconds per sample and overhead over the forward-pass floor, per solver",
+    p = sub.add_parser("bench", help="seconds per sample and overhead over the forward-pass floor, per solver; "
+                                     "prints a table (--write-docs PAGE: into that page)",
                        description=summary(__doc__))
     p.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default 10)")
     p.add_argument("--inner-steps", type=positive_int, default=5, help="constraint iterations per step (default 5)")

@@ -58,7 +58,8 @@ TRANSFORMER_SOLVERS = ["inexact-newton", "gradient-descent", "exact-jvp"]
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bench-sd`` and its options on the sub-command parsers ``sub``."""
-    p = sub.add_parser("bench-sd", help="seconds per inner step and peak memory on the full SD 1.x UNet", description=summary(__doc__))
+    p = sub.add_parser("bench-sd", help="seconds per inner step and peak memory on the full SD 1.x UNet; "
+                                        "prints a table (--write-docs PAGE: into that page)", description=summary(__doc__))
     p.add_argument("--size", type=positive_int, default=64, help="latent side (default 64, i.e. 512x512 images)")
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
     p.add_argument("--device", type=device_name, default=default_device())

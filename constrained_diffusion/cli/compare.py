@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``compare`` and its options on the sub-command parsers ``sub``."""
     from constrained_diffusion.evaluation.tasks import TASKS
 
-    p = sub.add_parser("compare", help="PSNR/SSIM/label accuracy/cost table of the solvers on MNIST (equal steps, equal time)",
+    p = sub.add_parser("compare", help="PSNR/SSIM/label accuracy/cost table of the solvers on MNIST (equal steps, equal time); "
+                                       "appends records to --out (a .jsonl file)",
                        description=summary(__doc__))
     p.add_argument("--model", choices=["mnist"], default="mnist", help="model family (mnist)")
     p.add_argument("--variants", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="which shipped models")

@@ -28,7 +28,8 @@ from constrained_diffusion.cli.args import (
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``model-card`` and its options on the sub-command parsers ``sub``."""
-    p = sub.add_parser("model-card", help="measure a shipped MNIST model for its model card", description=summary(__doc__))
+    p = sub.add_parser("model-card", help="measure a shipped MNIST model for its model card; "
+                                          "prints the numbers (--write-docs PAGE: into the card)", description=summary(__doc__))
     p.add_argument("model", choices=["ddpm", "flow", "classifier"])
     p.add_argument("--weights", type=Path, default=None, help="a weight file instead of the shipped one")
     p.add_argument("--samples", type=positive_int, default=1000, help="unconditional samples (default 1000)")

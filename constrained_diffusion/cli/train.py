@@ -25,7 +25,7 @@ SHIPPED = "shipped"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``train`` and its flags."""
-    p = sub.add_parser("train", help="train the MNIST diffusion, flow or classifier model",
+    p = sub.add_parser("train", help="train the MNIST diffusion, flow or classifier model; writes checkpoints, a log and the weights under --out",
                        description=summary(__doc__))
     p.add_argument("model", choices=["ddpm", "flow", "classifier"], help="what to train")
     p.add_argument("--out", type=Path, default=None,

@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from constrained_diffusion.tuning.study import StudyConfig
 
     d = StudyConfig.model_fields
-    p = sub.add_parser("tune-study", help="the fair comparison: tune every method equally, score on held-out digits",
+    p = sub.add_parser("tune-study", help="the fair comparison: tune every method equally, score on held-out digits; "
+                                          "writes OUT/table.md, OUT/results.json, OUT/figures/ (OUT default runs/tuning)",
                        description=summary(__doc__))
     p.add_argument("--models", nargs="+", default=None, help=f"default {' '.join(d['models'].default_factory())}")
     p.add_argument("--tasks", nargs="+", default=None, help=f"default {' '.join(d['tasks'].default_factory())}")
