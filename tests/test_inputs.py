@@ -177,3 +177,40 @@ def test_encoded_constraint_refuses_h_below_the_floor() -> None:
     with pytest.raises(ValueError, match=r"h=1e-12 is below the rounding floor"):  # a codec that does not tell its dtype: at the first error
         cd.constraints.EncodedConstraint(pixel, type("C", (), {"encode": Codec.encode, "decode": Codec.decode})(), h=1e-12).error(
             torch.ones(1, 1, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty batches and observations whose residual overflows
+
+
+@pytest.mark.parametrize("what", ["x_T", "generator", "constraint", "labels"])
+def test_an_empty_batch_is_a_one_line_error_naming_it(what: str) -> None:
+    import constrained_diffusion as cd
+
+    model, constraint = _gaussian_inpainting()
+    sampler = cd.ConstrainedSampler(model, cd.InexactNewton(), steps=2, inner_steps=1)
+    with pytest.raises(ValueError, match=r"empty batch") as info:
+        if what == "x_T":
+            sampler.sample(x_T=torch.zeros(0, 1, 8, 8), progress=False)
+        elif what == "generator":
+            sampler.sample(constraint, generator=[], progress=False)
+        elif what == "constraint":
+            sampler.sample(cd.Inpainting(torch.zeros(0, 1, 8, 8), torch.ones(1, 1, 8, 8)), progress=False)
+        else:
+            cd.ClassGuidance(torch.nn.Identity(), [])
+    assert what.replace("constraint", "y") in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0"):
+        sampler.sample(batch_size=0, progress=False)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e20])
+def test_an_observation_whose_residual_overflows_is_refused(scale: float) -> None:
+    import constrained_diffusion as cd
+
+    y = torch.full((2, 1, 8, 8), scale)
+    with pytest.raises(ValueError, match=r"y: the residual \|\|y - A x0\|\| of sample 0 overflows torch.float32"):
+        cd.Inpainting(y, torch.ones(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"y: the residual .* overflows"):
+        cd.SuperResolution(torch.full((1, 1, 4, 4), scale), factor=2)
+    cd.Inpainting(y.double(), torch.ones(1, 1, 8, 8, dtype=torch.float64))  # float64 holds 1e60: its residual is finite
+    cd.Inpainting(torch.full((2, 1, 8, 8), 1e15), torch.ones(1, 1, 8, 8))  # large but finite

@@ -13,7 +13,9 @@ Two families:
 * `NonlinearConstraint` — ``loss(x) -> (B,)``; ``e = -grad loss(x0)``, ``residual = loss``.
 
 Constraints add up: ``c1 + c2`` and ``w * c`` build a
-`constrained_diffusion.constraints.composite.Composite` (error ``sum_i w_i e_i``).
+`constrained_diffusion.constraints.composite.Composite` (error ``sum_i w_i e_i``). That module
+defines the sum as a `Constraint` and names it `Constraint.composite_class`, so this one never
+imports it (no import cycle).
 
 Noisy observations: a `LinearConstraint` takes ``noise_std`` (``sigma_y``), the standard
 deviation of the noise in ``y``. It does not change `Constraint.error`; it defines the
@@ -25,15 +27,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from constrained_diffusion._validation import check_tensor
-
-if TYPE_CHECKING:
-    from constrained_diffusion.constraints.composite import Composite
 
 
 def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
@@ -67,6 +66,9 @@ def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
 
 class Constraint(ABC):
     """Abstract constraint on ``x0_hat``. Subclass and implement `error` and `residual`."""
+
+    composite_class: ClassVar[type[Constraint]]
+    """What ``c1 + c2`` and ``w * c`` build: `Composite`, named here by the module that defines it."""
 
     @abstractmethod
     def error(self, x0: Tensor) -> Tensor:
@@ -123,13 +125,11 @@ class Constraint(ABC):
             raise ValueError(f"{type(self).__name__} has no noise_std (the measurement noise's standard deviation)")
         return float(tau) * sigma * m.to(sigma).sqrt()
 
-    def __add__(self, other: object) -> Composite:
+    def __add__(self, other: object) -> Constraint:
         """``c1 + c2``: the `Composite` with error ``e_1 + e_2`` (sums of sums flatten)."""
-        from constrained_diffusion.constraints.composite import Composite
-
         if not isinstance(other, Constraint):
             return NotImplemented
-        return Composite([self, other])
+        return self.composite_class([self, other])  # type: ignore[call-arg]
 
     def __radd__(self, other: object) -> Constraint:
         """``0 + c`` is ``c`` (so that ``sum(constraints)`` works)."""
@@ -137,15 +137,45 @@ class Constraint(ABC):
             return self
         return NotImplemented
 
-    def __mul__(self, weight: object) -> Composite:
+    def __mul__(self, weight: object) -> Constraint:
         """``c * w``: the `Composite` with error ``w e`` (``w`` finite and ``>= 0``)."""
-        from constrained_diffusion.constraints.composite import Composite
-
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             return NotImplemented
-        return Composite([(self, weight)])
+        return self.composite_class([(self, weight)])  # type: ignore[call-arg]
 
     __rmul__ = __mul__
+
+
+def check_observation(y: Tensor, name: str = "y") -> Tensor:
+    """Refuse an observation that is an empty batch or whose residual would overflow; returns ``y``.
+
+    The residual ``||y - A x0||_2`` is formed in ``y``'s precision (float32 for half-precision
+    ``y``): where ``||y_i||_2`` itself is not finite (``y = 1e30`` in float32: ``y^2`` overflows) every
+    residual would be ``inf`` and the constraint silently meaningless. One reduction at
+    construction, none while sampling.
+
+    Raises:
+        ValueError: ``y`` has batch size 0, or a sample whose norm overflows (naming ``name``,
+            its largest magnitude and the dtype).
+
+    Examples:
+        >>> check_observation(torch.full((1, 4), 1e30))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: y: the residual ||y - A x0|| of sample 0 overflows torch.float32 (max |y| = 1e+30); observations ... rescale it
+    """
+    if y.ndim >= 1 and y.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(y.shape)}); give at least one observation")
+    if y.numel():
+        work = y if y.dtype == torch.float64 else y.float()
+        norms = work.reshape(work.shape[0], -1).norm(dim=1) if work.ndim >= 1 else work.abs()
+        bad = ~norms.isfinite()
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0]) if bad.ndim else 0
+            raise ValueError(f"{name}: the residual ||{name} - A x0|| of sample {i} overflows {work.dtype} "
+                             f"(max |{name}| = {float(work.abs().max()):.3g}); observations are in the data's units "
+                             "(pixels in [-1, 1]): rescale it")
+    return y
 
 
 class LinearConstraint(Constraint):
@@ -165,13 +195,14 @@ class LinearConstraint(Constraint):
             `discrepancy` level ``tau sigma_y sqrt(m)``.
 
     Raises:
-        ValueError: NaN/inf in ``y``; a ``noise_std`` that is negative, not finite, or has a batch
+        ValueError: NaN/inf in ``y``, an empty ``y`` or one whose residual would overflow
+            (`check_observation`); a ``noise_std`` that is negative, not finite, or has a batch
             size other than ``y``'s.
     """
 
     def __init__(self, y: Tensor, input_shape: tuple[int, ...] | None = None,
                  noise_std: float | Tensor | None = None) -> None:
-        self.y = check_tensor("y", y)
+        self.y = check_observation(check_tensor("y", y))
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self._noise_std = check_noise_std(noise_std)
         n, B = (self._noise_std.numel() if self._noise_std is not None else 1), int(self.y.shape[0])

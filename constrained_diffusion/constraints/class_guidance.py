@@ -36,6 +36,8 @@ class ClassGuidance(NonlinearConstraint):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         tensor = torch.as_tensor(labels)
+        if tensor.numel() == 0:
+            raise ValueError("labels is an empty batch; give one class, or one per sample")
         if tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.ndim > 1 or bool((tensor < 0).any()):
             raise ValueError(f"labels must be an integer >= 0 or a 1-D sequence of them, got {labels!r}")
         self.labels = tensor.long().reshape(-1)

@@ -258,6 +258,9 @@ def _resolve_batch(constraint: Constraint | None, x_T: Tensor | None, batch_size
     given = {k: v for k, v in candidates.items() if v is not None}
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    empty = [k for k, v in given.items() if v == 0]
+    if empty:
+        raise ValueError("empty batch: " + ", ".join(f"{k} has 0 samples" for k in empty) + "; sampling needs at least one sample")
     if len(set(given.values())) > 1:
         raise ValueError("batch sizes disagree: " + ", ".join(f"{k} has {v}" for k, v in given.items()))
     return next(iter(given.values()), 1)
