@@ -64,6 +64,7 @@ from constrained_diffusion.sampling import (
     TimeTravel,
     X0Edit,
 )
+from constrained_diffusion.sampling.unconstrained import sample
 from constrained_diffusion.solvers import (
     ExactJVP,
     ExactNewton,
@@ -97,5 +98,5 @@ __all__ = [
     "PostStep", "SD3Denoiser", "SampleResult", "SamplerConfig", "SecantNewton", "Solver", "SolverConfig", "StableDiffusionDenoiser",
     "StepInfo", "SuperResolution", "TimeGrid", "TimeTravel", "VAECodec", "VPSchedule", "X0Edit", "__version__",
     "analysis", "benchmarks", "constraints", "data", "denoisers", "evaluation", "latent_inpainting", "linalg", "metrics", "models",
-    "recipes", "sampling", "solvers", "training", "utils",
+    "recipes", "sample", "sampling", "solvers", "training", "utils",
 ]
