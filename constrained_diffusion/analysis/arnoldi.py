@@ -28,7 +28,7 @@ def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | N
         n: number of Arnoldi steps (matvecs), ``>= 1``.
         dim: length of the vectors (needed when ``v0`` is ``None``).
         v0: start vector; random normal by default.
-        generator: for the random start.
+        generator: for the random start; ``None`` draws from torch's global random state.
 
     Returns:
         Complex tensor of at most ``n`` Ritz values (fewer on an early breakdown, when the

@@ -47,7 +47,7 @@ def free_form_mask(size: tuple[int, int], hole_ratio: float = 0.3, generator: to
     Args:
         size: ``(H, W)``.
         hole_ratio: target fraction of missing pixels, in ``(0, 0.9]``.
-        generator: makes the mask reproducible.
+        generator: makes the mask reproducible; ``None`` draws from torch's global random state.
         brush: range of the brush radius as a fraction of ``min(H, W)``.
         max_segments: segments per stroke.
     """
