@@ -102,3 +102,54 @@ def test_the_inductor_backend_equals_eager(tmp_path):
     x, t = torch.randn(2, *eager.sample_shape, generator=torch.Generator().manual_seed(5)), eager.timesteps(2)[0]
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, t), eager(x, t), rtol=1e-4, atol=1e-5)
+
+
+# --- CUDA cases (skipped without CUDA; scripts/gpu_check.sh runs them with `pytest -k cuda`) ------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _cuda_sd(tmp_path, dtype: torch.dtype, **options) -> cd.StableDiffusionDenoiser:
+    pipe = tiny_sd(tmp_path, with_text=False).to("cuda", dtype)
+    den = cd.StableDiffusionDenoiser.from_pipeline(pipe, **options)
+    return den.condition(prompt_embeds=torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(3)).to("cuda", dtype))
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["reduce-overhead", "default"])
+def test_cuda_compiled_sampling_equals_eager(mode, tmp_path):
+    """Inductor on CUDA, float32: CUDA graphs (reduce-overhead) keep D(x_t) valid while D(x_t + h'e) replays."""
+    torch._dynamo.reset()
+    eager, compiled = _cuda_sd(tmp_path, torch.float32), _cuda_sd(tmp_path, torch.float32, compile=True, compile_mode=mode)
+    y = torch.randn(2, *eager.sample_shape, generator=torch.Generator().manual_seed(1)).cuda()
+    mask = torch.zeros(2, 1, *eager.sample_shape[1:], device="cuda")
+    mask[..., : eager.sample_shape[-1] // 2] = 1
+    runs = [cd.ConstrainedSampler(d, "inexact-newton", steps=3, inner_steps=2).sample(
+        cd.Inpainting(y, mask), generator=torch.Generator().manual_seed(0), batch_size=2, progress=False) for d in (eager, compiled)]
+    assert (runs[0].nfe, runs[0].nbe) == (runs[1].nfe, runs[1].nbe) == (3 * (1 + 2 * 2), 0)
+    # cuDNN / TF32 may pick other kernels in the compiled graph: agreement to float32 kernel tolerance
+    torch.testing.assert_close(runs[1].sample, runs[0].sample, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(runs[1].residuals, runs[0].residuals, rtol=1e-2, atol=1e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_exact_jvp(dtype, tmp_path):
+    """Forward-mode AD through the SD UNet on CUDA in half precision agrees with float32 (no double-backward fallback)."""
+    import warnings
+
+    from constrained_diffusion.solvers.exact_jvp import forward_jvp
+
+    ref, half = _cuda_sd(tmp_path / "a", torch.float32), _cuda_sd(tmp_path / "b", dtype)
+    g = torch.Generator().manual_seed(0)
+    x, e = (torch.randn(2, *ref.sample_shape, generator=g).cuda() for _ in range(2))
+    t = ref.grid(10).times[4]
+    _, jv_ref = forward_jvp(ref, x, t, e)
+    x0, jv = forward_jvp(half, x.to(dtype), t, e)
+    assert x0.dtype == dtype and jv.dtype == torch.float32 and jv.device.type == "cuda"
+    cosine = torch.nn.functional.cosine_similarity(jv.double().flatten(1), jv_ref.double().flatten(1)).min()
+    assert cosine >= 0.99
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback to double backward warns
+        d = cd.ExactJVP().direction(half, x.to(dtype), t, e, x0)
+    assert torch.nn.functional.cosine_similarity(d.double().flatten(1), jv_ref.double().flatten(1)).min() >= 0.99
