@@ -167,6 +167,8 @@ class ConstrainedSampler:
                                  i, cfg.steps, cfg.eta, generator, noise=cfg.noise,
                                  beta=float(betas[int(t)]) if betas is not None else None)
             x_t, x0 = self._step(step, constraint, x_t, residuals[i])
+            # host synchronisation 2 of the step's 2 (the first: the residual rows' copy in `_step`); on a GPU each waits
+            # for the step's queued kernels, so the engine synchronises twice per denoising step and the inner loop never
             if not bool(x_t.isfinite().all()):
                 raise FloatingPointError(f"non-finite values in the sample at step {i} (t={float(t):g}); "
                                          "check the constraint's error and the step sizes (lr)")
@@ -191,7 +193,8 @@ class ConstrainedSampler:
         """One grid step: the correction inside `window`, else the plain update; fills ``row``."""
         if constraint is not None and self.correction.inner_steps > 0 and self.config.constrained_at(step.index):
             out = self.correction.apply(step, x_t)
-            row[:] = out.residuals.detach().float().cpu()  # the step's one host copy (the inner loop makes none)
+            # host synchronisation 1 of the step's 2 (the other: the finiteness check in `sample`); the inner loop makes none
+            row[:] = out.residuals.detach().float().cpu()
             return out.x_prev, out.x0
         x_t, x0 = step.evaluate(x_t)
         if constraint is not None:
