@@ -46,6 +46,11 @@ Two methods:
   ``eps * D * s_max`` of `numpy.linalg.lstsq`, i.e. the exact solution ``J^-1 e`` whenever
   ``J`` is numerically invertible). Deterministic, and a reference for ``"gmres"``.
 
+Host synchronisation: ``"gmres"`` reads the device once per Krylov iteration (it stops when no
+sample is still active, ``bool(active.any())``) and returns its residuals on the host, so on a
+GPU every iteration waits for the queued kernels; ``"lstsq"`` works on the host. Exact Newton
+is a reference, not the fast path (docs/benchmarks.md, "Which solvers synchronise").
+
 Relation to `InexactNewton` (``d = J e``): both live in Krylov spaces of ``J`` and ``e``, but
 GMRES with ``iterations=1`` returns ``d = y e`` with ``y = <J e, e> / ||J e||^2`` — a multiple
 of ``e``, *not* of ``J e``: the one JVP only sets the step length (which the sampler's

@@ -34,6 +34,12 @@ problems; a sample whose state did not move adds no pair). A batched forward cou
 NFE, so a denoising step of ``K`` inner steps costs ``1 + K + F`` forwards, ``F <= K`` the
 inner steps at which *some* sample needed a finite difference (`InexactNewton`: ``1 + 2K``).
 
+Host synchronisation: every inner step reads the device once to decide whether any sample
+needs the finite difference (``bool(need.any())``: the forward is skipped when none does, which
+is the point of the method) and copies its diagnostics (`SecantNewtonInfo`) to the host, so on
+a GPU it waits for the queued kernels once per inner step (docs/benchmarks.md, "Which solvers
+synchronise").
+
 State: the solver remembers the pairs between calls. It starts a new history when ``t``
 changes, when the batch shape changes, and at `reset`, which `ConstrainedSampler.sample`
 calls at the start of every run, so one instance can serve many runs.
