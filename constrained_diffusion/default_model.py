@@ -17,13 +17,14 @@ import torch
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.denoisers.gaussian import GaussianDenoiser
-from constrained_diffusion.denoisers.schedules import VPSchedule
+from constrained_diffusion.models.loading import default_denoiser, load
 
 if TYPE_CHECKING:
     from constrained_diffusion.sampling.result import SampleResult
 
 DemoModel = Literal["mnist", "gaussian"]
+
+__all__ = ["DemoModel", "DemoProblem", "centre_box_mask", "default_denoiser", "demo_problem", "solve_demo"]
 
 
 @dataclass
@@ -37,15 +38,6 @@ class DemoProblem:
     label: int | None = None
 
 
-def default_denoiser(dtype: torch.dtype = torch.float32) -> GaussianDenoiser:
-    """The analytic model: a smooth Gaussian prior, DDPM linear betas, 1000 training steps.
-
-    ``cd.models.load("gaussian")`` returns it. ``dtype`` is that of the samples it returns.
-    """
-    return GaussianDenoiser.smooth((1, 32, 32), length_scale=4.0, variance=0.25, jitter=1e-4, schedule=VPSchedule.linear(),
-                                   dtype=dtype)
-
-
 def centre_box_mask(shape: tuple[int, ...], fraction: float = 0.25) -> Tensor:
     """``(1, 1, H, W)`` mask, 1 = known, with a centred hole covering ``fraction`` of the pixels."""
     H, W = shape[-2:]
@@ -57,8 +49,6 @@ def centre_box_mask(shape: tuple[int, ...], fraction: float = 0.25) -> Tensor:
 
 def demo_problem(model: DemoModel = "mnist", seed: int = 0) -> DemoProblem:
     """The demo's problem for ``model``; ``seed`` picks the digit (mnist) or the image (gaussian)."""
-    from constrained_diffusion.models.loading import load
-
     if model == "mnist":
         from constrained_diffusion.data.mnist import demo_digits
 

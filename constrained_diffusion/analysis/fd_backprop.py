@@ -218,7 +218,7 @@ class FDBackprop(Configurable):
 
 def fd_backprop_table(records: Sequence[dict[str, Any]]) -> str:
     """A markdown table: one row per time with the cosines, relative differences and seconds."""
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     exact = all("cos_fd_exact" in r for r in records)
     header = ["t", "cos(Je, JTe)", "rel(Je, JTe)"]

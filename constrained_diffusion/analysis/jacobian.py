@@ -4,7 +4,8 @@
 ``D = prod(sample_shape)``. Row ``i`` is the vector-Jacobian product with the unit vector
 ``u_i``; `jacobian` computes ``chunk`` rows per backward pass by replicating ``x_t``
 along the batch dimension (the network must treat batch elements independently, as any
-eval-mode network does).
+eval-mode network does): the kernel is `constrained_diffusion.linalg.jacobian.dense_jacobian`,
+shared with the exact Newton direction.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.linalg.jacobian import dense_jacobian
 from constrained_diffusion.solvers.exact_jvp import forward_jvp, math_attention
 
 MatVec = Callable[[Tensor], Tensor]
@@ -26,20 +28,8 @@ def jacobian(denoiser: Denoiser, x_t: Tensor, t: Tensor, chunk: int = 64) -> Ten
     Returns:
         ``(D, D)`` float64 tensor.
     """
-    x = x_t.reshape(1, *denoiser.sample_shape).detach()
-    D = x.numel()
-    rows = []
-    for start in range(0, D, chunk):
-        n = min(chunk, D - start)
-        with torch.enable_grad(), math_attention():
-            leaf = x.expand(n, *denoiser.sample_shape).clone().requires_grad_(True)
-            out = denoiser(leaf, t).reshape(n, D)
-            unit = torch.zeros(n, D, dtype=out.dtype, device=out.device)
-            unit[torch.arange(n), torch.arange(start, start + n)] = 1.0
-            (g,) = torch.autograd.grad(out, leaf, unit)
-        denoiser.count_backward()
-        rows.append(g.reshape(n, D).double().cpu())
-    return torch.cat(rows)
+    with math_attention():
+        return dense_jacobian(lambda x: denoiser(x, t), x_t.reshape(1, *denoiser.sample_shape), chunk, denoiser.count_backward)
 
 
 def jvp_matvec(denoiser: Denoiser, x_t: Tensor, t: Tensor) -> MatVec:

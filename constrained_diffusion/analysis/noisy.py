@@ -223,7 +223,7 @@ def noisy_rows(model: Denoiser, sigmas: Sequence[float] = (0.05, 0.1, 0.2), digi
 
 def noisy_table(rows: Sequence[NoisyRow]) -> str:
     """The markdown table of `noisy_rows`."""
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     fit = {r.sigma: r for r in rows if r.method == METHODS[0]}
     body = []

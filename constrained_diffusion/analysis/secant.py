@@ -282,7 +282,7 @@ def _row(model: str, task: str, regime: str, method: str, rec: dict[str, Any], s
 
 def secant_table(rows: Sequence[SecantRow]) -> str:
     """The markdown table of `secant_rows` (PSNR/SSIM: mean ± standard error; residual: median)."""
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     base = {(r.model, r.task): r.nfe for r in rows if r.method == "inexact-newton" and r.regime == "equal steps"}
     out = []

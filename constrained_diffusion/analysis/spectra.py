@@ -483,7 +483,7 @@ def spectra_table(records: Iterable[dict[str, Any]], paper: bool = False) -> str
 
     With ``paper``, a row per operator with the paper's Stable Diffusion 1.5 values is added.
     """
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     records = list(records)
     times = sorted({r["t"] for r in records}, reverse=True)

@@ -32,11 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from constrained_diffusion.benchmarks.sd_unet import SD15_UNET
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.models.loading import parse_dtype
 
 ARCHES: tuple[str, ...] = ("sd15", "sd3", "flux")
+
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+"""The ``UNet2DConditionModel`` configuration of Stable Diffusion 1.5."""
 
 SD15_VAE: dict[str, Any] = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 512,

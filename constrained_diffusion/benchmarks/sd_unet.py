@@ -23,19 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from constrained_diffusion.benchmarks.architectures import SD15_UNET, build_denoiser, parameter_count
 from constrained_diffusion.constraints import Inpainting
 from constrained_diffusion.denoisers import NetworkDenoiser, VPSchedule
 from constrained_diffusion.metrics.memory import PeakMemory
 from constrained_diffusion.models.loading import parse_dtype
 from constrained_diffusion.sampling import ConstrainedSampler
-
-SD15_UNET: dict[str, Any] = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "attention_head_dim": 8,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
-"""The ``UNet2DConditionModel`` configuration of Stable Diffusion 1.5."""
 
 
 @dataclass
@@ -103,8 +96,6 @@ def measure_step(name: str, size: int, inner_steps: int, device: str, dtype: str
     `constrained_diffusion.benchmarks.architectures.build_denoiser` (``depth``, ``tiny``), with
     their text conditioning. Returns ``seconds``, ``nfe``, ``nbe``, ``peak_mb`` and ``params``.
     """
-    from constrained_diffusion.benchmarks.architectures import build_denoiser, parameter_count
-
     if arch == "sd15":
         model = conditioned_unet_denoiser(config, size, device, dtype)
     else:

@@ -1,14 +1,21 @@
-"""Argument types shared by the sub-commands (each rejects bad values with a one-line error)."""
+"""Argument types shared by the sub-commands (each rejects bad values with a one-line error).
+
+`format_table`, `replace_block` and `write_block` live in `constrained_diffusion.utils.tables` and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from constrained_diffusion.utils.tables import format_table, replace_block, write_block
+
+__all__ = ["default_device", "describe_device", "device_name", "documented_command", "format_table", "int_at_least", "non_negative_int",
+           "positive_int", "replace_block", "summary", "write_block"]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -70,23 +77,6 @@ def describe_device(device: str) -> str:
     return f"{torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}"
 
 
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-markdown table (also readable in a terminal)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
-
-
-def replace_block(path: Path, name: str, content: str) -> None:
-    """Replace the text between ``<!-- NAME:START -->`` and ``<!-- NAME:END -->`` in ``path``."""
-    start, end = f"<!-- {name}:START -->", f"<!-- {name}:END -->"
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"--write-docs: {path} has no {start} ... {end} block")
-    block = f"{start}\n{content}\n{end}"
-    path.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
-
-
 def documented_command(command: str, args: argparse.Namespace, options: Sequence[str],
                        omit: Mapping[str, Any] | None = None) -> str:
     """The command line a ``--write-docs`` block shows, rebuilt from the parsed ``args``.
@@ -124,12 +114,6 @@ def documented_command(command: str, args: argparse.Namespace, options: Sequence
 
 def _token(value: Any) -> str:
     return shlex.quote(os.fspath(value) if isinstance(value, Path) else str(value))
-
-
-def write_block(path: Path, name: str, content: str) -> None:
-    """`replace_block`, then print ``updated PATH``."""
-    replace_block(path, name, content)
-    print(f"updated {path}")
 
 
 def summary(doc: str | None) -> str | None:

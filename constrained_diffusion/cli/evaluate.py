@@ -116,7 +116,7 @@ def options(args: argparse.Namespace) -> list[dict[str, Any]]:
     file, run ``name`` writes to ``OUT/name``.
     """
     from constrained_diffusion.cli.args import default_device
-    from constrained_diffusion.evaluation.harness import split_set
+    from constrained_diffusion.recipes.overrides import split_set
 
     runs = read_config(args.config) if args.config is not None else [{}]
     result = []

@@ -15,7 +15,6 @@ and writes a PNG of the samples.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ from constrained_diffusion.denoisers import Denoiser
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
+from constrained_diffusion.recipes.overrides import apply_overrides, paper_loop
+from constrained_diffusion.recipes.overrides import parse_value as parse_json_or_text
 from constrained_diffusion.sampling import SampleResult
 from constrained_diffusion.solvers import registry as solver_registry
 from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
@@ -59,12 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_value(text: str, digit: torch.Tensor) -> Any:
     """A ``--arg`` value: ``@digit``, else JSON where it parses, else the string itself."""
-    if text == "@digit":
-        return digit
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    return digit if text == "@digit" else parse_json_or_text(text)
 
 
 def parse_args_list(items: list[str], digit: torch.Tensor) -> dict[str, Any]:
@@ -112,9 +108,9 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
     if args.lr is not None:
         overrides["lr"] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
     if args.solver is not None:
-        return get_recipe("inexact-newton", **overrides, solver={"name": args.solver}), f"solver {args.solver}"
+        return apply_overrides(paper_loop(args.solver), overrides, args.solver, "--steps/--inner-steps/--lr"), f"solver {args.solver}"
     name = args.recipe or "inexact-newton"
-    return get_recipe(name, **overrides), f"recipe {name}"
+    return apply_overrides(get_recipe(name), overrides, name, "--steps/--inner-steps/--lr"), f"recipe {name}"
 
 
 def _check(args: argparse.Namespace) -> None:

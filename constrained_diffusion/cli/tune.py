@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``tune`` with the parsed ``args``; returns the exit status."""
     from constrained_diffusion.cli.args import default_device
-    from constrained_diffusion.evaluation.harness import split_set
+    from constrained_diffusion.recipes.overrides import split_set
     from constrained_diffusion.tuning.tuner import DEFAULT_STORAGE, Tuner
 
     common, per, task = split_set(args.set or [])

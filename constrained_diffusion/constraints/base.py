@@ -13,7 +13,9 @@ Two families:
 * `NonlinearConstraint` — ``loss(x) -> (B,)``; ``e = -grad loss(x0)``, ``residual = loss``.
 
 Constraints add up: ``c1 + c2`` and ``w * c`` build a
-`constrained_diffusion.constraints.composite.Composite` (error ``sum_i w_i e_i``).
+`constrained_diffusion.constraints.composite.Composite` (error ``sum_i w_i e_i``). That module
+defines the sum as a `Constraint` and names it `Constraint.composite_class`, so this one never
+imports it (no import cycle).
 
 Noisy observations: a `LinearConstraint` takes ``noise_std`` (``sigma_y``), the standard
 deviation of the noise in ``y``. It does not change `Constraint.error`; it defines the
@@ -25,15 +27,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from constrained_diffusion._validation import check_tensor
-
-if TYPE_CHECKING:
-    from constrained_diffusion.constraints.composite import Composite
 
 
 def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
@@ -67,6 +66,9 @@ def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
 
 class Constraint(ABC):
     """Abstract constraint on ``x0_hat``. Subclass and implement `error` and `residual`."""
+
+    composite_class: ClassVar[type[Constraint]]
+    """What ``c1 + c2`` and ``w * c`` build: `Composite`, named here by the module that defines it."""
 
     @abstractmethod
     def error(self, x0: Tensor) -> Tensor:
@@ -123,13 +125,11 @@ class Constraint(ABC):
             raise ValueError(f"{type(self).__name__} has no noise_std (the measurement noise's standard deviation)")
         return float(tau) * sigma * m.to(sigma).sqrt()
 
-    def __add__(self, other: object) -> Composite:
+    def __add__(self, other: object) -> Constraint:
         """``c1 + c2``: the `Composite` with error ``e_1 + e_2`` (sums of sums flatten)."""
-        from constrained_diffusion.constraints.composite import Composite
-
         if not isinstance(other, Constraint):
             return NotImplemented
-        return Composite([self, other])
+        return self.composite_class([self, other])  # type: ignore[call-arg]
 
     def __radd__(self, other: object) -> Constraint:
         """``0 + c`` is ``c`` (so that ``sum(constraints)`` works)."""
@@ -137,13 +137,11 @@ class Constraint(ABC):
             return self
         return NotImplemented
 
-    def __mul__(self, weight: object) -> Composite:
+    def __mul__(self, weight: object) -> Constraint:
         """``c * w``: the `Composite` with error ``w e`` (``w`` finite and ``>= 0``)."""
-        from constrained_diffusion.constraints.composite import Composite
-
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             return NotImplemented
-        return Composite([(self, weight)])
+        return self.composite_class([(self, weight)])  # type: ignore[call-arg]
 
     __rmul__ = __mul__
 

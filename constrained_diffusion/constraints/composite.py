@@ -220,4 +220,6 @@ class Composite(Constraint):
         return "Composite(" + " + ".join(f"{w:g} * {type(c).__name__}" for c, w in self.parts) + ")"
 
 
+Constraint.composite_class = Composite  # what c1 + c2 and w * c build
+
 __all__ = ["Composite", "check_weight"]

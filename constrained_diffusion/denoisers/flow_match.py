@@ -19,7 +19,7 @@ return an `SD3Denoiser` (``StableDiffusion3Pipeline``) or a `FluxDenoiser` (``Fl
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -30,13 +30,16 @@ from constrained_diffusion.denoisers.guidance import classifier_free_guidance
 from constrained_diffusion.denoisers.schedules import FlowBase, FlowMatchEulerSchedule
 from constrained_diffusion.denoisers.vae import VAECodec
 
+DEFAULT_FAMILY = "StableDiffusion3"
+"""The family of a pipeline whose class name starts with no registered family's prefix."""
+
 
 def _family(pipe: Any) -> type[FlowMatchDenoiser]:
-    """The adapter class for a pipeline: `FluxDenoiser` for ``Flux*`` pipelines, else `SD3Denoiser`."""
-    from constrained_diffusion.denoisers.flux import FluxDenoiser
-    from constrained_diffusion.denoisers.sd3 import SD3Denoiser
-
-    return FluxDenoiser if type(pipe).__name__.startswith("Flux") else SD3Denoiser
+    """The adapter class for a pipeline: the subclass registered for the prefix of its class name
+    (``Flux*``: `FluxDenoiser`), else the `DEFAULT_FAMILY`'s (`SD3Denoiser`)."""
+    name = type(pipe).__name__
+    families = FlowMatchDenoiser.families
+    return next((cls for prefix, cls in families.items() if name.startswith(prefix)), families[DEFAULT_FAMILY])
 
 
 class FlowMatchDenoiser(DiffusersDenoiser):
@@ -60,6 +63,13 @@ class FlowMatchDenoiser(DiffusersDenoiser):
     """
 
     SUPPORTED = ("StableDiffusion3Pipeline", "FluxPipeline")
+    families: ClassVar[dict[str, type[FlowMatchDenoiser]]] = {}
+    """Pipeline class-name prefix -> adapter; a subclass joins with ``class X(FlowMatchDenoiser, family="Prefix")``."""
+
+    def __init_subclass__(cls, family: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if family is not None:
+            FlowMatchDenoiser.families[family] = cls
 
     def __new__(cls, pipe: Any = None, *args: Any, **kwargs: Any) -> FlowMatchDenoiser:
         """``FlowMatchDenoiser(pipe, ...)`` builds the subclass for the pipeline's family."""

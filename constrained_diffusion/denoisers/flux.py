@@ -33,7 +33,7 @@ def unpack(tokens: Tensor, C: int, h: int, w: int) -> Tensor:
     return tokens.reshape(B, h // 2, w // 2, C, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(B, C, h, w)
 
 
-class FluxDenoiser(FlowMatchDenoiser):
+class FluxDenoiser(FlowMatchDenoiser, family="Flux"):
     """A Flux transformer, its VAE (the codec) and its flow-matching schedule.
 
     Build with `from_pretrained` or `from_pipeline`, then bind the conditioning with

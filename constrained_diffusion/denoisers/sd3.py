@@ -17,7 +17,7 @@ from constrained_diffusion.denoisers.flow_match import FlowMatchDenoiser
 from constrained_diffusion.denoisers.schedules import FlowBase
 
 
-class SD3Denoiser(FlowMatchDenoiser):
+class SD3Denoiser(FlowMatchDenoiser, family="StableDiffusion3"):
     """A Stable Diffusion 3 transformer, its VAE (the codec) and its flow-matching schedule.
 
     Build with `from_pretrained` or `from_pipeline`, then bind the conditioning with

@@ -53,6 +53,7 @@ from constrained_diffusion.evaluation.distributed import Ranks
 from constrained_diffusion.evaluation.image_tasks import check_task, generators, make_problem
 from constrained_diffusion.evaluation.scores import PerImage, check_metrics
 from constrained_diffusion.recipes import Recipe
+from constrained_diffusion.recipes.overrides import resolve_recipe, split_set
 from constrained_diffusion.utils.jsonl_store import JsonlStore
 from constrained_diffusion.utils.paths import safe_name, under
 from constrained_diffusion.utils.safe_io import ensure_folder
@@ -111,83 +112,6 @@ class EvaluationConfig(BaseModel):
         if isinstance(value, (str, Mapping)):
             value = [value]
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def split_set(items: list[str] | Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
-    """``--set`` items -> (overrides of every method, per-method overrides by label, task options).
-
-    ``KEY=VALUE`` applies to every method; ``LABEL:KEY=VALUE`` to one method; ``task.KEY=VALUE``
-    is a task option. Values are JSON where they parse, strings otherwise.
-
-    Example:
-        >>> split_set(["inner_steps=3", "dps:steps=100", "task.hole_ratio=[0.1,0.3]"])
-        ({'inner_steps': 3}, {'dps': {'steps': 100}}, {'hole_ratio': [0.1, 0.3]})
-    """
-    pairs: list[tuple[str, Any]] = []
-    if isinstance(items, Mapping):
-        pairs = list(items.items())
-    else:
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--set must be KEY=VALUE, LABEL:KEY=VALUE or task.KEY=VALUE, got {item!r}")
-            pairs.append((key, _parse_value(value)))
-    common: dict[str, Any] = {}
-    per: dict[str, dict[str, Any]] = {}
-    task: dict[str, Any] = {}
-    for key, value in pairs:
-        if key.startswith("task."):
-            task[key[5:]] = value
-        elif ":" in key:
-            label, _, k = key.partition(":")
-            per.setdefault(label, {})[k] = value
-        else:
-            common[key] = value
-    return common, per, task
-
-
-def resolve_recipe(name: str, overrides: Mapping[str, Any]) -> Recipe:
-    """The recipe ``name`` (or the paper's loop with solver ``name``) with ``overrides`` applied.
-
-    Dotted keys nest: ``solver.h=0.01`` changes the solver's ``h``.
-
-    Raises:
-        ValueError: an unknown name (listing recipes and solvers) or an invalid override.
-    """
-    from constrained_diffusion.recipes import get, names
-    from constrained_diffusion.solvers import registry
-
-    if name in names():
-        recipe = get(name)
-    elif name in registry.names():
-        recipe = get("inexact-newton", solver={"name": name})
-    else:
-        raise ValueError(f"--method: unknown method {name!r}; expected a recipe ({', '.join(names())}) "
-                         f"or a solver ({', '.join(registry.names())})")
-    flat: dict[str, Any] = {}
-    data = recipe.config.model_dump()
-    for key, value in overrides.items():
-        head, dot, tail = key.partition(".")
-        if dot:
-            inner = flat.get(head, data.get(head))
-            if not isinstance(inner, Mapping):
-                raise ValueError(f"--set {key}: {head!r} is not a nested option of method {name!r}")
-            flat[head] = {**inner, tail: value}
-        else:
-            flat[key] = value
-    try:
-        return recipe.with_config(**flat) if flat else recipe
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError: name the method
-        errors = exc.errors() if hasattr(exc, "errors") else None
-        detail = "; ".join((f"{e['loc'][0]}: " if e["loc"] else "") + e["msg"] for e in errors) if errors else str(exc).splitlines()[0]
-        raise ValueError(f"--set for method {name!r}: {detail}") from None
 
 
 def read_prompts(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -484,8 +408,7 @@ class Evaluation(Configurable):
         """
         if not hasattr(model, "condition"):
             return model
-        bind = (lambda text: m.recipe.condition(model, text)) if hasattr(m.recipe, "condition") else (
-            lambda text: model.condition(prompt=text))
+        bind = lambda text: m.recipe.condition(model, text)  # noqa: E731
         if captions is not None:
             return bind(captions)
         if m.label not in self._bound:

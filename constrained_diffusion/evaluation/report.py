@@ -84,7 +84,7 @@ def _chunks(ids: Sequence[str], size: int = 256):
 
 def markdown(rows: list[dict[str, Any]], metrics: Sequence[str], header: str) -> str:
     """The summary table."""
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     per = [m for m in metrics if m in PER_IMAGE]
     data = [m for m in metrics if m in DATASET]

@@ -135,12 +135,22 @@ def load(name: str | os.PathLike[str], device: Device = None, dtype: DType = Non
                      "a weight file, a diffusers folder or a Hub id org/name")
 
 
+def default_denoiser(dtype: torch.dtype = torch.float32) -> GaussianDenoiser:
+    """The analytic model ``"gaussian"``: a smooth Gaussian prior on ``1 x 32 x 32`` images, DDPM linear betas, 1000 training steps.
+
+    ``load("gaussian")`` returns it. ``dtype`` is that of the samples it returns.
+    """
+    from constrained_diffusion.denoisers.gaussian import GaussianDenoiser
+    from constrained_diffusion.denoisers.schedules import VPSchedule
+
+    return GaussianDenoiser.smooth((1, 32, 32), length_scale=4.0, variance=0.25, jitter=1e-4, schedule=VPSchedule.linear(),
+                                   dtype=dtype)
+
+
 def _shipped(key: str, device: Device, dtype: torch.dtype | None) -> Denoiser | nn.Module:
     if key == "gaussian":
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError("the analytic model 'gaussian' runs on the CPU only")
-        from constrained_diffusion.default_model import default_denoiser
-
         return default_denoiser(dtype or torch.float32)
     if key == "mnist-classifier":
         from constrained_diffusion.models.pretrained import mnist_classifier

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from constrained_diffusion.recipes.recipe import Recipe
 from constrained_diffusion.sampling.config import SamplerConfig
-from constrained_diffusion.tuning.space import Float, Int, SearchSpace
+from constrained_diffusion.space import Float, Int, SearchSpace
 
 _STEP = Float(0.01, 2.0, log=True)
 """A step size lambda of the paper's loop, which moves by lambda d / ||d||_inf: 0.01 to 2 pixel units per inner step."""

@@ -24,7 +24,7 @@ from constrained_diffusion.denoisers.schedules import Spacing, VPSchedule
 from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConfig
 from constrained_diffusion.sampling.corrections import correction_class, correction_names
 from constrained_diffusion.sampling.engine import ConstrainedSampler
-from constrained_diffusion.tuning.space import SearchSpace
+from constrained_diffusion.space import SearchSpace
 
 LatentRule = Literal["decoded", "encoded", "psld", "latent-mask", "linear"]
 
@@ -56,7 +56,7 @@ class Recipe:
             ``None``: whatever the denoiser has bound. Ignored for denoisers without text
             conditioning (no ``guidance_scale`` attribute).
         search_space: what ``constrained-diffusion tune`` may change, override key -> range
-            (`constrained_diffusion.tuning.space`); the solver's own options are declared on the
+            (`constrained_diffusion.space`); the solver's own options are declared on the
             solver (`Solver.search_space`) and joined by `method_space`.
     """
 

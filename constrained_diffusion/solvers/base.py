@@ -43,7 +43,7 @@ from torch import Tensor
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.denoisers.base import Denoiser
-from constrained_diffusion.tuning.space import EMPTY, SearchSpace
+from constrained_diffusion.space import EMPTY, SearchSpace
 
 DirectionKind = Literal["jvp", "vjp", "inverse", "identity"]
 """What a solver's direction is: ``J e`` (``"jvp"``), ``J^T e`` (``"vjp"``), ``J^-1 e``
@@ -77,7 +77,7 @@ class Solver(Configurable, ABC):
         requires_graph: if true the sampler evaluates ``x0 = D(x_t, t)`` with an autograd
             graph from a leaf ``x_t`` and passes both, so the solver can reuse the forward.
         search_space: the options ``constrained-diffusion tune`` may change, option name ->
-            range (`constrained_diffusion.tuning.space`: `Float`, `Int`, `Choice`); empty by
+            range (`constrained_diffusion.space`: `Float`, `Int`, `Choice`); empty by
             default. A recipe declares the loop's own (step sizes, inner steps).
 
     Args:

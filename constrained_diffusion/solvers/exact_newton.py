@@ -39,7 +39,7 @@ Two methods:
   Memory: the basis, ``(iterations + 1)`` vectors of the size of the batch.
 
 * ``"lstsq"`` (dense, for small ``D <= max_dim``) — the full Jacobian of each sample by
-  reverse mode (`constrained_diffusion.analysis.jacobian`, ``chunk`` rows per backward pass:
+  reverse mode (`constrained_diffusion.linalg.jacobian.dense_jacobian`, ``chunk`` rows per backward pass:
   ``ceil(D / chunk)`` forwards with a graph and as many backwards per sample), then
   ``d = J^+ e`` through the SVD ``J = U S V^T`` in float64: singular values
   ``<= rcond * s_max`` are dropped (``rcond=None``: the numerical-rank cutoff
@@ -85,11 +85,12 @@ from torch import Tensor
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.linalg.gmres import gmres
+from constrained_diffusion.linalg.jacobian import dense_jacobian
 from constrained_diffusion.linalg.pinv import pinv_solve
 from constrained_diffusion.solvers.base import Solver, SolverConfig
-from constrained_diffusion.solvers.exact_jvp import forward_jvp
+from constrained_diffusion.solvers.exact_jvp import forward_jvp, math_attention
 from constrained_diffusion.solvers.registry import register
-from constrained_diffusion.tuning.space import Float, Int, SearchSpace
+from constrained_diffusion.space import Float, Int, SearchSpace
 
 Method = Literal["gmres", "lstsq"]
 JVP = Literal["finite-difference", "forward"]
@@ -244,8 +245,6 @@ class ExactNewton(Solver):
 
     # --- dense --------------------------------------------------------------------------------
     def _lstsq(self, denoiser: Denoiser, x_t: Tensor, t: Tensor, e: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        from constrained_diffusion.analysis.jacobian import jacobian  # analysis imports the solvers
-
         D = math.prod(denoiser.sample_shape)
         if D > self.max_dim:
             raise ValueError(f"ExactNewton(method='lstsq') builds the dense D x D Jacobian, but D = prod(sample_shape) "
@@ -260,7 +259,8 @@ class ExactNewton(Solver):
             beta = flat_e[b].norm()
             if not bool(beta > 0):
                 continue
-            J = jacobian(denoiser, x_t[b : b + 1], t, chunk=self.chunk).to(device)
+            with math_attention():
+                J = dense_jacobian(lambda x: denoiser(x, t), x_t[b : b + 1], self.chunk, denoiser.count_backward).to(device)
             d[b], rank[b] = pinv_solve(J, flat_e[b], self.rcond)
             residual[b] = float((flat_e[b] - J @ d[b]).norm() / beta)
         return (d.reshape(e.shape).to(device=e.device, dtype=e.dtype), residual, rank, torch.ones(B, dtype=torch.bool))

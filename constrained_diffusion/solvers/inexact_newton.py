@@ -31,7 +31,7 @@ from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
-from constrained_diffusion.tuning.space import Float, SearchSpace
+from constrained_diffusion.space import Float, SearchSpace
 
 
 class InexactNewtonConfig(SolverConfig):

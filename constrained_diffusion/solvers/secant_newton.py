@@ -73,7 +73,7 @@ from constrained_diffusion.linalg.finite_difference import check_h, fd_jvp
 from constrained_diffusion.linalg.secant import secant_inverse, secant_jvp, secant_scale
 from constrained_diffusion.solvers.base import Solver, SolverConfig
 from constrained_diffusion.solvers.registry import register
-from constrained_diffusion.tuning.space import Float, Int, SearchSpace
+from constrained_diffusion.space import Float, Int, SearchSpace
 
 Mode = Literal["jvp", "inverse"]
 Initial = Literal["scaled-identity", "zero"]

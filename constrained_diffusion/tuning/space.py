@@ -1,174 +1,25 @@
-"""Search spaces: the hyper-parameters a method declares as tunable, and their ranges.
+"""A method's whole search space: its recipe's, joined with its solver's.
 
-Each method declares its own space next to its definition, never in a central table: a
-`Solver` subclass sets the class attribute ``search_space`` (its own options, e.g. inexact
-Newton's ``h``) and a `Recipe` its field ``search_space`` (the loop's options: the step-size
-schedule, the inner steps, DPS's zeta, ...). `method_space` joins the two for a method name
-the way `constrained_diffusion.evaluation.harness.resolve_recipe` builds the method: the
+The parameter types (`Float`, `Int`, `Choice`) and `SearchSpace` live in the library's ground,
+`constrained_diffusion.space`, where solvers and recipes declare their spaces; they are
+re-exported here. `method_space` joins the two for a method name the way the override
+language builds the method (`constrained_diffusion.recipes.overrides.resolve_recipe`): the
 recipe's keys as they are, the solver's under ``solver.``.
 
-A key is an override of the method (``lr``, ``inner_steps``, ``solver.h``, PSLD's
-``gamma``); ``KEY.0`` / ``KEY.1`` are the two ends of a pair such as the schedule
-``lr = (start, end)``. `SearchSpace.overrides` turns sampled values into the overrides that
-``resolve_recipe`` takes.
-
-Example:
-    >>> space = SearchSpace({"lr.0": Float(0.01, 2.0, log=True), "lr.1": Float(0.01, 2.0, log=True),
-    ...                      "inner_steps": Int(1, 5)})
-    >>> space.overrides({"lr.0": 0.5, "lr.1": 0.1, "inner_steps": 3})
-    {'inner_steps': 3, 'lr': (0.5, 0.1)}
-    >>> print(space.describe())
-    lr.0: float in [0.01, 2] (log); lr.1: float in [0.01, 2] (log); inner_steps: int in [1, 5]
-    >>> space.without(["inner_steps"]).keys()
-    ('lr.0', 'lr.1')
+Examples:
+    >>> method_space("inexact-newton").keys()
+    ('lr.0', 'lr.1', 'inner_steps', 'solver.h')
+    >>> method_space("dps").keys()
+    ('lr',)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from constrained_diffusion.recipes.overrides import base_recipe, solver_of
+from constrained_diffusion.solvers import registry
+from constrained_diffusion.space import EMPTY, Choice, Float, Int, Param, SearchSpace
 
-
-class _Trial(Protocol):  # the part of optuna.Trial a space uses
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = ...) -> float: ...
-    def suggest_int(self, name: str, low: int, high: int, *, log: bool = ...) -> int: ...
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Float:
-    """A real parameter in ``[low, high]``, sampled on a log scale when ``log``."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.low < self.high:
-            raise ValueError(f"Float needs low < high, got [{self.low}, {self.high}]")
-        if self.log and not self.low > 0:
-            raise ValueError(f"Float(log=True) needs low > 0, got {self.low}")
-
-    def suggest(self, trial: _Trial, name: str) -> float:
-        """Draw the value from ``trial``."""
-        return float(trial.suggest_float(name, self.low, self.high, log=self.log))
-
-    def __str__(self) -> str:
-        return f"float in [{self.low:g}, {self.high:g}]" + (" (log)" if self.log else "")
-
-
-@dataclass(frozen=True)
-class Int:
-    """An integer parameter in ``[low, high]`` (both included)."""
-
-    low: int
-    high: int
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.low <= self.high:
-            raise ValueError(f"Int needs low <= high, got [{self.low}, {self.high}]")
-
-    def suggest(self, trial: _Trial, name: str) -> int:
-        """Draw the value from ``trial``."""
-        return int(trial.suggest_int(name, self.low, self.high, log=self.log))
-
-    def __str__(self) -> str:
-        return f"int in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of ``choices`` (JSON-like values: numbers, strings, booleans, ``None``)."""
-
-    choices: tuple[Any, ...]
-
-    def __post_init__(self) -> None:
-        if not self.choices:
-            raise ValueError("Choice needs at least one choice")
-
-    def suggest(self, trial: _Trial, name: str) -> Any:
-        """Draw the value from ``trial``."""
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def __str__(self) -> str:
-        return "one of " + ", ".join(map(str, self.choices))
-
-
-Param = Float | Int | Choice
-
-
-class SearchSpace(Mapping[str, Param]):
-    """Named parameters, in order: override key -> `Float`, `Int` or `Choice`.
-
-    Args:
-        params: the parameters; keys are method overrides, ``KEY.0`` / ``KEY.1`` the ends of a
-            pair-valued override.
-    """
-
-    def __init__(self, params: Mapping[str, Param] | None = None) -> None:
-        self._params: dict[str, Param] = dict(params or {})
-        for key, param in self._params.items():
-            if not isinstance(param, (Float, Int, Choice)):
-                raise TypeError(f"search space {key!r}: expected Float, Int or Choice, got {param!r}")
-
-    def __getitem__(self, key: str) -> Param:
-        return self._params[key]
-
-    def __iter__(self):  # noqa: ANN204 - Mapping's signature
-        return iter(self._params)
-
-    def __len__(self) -> int:
-        return len(self._params)
-
-    def __repr__(self) -> str:
-        return f"SearchSpace({self._params!r})"
-
-    def keys(self) -> tuple[str, ...]:  # type: ignore[override]
-        """The parameter names, in order."""
-        return tuple(self._params)
-
-    def __or__(self, other: Mapping[str, Param]) -> SearchSpace:
-        return SearchSpace({**self._params, **dict(other)})
-
-    def prefixed(self, prefix: str) -> SearchSpace:
-        """The same parameters with ``prefix`` before each key (``"solver."`` for a solver's own options)."""
-        return SearchSpace({f"{prefix}{k}": v for k, v in self._params.items()})
-
-    def without(self, keys: Iterable[str]) -> SearchSpace:
-        """The parameters not fixed by ``keys`` (a key ``lr`` also removes ``lr.0`` and ``lr.1``)."""
-        fixed = set(keys)
-        return SearchSpace({k: v for k, v in self._params.items() if k not in fixed and k.rsplit(".", 1)[0] not in fixed})
-
-    def suggest(self, trial: _Trial) -> dict[str, Any]:
-        """Sample every parameter from an Optuna ``trial``; returns the raw values by key."""
-        return {key: param.suggest(trial, key) for key, param in self._params.items()}
-
-    @staticmethod
-    def overrides(values: Mapping[str, Any]) -> dict[str, Any]:
-        """Sampled ``values`` as method overrides: ``KEY.0`` and ``KEY.1`` become the pair ``KEY = (v0, v1)``."""
-        out: dict[str, Any] = {}
-        pairs: dict[str, dict[int, Any]] = {}
-        for key, value in values.items():
-            head, dot, tail = key.rpartition(".")
-            if dot and tail in ("0", "1"):
-                pairs.setdefault(head, {})[int(tail)] = value
-            else:
-                out[key] = value
-        for head, ends in pairs.items():
-            if set(ends) != {0, 1}:
-                raise ValueError(f"search space: {head}.0 and {head}.1 go together, got only {head}.{next(iter(ends))}")
-            out[head] = (ends[0], ends[1])
-        return out
-
-    def describe(self) -> str:
-        """One line: ``key: range; ...`` (``"(none)"`` for an empty space)."""
-        return "; ".join(f"{k}: {v}" for k, v in self._params.items()) or "(none)"
-
-
-EMPTY = SearchSpace()
-"""The space of a method with nothing to tune."""
+__all__ = ["EMPTY", "Choice", "Float", "Int", "Param", "SearchSpace", "method_space"]
 
 
 def method_space(name: str) -> SearchSpace:
@@ -179,25 +30,9 @@ def method_space(name: str) -> SearchSpace:
 
     Raises:
         ValueError: an unknown method.
-
-    Example:
-        >>> method_space("inexact-newton").keys()
-        ('lr.0', 'lr.1', 'inner_steps', 'solver.h')
-        >>> method_space("dps").keys()
-        ('lr',)
     """
-    from constrained_diffusion.recipes import get, names
-    from constrained_diffusion.solvers import registry
-
-    if name in names():
-        recipe = get(name)
-        solver = recipe.config.solver.name if recipe.config.solver is not None else None
-    elif name in registry.names():
-        recipe, solver = get("inexact-newton"), name
-    else:
-        raise ValueError(f"--method: unknown method {name!r}; expected a recipe ({', '.join(names())}) "
-                         f"or a solver ({', '.join(registry.names())})")
-    space = SearchSpace(recipe.search_space)
+    space = SearchSpace(base_recipe(name).search_space)
+    solver = solver_of(name)
     if solver is not None:
         space = space | SearchSpace(getattr(registry.solver_class(solver), "search_space", EMPTY)).prefixed("solver.")
     return space

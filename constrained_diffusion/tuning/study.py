@@ -265,7 +265,7 @@ def _fmt_overrides(overrides: dict[str, Any]) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The study's markdown: one table per (model, task), then the best settings."""
-    from constrained_diffusion.cli.args import format_table
+    from constrained_diffusion.utils.tables import format_table
 
     cfg = results["config"]
     ref = cfg["reference"]

@@ -37,7 +37,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from constrained_diffusion.configurable import Configurable
-from constrained_diffusion.tuning.space import SearchSpace, method_space
+from constrained_diffusion.errors import OutOfMemoryError, is_out_of_memory, out_of_memory
+from constrained_diffusion.recipes.overrides import join_pairs, resolve_recipe, split_set
+from constrained_diffusion.space import Choice, Float, Int, SearchSpace
+from constrained_diffusion.tuning.space import method_space
+from constrained_diffusion.utils.safe_io import write_text
 
 DEFAULT_STORAGE = "sqlite:///tune.db"
 """Where a study lives unless ``--storage`` says otherwise (a file in the working directory)."""
@@ -200,8 +204,6 @@ class Tuner(Configurable):
     # -- checks (no model, no images) ---------------------------------------------------------
     def space(self) -> SearchSpace:
         """The method's search space without the keys ``set`` fixes."""
-        from constrained_diffusion.evaluation.harness import split_set
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         common, per, _ = split_set(cfg.set)
         if per:
@@ -210,7 +212,6 @@ class Tuner(Configurable):
 
     def check(self) -> None:
         """Every bad option as a one-line ``ValueError`` naming the flag, before any model is loaded."""
-        from constrained_diffusion.evaluation.harness import resolve_recipe, split_set
         from constrained_diffusion.evaluation.image_tasks import check_task
         from constrained_diffusion.evaluation.scores import DATASET, PER_IMAGE, check_metrics
         from constrained_diffusion.models.loading import parse_dtype
@@ -229,11 +230,9 @@ class Tuner(Configurable):
             declared = method_space(cfg.method)
             why = "it declares none" if not declared else f"--set fixes all of {', '.join(declared.keys())}"
             raise ValueError(f"--method {cfg.method}: empty search space ({why}); nothing to tune")
-        resolve_recipe(cfg.method, {**self._fixed(), **SearchSpace.overrides(_midpoints(space))})
+        resolve_recipe(cfg.method, {**self._fixed(), **join_pairs(_midpoints(space))})
 
     def _fixed(self) -> dict[str, Any]:
-        from constrained_diffusion.evaluation.harness import split_set
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         common, _, _ = split_set(cfg.set)
         return {**({"steps": cfg.steps} if cfg.steps is not None else {}), **common}
@@ -310,7 +309,7 @@ class Tuner(Configurable):
             with _quiet_optuna(optuna):
                 if n_trials:
                     study.optimize(lambda trial: self._objective(trial, problems), n_trials=n_trials, timeout=cfg.timeout,
-                                   catch=(ValueError, FloatingPointError, torch.OutOfMemoryError), callbacks=callbacks)
+                                   catch=(ValueError, FloatingPointError, torch.OutOfMemoryError, OutOfMemoryError), callbacks=callbacks)
         finally:
             bar.close()
         summary = self.summary(study)
@@ -325,7 +324,7 @@ class Tuner(Configurable):
         """``(ids, truth, constraint)`` per batch of the first ``limit`` images: the same in every trial."""
         from constrained_diffusion.data.images import open_images
         from constrained_diffusion.denoisers import Denoiser
-        from constrained_diffusion.evaluation.harness import pixel_resolution, split_set
+        from constrained_diffusion.evaluation.harness import pixel_resolution
         from constrained_diffusion.evaluation.image_tasks import make_problem
         from constrained_diffusion.models.loading import load
 
@@ -348,20 +347,20 @@ class Tuner(Configurable):
         return batches
 
     def _objective(self, trial: Any, problems: list[tuple[list[str], torch.Tensor, Any]]) -> float:
-        from constrained_diffusion.evaluation.harness import resolve_recipe, sample_batch
+        from constrained_diffusion.evaluation.harness import sample_batch
         from constrained_diffusion.evaluation.scores import PerImage
 
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         optuna = import_optuna()
         values = self.space().suggest(trial)
         try:
-            recipe = resolve_recipe(cfg.method, {**self._fixed(), **SearchSpace.overrides(values)})
+            recipe = resolve_recipe(cfg.method, {**self._fixed(), **join_pairs(values)})
         except ValueError as exc:
             trial.set_user_attr("error", str(exc))
             raise
         model = self._model
         if hasattr(model, "condition"):
-            model = recipe.condition(model, cfg.prompt or "") if hasattr(recipe, "condition") else model.condition(prompt=cfg.prompt or "")
+            model = recipe.condition(model, cfg.prompt or "")
         scorer = PerImage([cfg.metric])
         scores: list[float] = []
         nfe = nbe = 0
@@ -369,8 +368,12 @@ class Tuner(Configurable):
         for ids, truth, constraint in problems:
             try:
                 run = sample_batch(model, recipe, constraint, ids, cfg.seed, cfg.device)
-            except (ValueError, FloatingPointError, torch.OutOfMemoryError) as exc:  # the setting diverged or does not fit
+            except Exception as exc:  # the setting diverged or does not fit (CUDA's OutOfMemoryError or the CPU allocator's)
+                if not isinstance(exc, (ValueError, FloatingPointError)) and not is_out_of_memory(exc):
+                    raise
                 trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                if is_out_of_memory(exc) and not isinstance(exc, torch.OutOfMemoryError):
+                    raise out_of_memory(exc, f"images {ids[0]}..{ids[-1]} of trial {trial.number}", cfg.batch_size) from exc
                 raise
             batch = scorer(run.outputs, truth)[cfg.metric].tolist()
             if not all(math.isfinite(v) for v in batch):
@@ -392,7 +395,7 @@ class Tuner(Configurable):
         trial.set_user_attr("nfe", nfe / n)
         trial.set_user_attr("nbe", nbe / n)
         trial.set_user_attr("seconds_per_image", seconds / n)
-        trial.set_user_attr("overrides", json.loads(json.dumps(SearchSpace.overrides(values))))
+        trial.set_user_attr("overrides", json.loads(json.dumps(join_pairs(values))))
         return mean
 
     # -- results ------------------------------------------------------------------------------
@@ -412,20 +415,18 @@ class Tuner(Configurable):
 
     def best_overrides(self, study: Any) -> dict[str, Any]:
         """The best trial's method overrides (the fixed ``set`` values included)."""
-        from constrained_diffusion.evaluation.harness import split_set
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         best = _best(study)
         if best is None:
             raise ValueError(f"study {study.study_name!r} has no complete trial yet")
         common, _, _ = split_set(cfg.set)
-        return {**common, **SearchSpace.overrides(best.params)}
+        return {**common, **join_pairs(best.params)}
 
     def write_config(self, study: Any, path: Path) -> Path:
         """The best trial as an ``evaluate --config`` YAML file at ``path``; returns it."""
         import yaml
 
-        from constrained_diffusion.evaluation.harness import safe_name, split_set
+        from constrained_diffusion.evaluation.harness import safe_name
 
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         best = _best(study)
@@ -447,14 +448,10 @@ class Tuner(Configurable):
         if cfg.style_image is not None:
             doc["style_image"] = str(cfg.style_image)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = "# constrained-diffusion evaluate --config " + str(path) + "\n"
         if data == cfg.data:
             header += "# NOTE: this scores the images the study was tuned on; give --eval-data for a held-out set\n"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-        tmp.replace(path)
-        return path
+        return write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
 
 
 def _best(study: Any) -> Any:
@@ -467,8 +464,6 @@ def _best(study: Any) -> Any:
 
 def _midpoints(space: SearchSpace) -> dict[str, Any]:
     """A value inside every range (to check that the method accepts the space's settings)."""
-    from constrained_diffusion.tuning.space import Choice, Float, Int
-
     out: dict[str, Any] = {}
     for key, p in space.items():
         if isinstance(p, Float):

@@ -1,0 +1,49 @@
+"""Tables and generated documentation blocks: how every measurement is printed and written into the docs.
+
+`format_table` lays rows out as a GitHub-markdown table (also readable in a terminal); a page
+of the docs keeps generated text between ``<!-- NAME:START -->`` and ``<!-- NAME:END -->``,
+which `replace_block` rewrites (the commands' ``--write-docs PAGE``).
+
+Examples:
+    >>> print(format_table(["method", "PSNR"], [["dps", "21.3"], ["inexact-newton", "24.0"]]))
+    | method         | PSNR |
+    |----------------|------|
+    | dps            | 21.3 |
+    | inexact-newton | 24.0 |
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+__all__ = ["format_table", "replace_block", "write_block"]
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-markdown table (also readable in a terminal): ``header`` and ``rows`` of cells, columns padded."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def replace_block(path: Path, name: str, content: str) -> None:
+    """Replace the text between ``<!-- NAME:START -->`` and ``<!-- NAME:END -->`` in ``path``.
+
+    Raises:
+        ValueError: ``path`` has no such block.
+    """
+    start, end = f"<!-- {name}:START -->", f"<!-- {name}:END -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"--write-docs: {path} has no {start} ... {end} block")
+    block = f"{start}\n{content}\n{end}"
+    from constrained_diffusion.utils.safe_io import write_text
+
+    write_text(path, re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))  # atomically
+
+
+def write_block(path: Path, name: str, content: str) -> None:
+    """`replace_block`, then print ``updated PATH``."""
+    replace_block(path, name, content)
+    print(f"updated {path}")
