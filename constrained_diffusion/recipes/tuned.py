@@ -7,7 +7,7 @@ denoising steps it was tuned at. ``constrained-diffusion demo`` runs every metho
 settings. ``constrained-diffusion tune-study --write-tuned DIR`` (or `write_tuned` on a study's
 ``results.json``) regenerates the files from a study.
 
-File format::
+The file format:
 
     model: mnist-ddpm
     task: box
