@@ -9,6 +9,7 @@ unwritable output paths or an out-of-memory batch ended in a traceback.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,111 @@ def test_tune_study_with_a_model_path_writes_under_out(tmp_path):
     for path in [study.score_folder(str(model_dir / "m.safetensors"), "box"), *study.figure_files(str(model_dir / "m.safetensors"), "box")]:
         assert out in path.parents, path
     assert list(model_dir.iterdir()) == []
+
+
+# --- a torn training log line does not block resuming -----------------------------------------------------
+def test_a_torn_log_line_left_by_a_kill_does_not_block_resuming_and_damage_names_the_file(tmp_path):
+    from constrained_diffusion.models import UNetConfig
+    from constrained_diffusion.training import TrainConfig, train
+    from constrained_diffusion.training.checkpoint import TrainArgumentError
+
+    tiny = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), sample_size=16)
+    data = torch_rand()
+    cfg = TrainConfig(unet=tiny, steps=2, batch_size=2, log_every=1, checkpoint_every=2, warmup=0)
+    train(cfg, data, tmp_path, log=lambda _: None)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(log.read_bytes() + b'{"step": 3, "lo')  # killed while writing step 3's line
+    train(cfg.model_copy(update={"steps": 3}), data, tmp_path, log=lambda _: None)  # before: "Expecting ',' delimiter"
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    log.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')  # damage a kill cannot do
+    with pytest.raises(TrainArgumentError, match=r"log\.jsonl, line 2"):
+        train(cfg.model_copy(update={"steps": 4}), data, tmp_path, log=lambda _: None)
+
+
+def torch_rand():
+    import torch
+
+    return torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+# --- one-line errors for the environment's faults -------------------------------------------------------
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("case", ["a file", "/dev/null", "under a file", "records.jsonl a folder"])
+def test_an_output_path_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys, case):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = {"a file": afile, "/dev/null": Path("/dev/null"), "under a file": afile / "sub" / "out",
+           "records.jsonl a folder": tmp_path / "out"}[case]
+    if case == "records.jsonl a folder":
+        (out / "records.jsonl").mkdir(parents=True)
+    assert main(_evaluate(out)) == 2
+    line = _one_error_line(capsys)
+    named = str(out / "records.jsonl") if case == "records.jsonl a folder" else str(out)
+    assert line.startswith("constrained-diffusion evaluate: error:") and named in line, line
+
+
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root may write anywhere")
+def test_an_unwritable_out_is_one_line(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(_evaluate(locked / "out")) == 2
+    assert str(locked / "out") in _one_error_line(capsys)
+
+
+_CPU_OOM = "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes."
+
+
+def test_out_of_memory_in_evaluate_names_the_batch_and_suggests_a_smaller_batch_size(tmp_path, capsys, monkeypatch):
+    import constrained_diffusion.evaluation.harness as harness
+
+    def oom(*args, **kwargs):
+        raise RuntimeError(_CPU_OOM)
+
+    monkeypatch.setattr(harness, "sample_batch", oom)
+    assert main(_evaluate(tmp_path / "out", batch=2)) == 2
+    line = _one_error_line(capsys)
+    assert "out of memory on images 00000..00001" in line and "--batch-size 1" in line, line
+
+
+def test_out_of_memory_in_train_names_the_step(tmp_path, capsys, monkeypatch):
+    import constrained_diffusion.training.diffusion as diffusion
+
+    def oom(*args, **kwargs):
+        raise RuntimeError(_CPU_OOM)
+
+    monkeypatch.setattr(diffusion, "diffusion_loss", oom)
+    assert main(["train", "ddpm", "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "8"]) == 2
+    line = _one_error_line(capsys)
+    assert "out of memory on training step 1" in line and "--batch-size 4" in line, line
+
+
+def test_out_of_memory_on_the_cpu_is_a_failed_trial_in_tune(tmp_path, monkeypatch):
+    import constrained_diffusion.evaluation.harness as harness
+    from constrained_diffusion.tuning.tuner import Tuner
+
+    def oom(*args, **kwargs):
+        raise RuntimeError(_CPU_OOM)
+
+    monkeypatch.setattr(harness, "sample_batch", oom)
+    tuner = Tuner(model="mnist-ddpm", data="mnist-validation", task="box", method="inexact-newton", trials=2, limit=2,
+                  steps=1, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", quiet=True)
+    tuner.run(log=lambda _: None)
+    study = tuner.open()
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("out of memory" in t.user_attrs["error"].lower() or "allocat" in t.user_attrs["error"] for t in study.trials)
+
+
+def test_a_type_error_from_a_bug_keeps_its_traceback(monkeypatch):
+    import constrained_diffusion.cli.evaluate as evaluate
+
+    def bug(args):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(evaluate, "run", bug)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["evaluate", "--model", "m", "--data", "d", "--task", "box", "--method", "dps", "--out", "o"])

@@ -267,8 +267,8 @@ def fd_backprop_figure(records: Sequence[dict[str, Any]], path: str | Path, titl
         fig.colorbar(im, ax=list(axes[i]), fraction=0.02, pad=0.01).ax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from constrained_diffusion.utils.safe_io import save_figure
+
+    path = save_figure(path, fig)  # atomically
     plt.close(fig)
     return path

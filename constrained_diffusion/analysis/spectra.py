@@ -524,8 +524,8 @@ def spectra_figure(records: Sequence[dict[str, Any]], path: str | Path, title: s
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from constrained_diffusion.utils.safe_io import save_figure
+
+    path = save_figure(path, fig)  # atomically
     plt.close(fig)
     return path

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     table = study_table(rows)
     print(table)
     if args.figure is not None:
-        args.figure.parent.mkdir(parents=True, exist_ok=True)
-        args.figure.write_text(study_figure(rows, f"MNIST {args.task} inpainting, {args.digits} test digits, 20 steps"))
+        from constrained_diffusion.utils.safe_io import write_text
+
+        write_text(args.figure, study_figure(rows, f"MNIST {args.task} inpainting, {args.digits} test digits, 20 steps"))
         print(f"wrote {args.figure}")
     if args.write_docs is not None:
         write_block(args.write_docs, "ADAPTIVE-TABLE", f"Produced by `{command_line(args)}`:\n\n{table}")

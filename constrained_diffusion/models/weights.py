@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from constrained_diffusion.models.classifier import MNISTClassifier
 from constrained_diffusion.models.unet import UNet, UNetConfig
+from constrained_diffusion.utils.safe_io import save_safetensors
 
 
 def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | None = None,
@@ -27,10 +27,7 @@ def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | 
             "config": config.model_dump_json() if config is not None else "{}", **(metadata or {})}
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in model.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
-    return path
+    return save_safetensors(path, tensors, meta)  # atomically: a kill leaves the old file or the new one
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

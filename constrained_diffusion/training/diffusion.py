@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from constrained_diffusion.denoisers.schedules import VPSchedule
+from constrained_diffusion.errors import is_out_of_memory, out_of_memory
 from constrained_diffusion.models.pretrained import weights_digest
 from constrained_diffusion.models.unet import UNet, UNetConfig
 from constrained_diffusion.models.weights import load_weights, save_weights
@@ -45,6 +46,7 @@ from constrained_diffusion.training.checkpoint import (
     save_checkpoint,
 )
 from constrained_diffusion.training.ema import EMA
+from constrained_diffusion.utils.jsonl_store import JsonlStore
 
 Kind = Literal["ddpm", "flow"]
 CHECKPOINT, LOG = "checkpoint.pt", "log.jsonl"
@@ -269,11 +271,17 @@ def _loop(run: RunState, data: Tensor, ckpt_path: Path, log_path: Path, max_minu
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=run.g)
         for group in opt.param_groups:
             group["lr"] = _lr_at(run.step, cfg)
-        loss = diffusion_loss(model, data[idx.to(data.device)], cfg.kind, run.g, abar)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {run.step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss = diffusion_loss(model, data[idx.to(data.device)], cfg.kind, run.g, abar)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"training loss is {loss.item()} at step {run.step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        except RuntimeError as exc:  # the CPU allocator's or CUDA's out of memory: name the step and the batch size
+            if is_out_of_memory(exc):
+                raise out_of_memory(exc, f"training step {run.step + 1} (resume from the checkpoint at step "
+                                         f"{run.step - run.step % cfg.checkpoint_every})", cfg.batch_size) from exc
+            raise
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         run.ema.update(model)
@@ -298,9 +306,7 @@ def _append_record(path: Path, run: RunState, seconds: float, log: Callable[[str
     """Append one ``{"step", "loss", "lr", "seconds"}`` line to the log and echo it."""
     record = {"step": run.step, "loss": round(run.loss, 6), "lr": _lr_at(run.step - 1, run.cfg),
               "seconds": round(seconds, 1)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    JsonlStore(path, key_fields=("step",)).add(record)  # one whole line, locked and fsynced; a torn last line is cut first
     log(json.dumps(record))
 
 
@@ -313,15 +319,20 @@ def _cut_log(path: Path, run: RunState) -> None:
     """
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["step"] <= run.step]
-    if len(kept) == len(lines):
-        return
+    try:
+        store = JsonlStore(path, key_fields=("step",))  # a torn last line (a kill while logging) is ignored
+    except ValueError as exc:  # damage in the middle: name the file and the line
+        raise TrainArgumentError("log_path", str(exc)) from None
+    steps = [r.get("step") for r in store]
+    if not all(isinstance(s, int) for s in steps):
+        raise TrainArgumentError("log_path", f"{path} holds records without an integer 'step': not a training log")
+    late = [s for s in steps if s > run.step]
+    if not late:
+        return  # a torn last line is cut by the next append
     if not run.resumed:
-        last = max(json.loads(ln)["step"] for ln in lines)
-        raise TrainArgumentError("log_path", f"{path} already has records up to step {last}, but this run starts at "
+        raise TrainArgumentError("log_path", f"{path} already has records up to step {max(late)}, but this run starts at "
                                              f"step {run.step} with no checkpoint to resume: log elsewhere or delete it")
-    path.write_text("".join(ln + "\n" for ln in kept))
+    store.discard([(s,) for s in late])  # rewrites the file atomically: whole lines only
 
 
 def export_weights(out_dir: str | Path, path: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
