@@ -214,3 +214,26 @@ def test_an_observation_whose_residual_overflows_is_refused(scale: float) -> Non
         cd.SuperResolution(torch.full((1, 1, 4, 4), scale), factor=2)
     cd.Inpainting(y.double(), torch.ones(1, 1, 8, 8, dtype=torch.float64))  # float64 holds 1e60: its residual is finite
     cd.Inpainting(torch.full((2, 1, 8, 8), 1e15), torch.ones(1, 1, 8, 8))  # large but finite
+
+
+# ---------------------------------------------------------------------------------------------
+# `sample --arg` values that do not parse
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--constraint", "mnist-class", "--arg", "label=abc"],
+     "--arg label: constraint 'mnist-class' expects int | Sequence[int] | Tensor, got the text 'abc'"),
+    (["--constraint", "mnist-class", "--arg", "label=2.5"], "--arg label: constraint 'mnist-class' expects int | Sequence[int] | Tensor, got float 2.5"),
+    (["--constraint", "mnist-class", "--arg", "lable=3"], "--arg lable: constraint 'mnist-class' takes label"),
+    (["--constraint", "super-resolution", "--arg", "y=@digit", "--arg", "factor=two"], "--arg factor: constraint 'super-resolution' expects int"),
+    (["--constraint", "super-resolution", "--arg", "y=@digit"], "--arg: constraint 'super-resolution' needs factor=..."),
+    (["--constraint", "super-resolution", "--arg", "y=@digit", "--arg", "factor=2", "--arg", "kernel=cubic"],
+     "--arg kernel: constraint 'super-resolution' expects Literal['bicubic', 'box'], got the text 'cubic'"),
+])
+def test_sample_arg_values_that_do_not_fit_name_the_argument_and_type(args: list[str], needle: str,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from constrained_diffusion.cli.main import main
+
+    assert main(["sample", *args, "--model", "gaussian", "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err

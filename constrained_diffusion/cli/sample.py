@@ -98,6 +98,60 @@ def _constraint(args: argparse.Namespace, digit: torch.Tensor) -> tuple[Constrai
     return constraint_registry.load(args.constraint, **parse_args_list(args.arg, digit)), f"constraint {args.constraint}"
 
 
+def _type_name(hint: Any) -> str:
+    """``int | collections.abc.Sequence[int] | torch.Tensor`` -> ``int | Sequence[int] | Tensor``."""
+    text = hint.__name__ if isinstance(hint, type) else str(hint)
+    for prefix in ("typing.", "collections.abc.", "torch.", "pathlib.", "os."):
+        text = text.replace(prefix, "")
+    return text
+
+
+def check_constraint_args(name: str, kwargs: dict[str, Any]) -> None:
+    """Check ``--arg`` keyword arguments against the signature of constraint ``name``'s factory, before building it.
+
+    Raises:
+        ValueError: a key the factory does not take, a required one missing, or a value that does
+            not fit the parameter's annotation (naming the argument and the expected type).
+    """
+    import inspect
+    import typing
+
+    from pydantic import ConfigDict, TypeAdapter
+    from pydantic import ValidationError as PydanticError
+
+    factory = constraint_registry.get_factory(name)
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - a plugin's annotation that cannot be resolved here: check names only
+        hints = {}
+    kinds = {p.kind for p in params.values()}
+    named = {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        unknown = [k for k in kwargs if k not in named]
+        if unknown:
+            raise ValueError(f"--arg {unknown[0]}: constraint {name!r} takes {', '.join(named) or 'no arguments'}")
+    missing = [k for k, p in named.items() if p.default is p.empty and k not in kwargs]
+    if missing:
+        raise ValueError(f"--arg: constraint {name!r} needs {', '.join(f'{k}=...' for k in missing)}")
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is None or hint is Any:
+            continue
+        try:
+            TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except PydanticError:
+            got = f"the text {value!r}" if isinstance(value, str) else f"{type(value).__name__} {value!r}"
+            raise ValueError(f"--arg {key}: constraint {name!r} expects {_type_name(hint)}, got {got} "
+                             "(values are JSON: 3, 0.5, [1, 2], \"text\"; @digit is the test digit)") from None
+        except Exception:  # noqa: BLE001 - an annotation pydantic cannot build a validator for: left to the factory
+            continue
+
+
 def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
     """The recipe of ``--recipe`` (or ``--solver`` with the paper's loop) with the overrides, and how to name it."""
     overrides: dict[str, Any] = {}
@@ -118,6 +172,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("give --task or --constraint (see --list)")
     if args.arg and args.constraint is None:
         raise ValueError("--arg needs --constraint")
+    if args.constraint is not None:  # before loading the model: @digit's value only matters by its type here
+        check_constraint_args(args.constraint, parse_args_list(args.arg, torch.zeros(1, 1, 32, 32)))
     if args.lr is not None and len(args.lr) not in (1, 2):
         raise ValueError(f"--lr takes one value or two (start end), got {len(args.lr)}")
 
