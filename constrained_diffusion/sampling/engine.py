@@ -134,7 +134,8 @@ class ConstrainedSampler:
         Args:
             constraint: the constraint on ``x0_hat``; ``None`` samples unconstrained.
             x_T: initial noise ``(B, *sample_shape)``; drawn from ``N(0, I)`` when ``None``.
-            generator: a ``torch.Generator`` or one per sample (same seed, same sample).
+            generator: a ``torch.Generator`` or one per sample (same seed, same sample). ``None``
+                draws from torch's global random state (reproducible only after ``torch.manual_seed``).
             batch_size: number of samples; inferred from ``x_T``, a list of generators or the
                 constraint's data when ``None`` (default 1).
             progress: show a progress bar with the step and the mean residual.
