@@ -165,10 +165,14 @@ def render_report(parts: dict[str, dict[str, Any] | None], targets: list[gpu_sui
              "**Targets (issue 25)**", "",
              format_table(["target", "verdict", "numbers"], [[f"{t.name}: {t.claim}", t.verdict, t.evidence] for t in targets]),
              "", "**Parts**", "",
-             format_table(["part", "status", "wall s", "cap s", "estimated s (H100)", "note"],
-                          [[p.name, (parts[p.name] or {}).get("status", "not run"), _f((parts[p.name] or {}).get("wall_s"), 1),
-                            f"{(parts[p.name] or {}).get('cap_s', p.cap_s):g}", f"{p.estimate_s:g}", (parts[p.name] or {}).get("reason") or ""] for p in gpu_suite.PARTS])]
+             format_table(["part", "status", "wall s", "cap s", "estimated s (H100)", "note"], [_part_cells(p, parts[p.name]) for p in gpu_suite.PARTS])]
     for p in gpu_suite.PARTS:
         if parts[p.name] is not None:
             lines += ["", render_part(parts[p.name]).rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _part_cells(part: gpu_suite.Part, data: dict[str, Any] | None) -> list[str]:
+    data = data or {}
+    return [part.name, data.get("status", "not run"), _f(data.get("wall_s"), 1), f"{data.get('cap_s', part.cap_s):g}",
+            f"{part.estimate_s:g}", data.get("reason") or ""]
