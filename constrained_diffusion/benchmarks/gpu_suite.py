@@ -16,10 +16,14 @@ public figures for compiled SD 1.5 (about 0.011 s per forward with CUDA graphs):
 
 | part | cap s | est. s | what the estimate is made of |
 |------|-------|--------|------------------------------|
-| ``cuda-tests`` | 100 | 60 | two pytest runs (sync tests first): starts and imports 2 x 10, sync-debug cases 15, compiled CUDA case (inductor, reduce-overhead, tiny UNet) 20, half-precision exact JVP 5 |
-| ``sd15-batch1`` | 200 | 170 | build 2 x 10; eager plain 3, paper-inpainting 3.2 x 7.5 = 24; compile (inductor, reduce-overhead) ~75, compiled paper-inpainting 3.2 x 2.6 = 9, plain 1; eager gradient descent 3.2 x 10 = 32 (exact JVP and the compiled backward rows run only while the part's time lasts) |
-| ``step-memory`` | 60 | 40 | SD 1.5 UNet float16 and SD3 Medium full depth bfloat16, one step of 4 inner steps per row, 3 timed runs: builds 2 x 8, rows ~20 |
-| ``sd15-batch4`` | 60 | 50 | build 10; eager plain 4, paper-inpainting 3.2 x 9 = 29, gradient descent and the compiled rows if the part's time lasts |
+| ``cuda-tests`` | 100 | 60 | 2 pytest starts 20, sync-debug cases 15, compiled case (tiny UNet) 20, half-precision JVP 5 |
+| ``sd15-batch1`` | 200 | 170 | builds 20; eager plain 3, paper-inpainting 24; compile ~75, compiled rows 10; gradient descent 32 |
+| ``step-memory`` | 60 | 40 | SD 1.5 and full-depth SD3 builds 2 x 8, one-step rows ~20 |
+| ``sd15-batch4`` | 60 | 50 | build 10; eager plain 4, paper-inpainting 29; the rest while time lasts |
+
+A whole-sample row is ~3.2 samples (3 timed runs and a 2-step warm-up): paper-inpainting eager
+3.2 x 7.5 s, compiled 3.2 x 2.6 s, gradient descent eager 3.2 x 10 s; exact JVP (3.2 x 14 s)
+and the compiled backward rows run only while the part's time lasts.
 
 Total: caps 420 s (7 minutes), expected about 5.5 minutes. Within a part every row checks,
 before it starts, that its estimated time (the measured forward time x the row's
