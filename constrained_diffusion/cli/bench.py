@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=positive_int, default=64, help="UNet base channels (default 64: 6.5M parameters)")
     p.add_argument("--size", type=positive_int, default=32, help="image side (default 32)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds; medians are reported (default 5)")
-    p.add_argument("--solver", action="extend", nargs="+", choices=registry.names(), metavar="SOLVER",
+    p.add_argument("--solver", "--method", "--methods", dest="solver", action="extend", nargs="+", choices=registry.names(), metavar="SOLVER",
                    help=f"solver(s) to run, repeatable (default: {' '.join(DEFAULT_SOLVERS)}, the table of "
                         f"docs/benchmarks.md; also {', '.join(n for n in registry.names() if n not in DEFAULT_SOLVERS)})")
     p.add_argument("--write-docs", type=Path, default=None,

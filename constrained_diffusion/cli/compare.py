@@ -44,13 +44,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=summary(__doc__))
     p.add_argument("--model", choices=["mnist"], default="mnist", help="model family (mnist)")
     p.add_argument("--variants", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="which shipped models")
-    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    p.add_argument("--solvers", nargs="+", choices=registry.names(), default=["inexact-newton", "gradient-descent", "exact-jvp", "exact-newton"])
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--inner-steps", type=positive_int, default=5)
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help=f"tasks to run (default: {' '.join(TASKS)})")
+    p.add_argument("--solvers", "--methods", dest="solvers", nargs="+", choices=registry.names(), metavar="SOLVER",
+                   default=["inexact-newton", "gradient-descent", "exact-jvp", "exact-newton"],
+                   help="solvers to compare (default: inexact-newton gradient-descent exact-jvp exact-newton); --methods is the same")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--inner-steps", type=positive_int, default=5, help="constraint iterations per step (default 5)")
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
-    p.add_argument("--batch-size", type=positive_int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=100, help="digits per batch (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--device", type=device_name, default=default_device(),
                    help="where to sample: cpu or cuda (default cuda when available)")
     precision = p.add_mutually_exclusive_group()
