@@ -24,7 +24,7 @@ from constrained_diffusion._validation import check_tensor, check_unit_interval
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
 from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.denoisers.base import Codec, Denoiser
-from constrained_diffusion.linalg.finite_difference import check_h, default_h, fd_jvp, tf32_active
+from constrained_diffusion.linalg.finite_difference import H_ENCODER, check_h, default_h, fd_jvp, tf32_active
 from constrained_diffusion.linalg.precision import upcast
 
 
@@ -132,13 +132,14 @@ class EncodedConstraint(_OnPixels, Constraint):
         pixel: the pixel-space constraint.
         codec: the latent model's codec.
         h: max-norm of the pixel perturbation; ``None`` (default): precision-aware,
-            ``max(H_FLOAT32, default_h(dtype))`` for the latents' dtype (and TF32 on CUDA),
+            `default_h` of the latents' dtype (and TF32 on CUDA) with the floor ``H_ENCODER``,
             i.e. 0.01 in float32, about 0.11 in float16 and 0.31 in bfloat16 (pixels in ``[-1, 1]``).
             A given ``h`` below the rounding floor of the encoder's dtype is refused (`check_h`:
             when sampling starts, and at the first error evaluation in a new dtype).
     """
 
-    H_FLOAT32 = 0.01
+    H_FLOAT32 = H_ENCODER
+    """The step in full float32 (`constrained_diffusion.linalg.finite_difference.H_ENCODER`, where the rule lives)."""
 
     def __init__(self, pixel: Constraint, codec: Codec, h: float | None = None) -> None:
         if h is not None and not h > 0:
@@ -173,7 +174,7 @@ class EncodedConstraint(_OnPixels, Constraint):
         if self.h is not None:
             return float(self.h)
         tf32 = z.dtype == torch.float32 and tf32_active(z.device)
-        return max(self.H_FLOAT32, float(default_h(z.dtype, tf32)))
+        return float(default_h(z.dtype, tf32, floor=self.H_FLOAT32))
 
     def error(self, z: Tensor) -> Tensor:
         return self.error_and_residual(z)[0]

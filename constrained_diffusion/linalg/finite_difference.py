@@ -39,7 +39,10 @@ from torch import Tensor
 from constrained_diffusion.linalg.reductions import max_abs
 
 H_PAPER = 0.005
-"""The paper's max-norm step, kept exactly for float32 arithmetic."""
+"""The paper's max-norm step, kept exactly for float32 arithmetic: the floor of `default_h`."""
+H_ENCODER = 0.01
+"""The floor of "VAE Newton"'s step (`EncodedConstraint`): the max-norm of a perturbation of
+pixels in ``[-1, 1]`` pushed through the VAE encoder, kept exactly in float32 (our choice)."""
 C_ROUNDING = 5.0
 """``h = C_ROUNDING * sqrt(u) * scale`` balances rounding ``~u/h`` against truncation ``~h``."""
 
@@ -63,14 +66,19 @@ def unit_roundoff(dtype: torch.dtype, tf32: bool = False) -> float:
     return max(u, 2.0**-11) if tf32 and dtype == torch.float32 else u
 
 
-def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.0) -> float | Tensor:
-    """The precision-aware max-norm step ``max(H_PAPER, C_ROUNDING sqrt(u) scale)``.
+def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.0, floor: float = H_PAPER) -> float | Tensor:
+    """The precision-aware max-norm step ``max(floor, C_ROUNDING sqrt(u) scale)``.
+
+    The one rule of every finite difference's default step: the denoiser's (`InexactNewton`,
+    `ExactNewton`, the ``"arnoldi"`` step rule; ``floor=H_PAPER``) and the encoder's
+    (`EncodedConstraint`; ``floor=H_ENCODER``).
 
     Args:
         dtype: dtype of the arithmetic that evaluates ``f`` (the model's).
         tf32: float32 convolutions/matrix products run in TF32 (10 mantissa bits).
         scale: scale of the state, ``max(1, rms(x))``; a float or a ``(B, 1, ..., 1)`` tensor.
-            Ignored in full float32/float64, which keep exactly ``H_PAPER``.
+            Ignored in full float32/float64, which keep exactly ``floor``.
+        floor: the step in full float32/float64, and the smallest step in any precision.
 
     Returns:
         ``h``: a float, or a tensor of ``scale``'s shape.
@@ -78,15 +86,17 @@ def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.
     Example:
         >>> default_h(torch.float32), round(default_h(torch.float16), 4), round(default_h(torch.bfloat16), 4)
         (0.005, 0.1105, 0.3125)
+        >>> default_h(torch.float32, floor=H_ENCODER), round(default_h(torch.bfloat16, floor=H_ENCODER), 4)
+        (0.01, 0.3125)
     """
     u = unit_roundoff(dtype, tf32)
     if u <= torch.finfo(torch.float32).eps / 2:
-        return H_PAPER
+        return floor
     if isinstance(scale, Tensor):
-        return (C_ROUNDING * u**0.5 * scale.clamp_min(1.0)).clamp_min(H_PAPER)
+        return (C_ROUNDING * u**0.5 * scale.clamp_min(1.0)).clamp_min(floor)
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale!r}")
-    return max(H_PAPER, C_ROUNDING * u**0.5 * max(1.0, float(scale)))
+    return max(floor, C_ROUNDING * u**0.5 * max(1.0, float(scale)))
 
 
 FLOOR_WARN_FACTOR = 10.0

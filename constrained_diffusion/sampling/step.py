@@ -22,9 +22,6 @@ from constrained_diffusion.sampling.noise import Generator, randn
 from constrained_diffusion.sampling.update import ddim_update, posterior_noise_scale, renoise
 from constrained_diffusion.solvers.base import Solver
 
-DEFAULT_H = 0.005
-"""The finite-difference step of the Jacobian probes when the solver declares none (the paper's)."""
-
 
 @dataclass
 class DenoisingStep:
@@ -119,7 +116,7 @@ class DenoisingStep:
         """``(B,)`` largest ``|eigenvalue|`` of ``J`` at ``x_t``: Arnoldi on finite-difference JVPs.
 
         The step is the solver's ``h`` when it has one and it is set, else the precision-aware
-        `default_h` of the denoiser's dtype (`DEFAULT_H` in float32); the start vector is
+        `default_h` of the denoiser's dtype (``H_PAPER = 0.005`` in float32); the start vector is
         seeded, so the estimate is deterministic.
         """
         h = getattr(self.solver, "h", None)
