@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from constrained_diffusion.cli.main import main
-from constrained_diffusion.data.images import ImageFolder, open_images
+from constrained_diffusion.data.images import ImageFolder, load_available, open_images
 from constrained_diffusion.evaluation.image_tasks import image_seed, make_problem
 
 
@@ -51,15 +51,26 @@ def test_image_folder_is_recursive_sorted_and_resized(folder):
 def test_a_corrupt_file_is_reported_and_skipped(folder):
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     lines: list[str] = []
-    images = ImageFolder(folder, (3, 32, 32), report=lines.append)
+    images = ImageFolder(folder, (3, 32, 32), report=lines.append, check=True)  # decoded up front on request
     assert "broken.png" not in images.ids and [s.id for s in images.skipped] == ["broken.png"]
     assert len(lines) == 1 and "skipped" in lines[0] and "broken.png" in lines[0]
+    lines.clear()
+    lazy = ImageFolder(folder, (3, 32, 32), report=lines.append)  # the default: reported and skipped when reached
+    assert "broken.png" in lazy.ids and not lazy.skipped and not lines
+    x, kept = load_available(lazy, lazy.ids)
+    assert kept == ["a.png", "sub/b.jpg", "sub/deeper/c.webp"] and x.shape == (3, 3, 32, 32)
+    assert [s.id for s in lazy.skipped] == ["broken.png"] and len(lines) == 1 and "broken.png" in lines[0]
+    load_available(lazy, lazy.ids)  # reported once
+    assert len(lines) == 1
 
 
 def test_a_small_image_and_an_empty_folder_are_errors(folder, tmp_path):
     _write(folder / "tiny.png", (20, 20), (1, 2, 3))
     with pytest.raises(ValueError, match="tiny.png is 20x20 pixels, smaller than the model's resolution 32x32"):
-        ImageFolder(folder, (3, 32, 32))
+        ImageFolder(folder, (3, 32, 32), check=True)
+    lazy = ImageFolder(folder, (3, 32, 32))
+    with pytest.raises(ValueError, match="tiny.png is 20x20 pixels, smaller than the model's resolution 32x32"):
+        lazy.load(lazy.ids.index("tiny.png"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no readable image"):
         open_images(tmp_path / "empty", (3, 32, 32))

@@ -237,3 +237,31 @@ def test_sample_arg_values_that_do_not_fit_name_the_argument_and_type(args: list
     assert main(["sample", *args, "--model", "gaussian", "--steps", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders are listed, not decoded, up front
+
+
+def test_an_image_folder_is_listed_not_decoded_until_a_batch_needs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import PIL.Image
+
+    from constrained_diffusion.data.images import load_available
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(folder / f"{i:02d}.png")
+    (folder / "05.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")  # corrupt: reported when reached
+    opened: list[str] = []
+    real_open = PIL.Image.open
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: (opened.append(Path(fp).name), real_open(fp, *a, **k))[1])
+    lines: list[str] = []
+    images = open_images(folder, (3, 8, 8), report=lines.append)
+    assert len(images) == 12 and opened == [] and not lines  # listed: nothing decoded
+    x, kept = load_available(images, images.ids[:3])  # a --limit 3 run decodes exactly 3
+    assert opened == ["00.png", "01.png", "02.png"] and kept == ["00.png", "01.png", "02.png"] and x.shape == (3, 3, 8, 8)
+    x, kept = load_available(images, images.ids[4:7])
+    assert kept == ["04.png", "06.png"] and x.shape == (2, 3, 8, 8)
+    assert [s.id for s in images.skipped] == ["05.png"] and len(lines) == 1 and "05.png" in lines[0]
+    assert len(opened) == 6

@@ -8,8 +8,10 @@ in ``[-1, 1]`` at a requested resolution:
   channels (grey for 1, RGB for 3; every PIL mode and bit depth scaled by its range, see
   `constrained_diffusion.utils.images.pil_to_tensor`), centre-cropped to the target aspect ratio
   (the largest centred window ``H'/W' = H/W``) and resized to ``(H, W)`` with antialiased
-  bicubic resampling. A file that cannot be decoded is reported (``skipped``) and left out;
-  an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
+  bicubic resampling. The folder is listed, not decoded, up front: a file is decoded when its
+  batch needs it (`load_available`), so ``--limit N`` decodes N files and the first sample starts
+  at once. A file that cannot be decoded is reported (``skipped``) and left out when it is
+  reached; an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
 * `TensorImages`: images already in memory, resized the same way when the resolution differs.
   The shipped MNIST sets are three views of the 500 held-out digits (`cd.data.mnist`):
   ``mnist-held-out`` (all 500, ids ``00000`` ... ``00499``), ``mnist-validation`` and
@@ -20,7 +22,8 @@ in ``[-1, 1]`` at a requested resolution:
   first), its first ``Image`` column; ids are the ``id`` / ``file_name`` column where there
   is one, else the row number ``00000``, ...
 
-`open_images` picks one from the ``--data`` argument; `SHIPPED_SETS` lists the named sets.
+`open_images` picks one from the ``--data`` argument; `SHIPPED_SETS` lists the named sets;
+`load_available` decodes a batch of ids, skipping (and reporting) the unreadable ones.
 
 Example:
     >>> images = open_images("mnist-held-out", (1, 32, 32))
@@ -64,6 +67,10 @@ def _mnist(split: str) -> Callable[[], tuple[Tensor, list[str]]]:
 SHIPPED_SETS: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {
     "mnist-held-out": _mnist("held-out"), "mnist-validation": _mnist("validation"), "mnist-test": _mnist("test")}
 """Named image sets that need no files: name -> a function returning images ``(N, C, H, W)`` in ``[-1, 1]`` and their ids."""
+
+
+class UnreadableImage(ValueError):
+    """A listed image file that cannot be decoded (`ImageFolder.load`); `load_available` skips it."""
 
 
 @dataclass
@@ -141,23 +148,24 @@ class ImageFolder:
     Args:
         root: the folder.
         resolution: ``(C, H, W)``: ``C`` 1 (greyscale) or 3 (RGB), ``(H, W)`` the model's size.
-        check: decode every file now (the default), so that a corrupt file is found and
-            reported before any sampling; ``False`` defers it to `load`.
+        check: decode every file now, so that a corrupt file is found and reported before any
+            sampling; ``False`` (the default) lists the files and decodes each when it is loaded
+            (a corrupt one is then reported and skipped when reached, `load_available`).
         report: called with one line per skipped file (default: print to stderr).
 
     Attributes:
-        ids: the readable images' paths relative to ``root``, sorted.
-        skipped: the files left out (`Skipped`: id and reason).
+        ids: the image files' paths relative to ``root``, sorted (with ``check=True``: the readable ones).
+        skipped: the files left out (`Skipped`: id and reason), as they are found.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: no readable image in it; an image smaller than the resolution (naming it);
-            ``C`` other than 1 or 3.
+        ValueError: no image file in it (with ``check=True``: no readable one); an image smaller
+            than the resolution (naming it, when it is decoded); ``C`` other than 1 or 3.
     """
 
     root: Path
     resolution: tuple[int, int, int]
-    check: bool = True
+    check: bool = False
     report: Callable[[str], object] | None = None
     ids: list[str] = field(init=False)
     skipped: list[Skipped] = field(init=False, default_factory=list)
@@ -177,8 +185,7 @@ class ImageFolder:
                 try:
                     self._decode(name)
                 except OSError as exc:
-                    self.skipped.append(Skipped(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-                    report(f"skipped {self.root / name}: cannot be decoded ({self.skipped[-1].reason})")
+                    self._skip(name, exc, report)
                     continue
             self.ids.append(name)
         if not self.ids:
@@ -188,6 +195,13 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _skip(self, name: str, exc: OSError, report: Callable[[str], object]) -> Skipped:
+        skipped = Skipped(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if all(s.id != name for s in self.skipped):
+            self.skipped.append(skipped)
+            report(f"skipped {self.root / name}: cannot be decoded ({skipped.reason})")
+        return skipped
+
     def _decode(self, name: str) -> Tensor:
         from PIL import Image
 
@@ -196,8 +210,17 @@ class ImageFolder:
         return _resize(x, self.resolution[1:], name)
 
     def load(self, index: int) -> Tensor:
-        """Image ``index`` (of `ids`) as ``(C, H, W)`` float32 in ``[-1, 1]``."""
-        return self._decode(self.ids[index])
+        """Image ``index`` (of `ids`) as ``(C, H, W)`` float32 in ``[-1, 1]``, decoded now.
+
+        Raises:
+            UnreadableImage: the file cannot be decoded (it is added to `skipped` and reported once).
+        """
+        name = self.ids[index]
+        try:
+            return self._decode(name)
+        except OSError as exc:
+            skipped = self._skip(name, exc, self.report or _stderr)
+            raise UnreadableImage(f"--data: {self.root / name} cannot be decoded ({skipped.reason})") from None
 
 
 @dataclass
@@ -248,6 +271,37 @@ class HFImages:
         return _resize(x, self.resolution[1:], name)
 
 
+def load_available(images: ImageSet, ids: Sequence[str]) -> tuple[Tensor | None, list[str]]:
+    """Decode the images ``ids`` of ``images`` now, leaving out (and reporting, once) those that cannot be decoded.
+
+    Args:
+        images: an image set.
+        ids: some of its ids.
+
+    Returns:
+        ``(x, kept)``: ``x`` the readable images stacked ``(len(kept), C, H, W)`` (``None`` if none
+        is), ``kept`` their ids in the order given.
+
+    Examples:
+        >>> images = open_images("mnist-test", (1, 32, 32))
+        >>> x, kept = load_available(images, images.ids[:3])
+        >>> tuple(x.shape), kept == images.ids[:3]
+        ((3, 1, 32, 32), True)
+    """
+    index = getattr(images, "_positions", None)
+    if index is None or len(index) != len(images.ids):  # built once per set, not per batch
+        index = {image_id: i for i, image_id in enumerate(images.ids)}
+        images._positions = index  # type: ignore[union-attr]
+    loaded, kept = [], []
+    for image_id in ids:
+        try:
+            loaded.append(images.load(index[image_id]))
+        except UnreadableImage:
+            continue
+        kept.append(image_id)
+    return (torch.stack(loaded) if loaded else None), kept
+
+
 def _is_hf_dataset(path: Path) -> bool:
     return any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
@@ -292,7 +346,7 @@ def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report:
             raise ValueError(f"--data: {path} is not an image file ({', '.join(EXTENSIONS)})")
         folder = _SingleFile(path.parent, res, path.name)  # type: ignore[arg-type]
         try:
-            folder._decode(path.name)
+            folder._decode(path.name)  # one file: read now, so that a bad --data fails at once
         except OSError as exc:
             raise ValueError(f"--data: cannot read image {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         return folder

@@ -324,7 +324,7 @@ class Evaluation(Configurable):
             ranks.close()
 
     def _run(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object]) -> dict[str, Any]:
-        from constrained_diffusion.data.images import open_images
+        from constrained_diffusion.data.images import load_available, open_images
         from constrained_diffusion.denoisers import Denoiser
         from constrained_diffusion.evaluation import report
         from constrained_diffusion.models.loading import load
@@ -354,7 +354,6 @@ class Evaluation(Configurable):
         scorer = PerImage(cfg.metrics, cfg.feature_weights)
 
         out = ensure_folder(cfg.out, "--out")
-        index = {image_id: i for i, image_id in enumerate(images.ids)}
         mine = ranks.shard(ids)
         redo = check_outputs(out, methods, mine)
         if redo:
@@ -370,8 +369,11 @@ class Evaluation(Configurable):
         bar = tqdm(total=len(pending), desc=f"evaluate {cfg.task}", unit="image", disable=cfg.quiet or ranks.rank != 0,
                    leave=False)
         for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start:start + cfg.batch_size]
-            truth_cpu = torch.stack([images.load(index[i]) for i in batch])
+            listed = pending[start:start + cfg.batch_size]
+            truth_cpu, batch = load_available(images, listed)  # decoded now; an unreadable file is reported and left out
+            if truth_cpu is None:
+                bar.update(len(listed))
+                continue
             store.reload()  # another process on the same --out may have done some of them meanwhile
             for m in methods:
                 rows = [k for k, i in enumerate(batch) if i in todo_sets[m.label] and (i, m.label, m.settings) not in store]
@@ -390,7 +392,7 @@ class Evaluation(Configurable):
                     store.add(r)  # a record another process wrote meanwhile is kept, not doubled
                 if first is not None and m is methods[0]:
                     running += [r[first] for r in records]
-            bar.update(len(batch))
+            bar.update(len(listed))
             if running:
                 bar.set_postfix({f"{methods[0].label} {first}": f"{sum(running) / len(running):.3f}"})
         bar.close()
@@ -398,7 +400,8 @@ class Evaluation(Configurable):
         if ranks.rank != 0:
             return {}
         merge_records(out)
-        return report.write_report(cfg, methods, ids, images, resolution, say)
+        unreadable = {s.id for s in images.skipped}
+        return report.write_report(cfg, methods, [i for i in ids if i not in unreadable], images, resolution, say)
 
     def _conditioned(self, model: Any, m: Method, captions: list[str] | None, prompt: str | None) -> Any:
         """``model`` with the captions (or the one prompt, default ``""``) bound at the method's guidance scale.

@@ -322,7 +322,7 @@ class Tuner(Configurable):
 
     def _problems(self) -> list[tuple[list[str], torch.Tensor, Any]]:
         """``(ids, truth, constraint)`` per batch of the first ``limit`` images: the same in every trial."""
-        from constrained_diffusion.data.images import open_images
+        from constrained_diffusion.data.images import load_available, open_images
         from constrained_diffusion.denoisers import Denoiser
         from constrained_diffusion.evaluation.harness import pixel_resolution
         from constrained_diffusion.evaluation.image_tasks import make_problem
@@ -340,8 +340,9 @@ class Tuner(Configurable):
         _, _, task_options = split_set(cfg.set)
         batches = []
         for start in range(0, len(ids), cfg.batch_size):
-            chunk = ids[start:start + cfg.batch_size]
-            truth = torch.stack([images.load(images.ids.index(i)) for i in chunk])
+            truth, chunk = load_available(images, ids[start:start + cfg.batch_size])  # an unreadable file is left out
+            if truth is None:
+                continue
             problem = make_problem(cfg.task, truth.to(cfg.device), chunk, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
             batches.append((chunk, truth, problem.constraint))
         return batches
