@@ -23,8 +23,23 @@ def _docstrings(path: Path):
                 yield getattr(node, "name", "<module>"), doc
 
 
+def _files() -> list[Path]:
+    return sorted([*(ROOT / "constrained_diffusion").rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")])
+
+
+def test_every_docstring_example_is_in_an_examples_section():
+    bad = []
+    for path in _files():
+        for name, doc in _docstrings(path):
+            lines = doc.splitlines()
+            first = next((i for i, line in enumerate(lines) if line.lstrip().startswith(">>>")), None)
+            if first is not None and not any(re.match(r"^\s*Examples?:\s*$", line) for line in lines[:first]):
+                bad.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not bad, "put '>>>' examples under an 'Examples:' header (else they render as nested blockquotes):\n" + "\n".join(bad)
+
+
 def test_no_docstring_has_a_singular_example_section():
-    files = sorted([*(ROOT / "constrained_diffusion").rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")])
+    files = _files()
     assert len(files) > 50
     bad = [f"{path.relative_to(ROOT)}: {name}" for path in files for name, doc in _docstrings(path) if SINGULAR.search(doc)]
     assert not bad, "use an 'Examples:' section (mkdocstrings renders 'Example:' >>> lines as blockquotes):\n" + "\n".join(bad)

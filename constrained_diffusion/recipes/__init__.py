@@ -1,5 +1,6 @@
 """Named sampler recipes: the paper's method and the baselines it compares with.
 
+Examples:
     >>> import constrained_diffusion as cd
     >>> cd.recipes.names()  # doctest: +NORMALIZE_WHITESPACE
     ['daps', 'ddnm', 'ddrm', 'diffpir', 'dps', 'flowchef', 'freedom', 'inexact-newton', 'mmps', 'mpgd', 'paper-inpainting',
