@@ -148,3 +148,15 @@ def test_flat_and_nested_forms_sample_bit_for_bit(gaussian, name):
     runs = [r.sampler(gaussian).sample(c, generator=torch.Generator().manual_seed(1), progress=False) for r in (flat, nested)]
     assert torch.equal(runs[0].sample, runs[1].sample) and runs[0].nfe == runs[1].nfe and runs[0].nbe == runs[1].nbe
     assert torch.equal(runs[0].residuals, runs[1].residuals)
+
+
+def test_set_names_a_registered_correction(gaussian, halfway):
+    from constrained_diffusion.recipes.overrides import resolve_recipe
+
+    recipe = resolve_recipe("inexact-newton", {"correction.name": "halfway-test", "correction.lr": 0.25, "steps": 6})
+    assert recipe.config.correction.options == {"lr": 0.25} and recipe.config.solver is None
+    assert isinstance(recipe.sampler(gaussian).correction, halfway)
+    switched = resolve_recipe("diffpir", {"correction.name": "ddnm"})  # another correction starts from its own defaults
+    assert switched.config.correction.model_dump() == {"name": "ddnm"}
+    with pytest.raises(ValueError, match="lam"):
+        resolve_recipe("diffpir", {"correction.lam": -1.0})

@@ -112,7 +112,9 @@ def nest(overrides: Mapping[str, Any], current: Mapping[str, Any], method: str =
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
         head, dot, tail = key.partition(".")
-        if dot:
+        if dot and head == "correction":  # Recipe.with_config owns these: correction.name switches, the rest nest
+            flat[key] = value
+        elif dot:
             inner = flat.get(head, current.get(head))
             if not isinstance(inner, Mapping):
                 raise ValueError(f"--set {key}: {head!r} is not a nested option of method {method!r}")
