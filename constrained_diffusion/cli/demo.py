@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.metrics.images import psnr
     from constrained_diffusion.models import load
     from constrained_diffusion.recipes.tuned import load_tuned, tuned_path
-    from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
+    from constrained_diffusion.utils.images import save_png
 
     started = time.perf_counter()
     if args.digits > MAX_DIGITS:
@@ -154,19 +154,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"residual: mean over the digits of ||m * (y - x)||_2 on the known pixels; read right: digits the shipped classifier "
           f"reads as the true label (it reads {reads_right['truth']}/{n} of the true digits right)")
 
-    scale = 3
-    images = torch.stack([c.clamp(-1, 1) for c in columns.values()], dim=1).flatten(0, 1)  # row-major: digit by digit
-    images = images.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
-    grid = to_uint8(make_grid(images, nrow=len(columns), pad_value=1.0))
-    cell = images.shape[-1]
-    grid = label_columns(grid, list(columns), cell_width=cell)
-    below = [f"{k}/{n}" if label != "observed" else "" for label, k in
-             [(label, reads_right.get(label, 0)) for label in columns]]
-    grid = label_columns(grid, below, cell_width=cell, below=True)
+    grid = labelled_grid(columns, {c: f"{k}/{n}" for c, k in reads_right.items()})
     written = save_png(path, grid)
     print(f"wrote {written} (rows: digits; columns: {' | '.join(columns)}; under each column: digits read right); "
           f"{time.perf_counter() - started:.0f} s in all")
     return 0
+
+
+def labelled_grid(columns: dict[str, Tensor], notes: dict[str, str], scale: int = 3) -> Tensor:
+    """The demo's picture: one row per image, one column per entry of ``columns``, labelled above, noted below.
+
+    Args:
+        columns: label -> images ``(N, 1, H, W)`` in ``[-1, 1]``, every entry with the same ``N``.
+        notes: label -> text under that column (``"7/10"``); a column without one gets none.
+        scale: pixel repetition of each image.
+
+    Returns:
+        ``uint8`` ``(1, height, width)``.
+    """
+    from constrained_diffusion.utils.images import make_grid, to_uint8
+
+    images = torch.stack([c.float().cpu().clamp(-1, 1) for c in columns.values()], dim=1).flatten(0, 1)  # row-major: image by image
+    images = images.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
+    grid = to_uint8(make_grid(images, nrow=len(columns), pad_value=1.0))
+    grid = label_columns(grid, list(columns), cell_width=images.shape[-1])
+    return label_columns(grid, [notes.get(c, "") for c in columns], cell_width=images.shape[-1], below=True)
 
 
 def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding: int = 2, below: bool = False) -> Tensor:
