@@ -177,3 +177,34 @@ def test_the_estimates_fit_the_budget():
     assert sum(p.cap_s for p in gpu_suite.PARTS) <= 420
     assert all(p.estimate_s < p.cap_s for p in gpu_suite.PARTS)
     assert [p.name for p in gpu_suite.PARTS][:2] == ["cuda-tests", "sd15-batch1"]
+
+
+def test_rows_that_would_not_fit_are_skipped_and_failures_recorded(tmp_path, monkeypatch):
+    """The part's deadline check (estimated seconds from the measured forward time) and a failing method, without networks."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(gpu_suite, "build_denoiser", lambda *args, **kwargs: object())
+    monkeypatch.setattr(gpu_suite, "forward_time", lambda *args: 0.5)
+
+    def method_run(method, den, steps, batch, precision_aware, inner_steps):  # noqa: ANN001, ANN202
+        if method == "gradient-descent":
+            raise RuntimeError("no kernel\nsecond line")
+        return lambda: None
+
+    monkeypatch.setattr(gpu_suite, "method_run", method_run)
+    monkeypatch.setattr(gpu_suite, "time_runs", lambda run, device, runs, warmup=None: ([2.0, 1.0, 3.0], SimpleNamespace(nfe=20, nbe=0), 7.0))
+    settings = gpu_suite.replace(gpu_suite.GPU, device="cpu")  # the GPU settings (not tiny), run without a GPU
+    record = gpu_suite.PartRecord(tmp_path, gpu_suite.PARTS[1], settings, gpu_suite.time.monotonic() + 300)
+    gpu_suite.sd15_part(record, settings, 1)
+    rows = {(r["mode"], r["method"]): r for r in json.loads((tmp_path / "sd15-batch1.json").read_text())["rows"]}
+    # estimates: forward 0.5 s x 20 steps x forward-equivalents x 3.1 runs (x 0.4 compiled, + 90 s for each new compiled graph)
+    assert rows["eager", "plain"]["median_s"] == 2.0 and rows["eager", "plain"]["min_s"] == 1.0  # the first row always runs
+    assert "estimated 341 s" in rows["eager", "paper-inpainting"]["skipped"]
+    assert rows["compiled", "paper-inpainting"]["estimate_s"] == pytest.approx(226.4) and rows["compiled", "paper-inpainting"]["seconds"]
+    assert rows["compiled", "plain"]["seconds"]  # 12.4 s: the forward graph exists
+    assert "not enough time left" in rows["eager", "gradient-descent"]["skipped"] and rows["eager", "exact-jvp"]["skipped"]
+    assert rows["compiled", "gradient-descent"]["failure"] == "RuntimeError: no kernel"  # 288 s fits, then fails
+    assert "estimated 350 s" in rows["compiled", "exact-jvp"]["skipped"]
+    assert record.data["status"] == "done"
+    text = render_part(record.data)
+    assert "skipped (not enough time left" in text and "failed (RuntimeError: no kernel)" in text
