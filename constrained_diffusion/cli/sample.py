@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--solver", help=f"a solver with the paper's loop: {', '.join(solver_registry.names())}")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the recipe's)")
     p.add_argument("--inner-steps", type=non_negative_int, default=None, help="constraint iterations per step")
-    p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LAMBDA", help="one step size, or start and end")
+    p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LAMBDA", help="lambda: one value, or start and end of a linear schedule")
     p.add_argument("--digit", type=non_negative_int, default=0, help="index of the shipped test digit (0-9, default 0)")
     p.add_argument("--batch", type=positive_int, default=1, help="samples to draw (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
@@ -167,6 +167,14 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
     return apply_overrides(get_recipe(name), overrides, name, "--steps/--inner-steps/--lr"), f"recipe {name}"
 
 
+def _loop(recipe: Recipe) -> str:
+    """The sampler's loop in words: steps, and the correction's options (lambda and the step rule for the built-in loop)."""
+    cfg = recipe.config
+    if cfg.correction is not None:
+        return f"steps={cfg.steps}, correction {cfg.correction.name}"
+    return f"steps={cfg.steps}, inner steps={cfg.inner_steps}, lambda={cfg.lr} by the {cfg.step_size!r} step rule, target {cfg.target}"
+
+
 def _check(args: argparse.Namespace) -> None:
     if args.task is None and args.constraint is None:
         raise ValueError("give --task or --constraint (see --list)")
@@ -215,9 +223,7 @@ def run(args: argparse.Namespace) -> int:
     gens = [torch.Generator().manual_seed(args.seed + i) for i in range(args.batch)]
     constraint = recipe.constraint(pixel, model)
     result = recipe.sampler(model).sample(constraint, generator=gens, progress=not args.quiet)
-    cfg = recipe.config
-    print(f"{what} on {args.model} (test digit {args.digit}: a {label}), {method}: "
-          f"steps={cfg.steps}, inner steps={cfg.inner_steps}, step size {cfg.step_size}, target {cfg.target}")
+    print(f"{what} on {args.model} (test digit {args.digit}: a {label}), {method}: {_loop(recipe)}")
     print(_result_table(args, result))
     images = result.images.clamp(-1, 1)
     if images.shape[1] not in (1, 3):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from constrained_diffusion.recipes.recipe import Recipe
 from constrained_diffusion.sampling.config import SamplerConfig
+from constrained_diffusion.sampling.corrections.inner_loop import PAPER_STEP_SCHEDULE
 from constrained_diffusion.space import Float, Int, SearchSpace
 
 _STEP = Float(0.01, 2.0, log=True)
@@ -20,7 +21,7 @@ _WEIGHT = Float(0.01, 100.0, log=True)
 
 INEXACT_NEWTON = Recipe(
     name="inexact-newton",
-    config=SamplerConfig(steps=20, inner_steps=5, lr=(0.5, 0.1), eta=0.0,
+    config=SamplerConfig(steps=20, inner_steps=5, lr=PAPER_STEP_SCHEDULE, eta=0.0,
                          solver={"name": "inexact-newton", "h": 0.005}, step_size="dynamic", target="x_t"),
     reference="Graikos, Jojic & Samaras, Fast constrained sampling in pre-trained diffusion models, NeurIPS 2025",
     summary="x_t <- x_t + lambda_k J e / ||J e||_inf, J e by a finite difference (h = 0.005), "
@@ -82,7 +83,7 @@ noise, the last x0_hat as output, the finite-difference J e with h relative to m
 
 PAPER_INPAINTING = Recipe(
     name="paper-inpainting",
-    config=SamplerConfig(inner_steps=5, lr=(0.5, 0.1), **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
+    config=SamplerConfig(inner_steps=5, lr=PAPER_STEP_SCHEDULE, **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
     reference=f"{_PAPER}, stable-diffusion/inpaint.ipynb",
     summary="the paper's latent inpainting: e = m (E(y m) - z0), m the 8x8-pooled mask (known iff all pixels are), "
             "K = 5, lambda 0.5 -> 0.1, h = 0.005; 20 steps on the trailing grid (999 ... 49), "
@@ -106,7 +107,7 @@ PAPER_SR8 = Recipe(
 
 PAPER_STYLE = Recipe(
     name="paper-style",
-    config=SamplerConfig(inner_steps=5, lr=(0.5, 0.1), **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
+    config=SamplerConfig(inner_steps=5, lr=PAPER_STEP_SCHEDULE, **_NOTEBOOK_LOOP),  # type: ignore[arg-type]
     reference=f"{_PAPER}, stable-diffusion/style.ipynb",
     summary="the paper's style guidance: e = -grad_z ||G(ref) - G(D(z0))||_F through the decoder and CLIP "
             "(G = F^T F of CLIP ViT-B/16 block-3 patch tokens: cd_clip_style.CLIPStyle.paper), K = 5, lambda 0.5 -> 0.1, "

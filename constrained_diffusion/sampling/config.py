@@ -44,6 +44,7 @@ from pydantic import (
 from constrained_diffusion.sampling.adaptive import AdaptiveStop, ResidualTol, check_discrepancy_tau
 from constrained_diffusion.sampling.corrections import Correction, InnerLoop, PostStep, TimeTravel, X0Edit, step_sizes
 from constrained_diffusion.sampling.corrections.base import StepOptions, check_fractions
+from constrained_diffusion.sampling.corrections.inner_loop import PAPER_STEP_SCHEDULE
 from constrained_diffusion.sampling.corrections.registry import CorrectionSpec
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
@@ -119,7 +120,7 @@ class SamplerConfig(StepOptions):
 
     steps: int = Field(20, ge=1)
     inner_steps: int = Field(5, ge=0)
-    lr: float | tuple[float, float] = (0.5, 0.1)
+    lr: float | tuple[float, float] = PAPER_STEP_SCHEDULE
     eta: float = Field(0.0, ge=0.0, le=1.0)
     noise: Noise = "ddim"
     output: Output = "sample"

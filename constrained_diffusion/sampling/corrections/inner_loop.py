@@ -42,6 +42,10 @@ from constrained_diffusion.sampling.corrections.registry import register_correct
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.sampling.step_size import StepContext, factor_of
 
+PAPER_STEP_SCHEDULE: tuple[float, float] = (0.5, 0.1)
+"""The paper's ``lambda`` schedule, ``(start, end)``: ``lambda_k = linspace(0.5, 0.1, K)[k]`` (Algorithm 1).
+The one place it is written: `InnerLoopConfig`, `SamplerConfig` and the paper's recipes take it from here."""
+
 
 class InnerLoopConfig(CorrectionConfig):
     """Options of `InnerLoop` (see `CorrectionConfig`).
@@ -57,7 +61,7 @@ class InnerLoopConfig(CorrectionConfig):
     """
 
     inner_steps: int = Field(5, ge=0)
-    lr: float | tuple[float, float] = (0.5, 0.1)
+    lr: float | tuple[float, float] = PAPER_STEP_SCHEDULE
     step_size: str = "dynamic"
     arnoldi_iterations: int = Field(10, ge=1)
     stop: AdaptiveStop | None = None
