@@ -2,8 +2,8 @@
 
 ``scripts/gpu_check.sh OUT_DIR`` (= ``constrained-diffusion bench-sd --suite gpu --out OUT_DIR``)
 runs four parts, each in its own process under its own time cap, most important numbers
-first. Each part rewrites ``OUT_DIR/<part>.json`` after every row (atomically: temp file,
-fsync, rename), so a part killed at its cap keeps the rows it finished; the driver then marks
+first. Each part rewrites ``OUT_DIR/<part>.json`` after every row (atomically, `constrained_diffusion.utils.safe_io`:
+temp file, fsync, rename), so a part killed at its cap keeps the rows it finished; the driver then marks
 it ``"timed out"``, writes ``OUT_DIR/<part>.md`` and goes on with the next part. At the end it
 writes ``OUT_DIR/report.md`` (the issue's four targets, met or not, with the numbers),
 ``OUT_DIR/summary.json`` and ``OUT_DIR/docs_block.md`` (the ``GPU-SUITE`` block of
@@ -56,7 +56,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +70,7 @@ from constrained_diffusion.benchmarks.end_to_end import method_run, time_runs
 from constrained_diffusion.constraints import Inpainting
 from constrained_diffusion.denoisers.base import Denoiser
 from constrained_diffusion.sampling import ConstrainedSampler
+from constrained_diffusion.utils.safe_io import write_text
 
 
 @dataclass(frozen=True)
@@ -163,18 +163,8 @@ def settings_for(tiny: bool) -> SuiteSettings:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through the package's one atomic writer (`constrained_diffusion.utils.safe_io`)."""
+    write_text(path, text)
 
 
 def part_path(out: Path, name: str, suffix: str = ".json") -> Path:
