@@ -103,10 +103,12 @@ def test_a_method_label_of_dots_stays_under_out(tmp_path):
                    "  - {name: inexact-newton, label: '../../escaped', set: {inner_steps: 0}}\n")
     out = tmp_path / "a" / "b" / "out"
     assert main(["evaluate", "--config", str(cfg), "--out", str(out)]) == 0
-    for r in _records(out):
-        assert (out / r["file"]).resolve().is_relative_to(out / "images")
+    pngs = [p for p in out.rglob("*.png") if "reports" not in p.parts and p.parent != out]
+    assert len(pngs) == 3 and all((out / "images") in p.parents for p in pngs)  # 1 observation, 2 outputs; before: label ".." wrote to out/
     assert not (tmp_path / "a" / "escaped").exists() and not list((tmp_path / "a" / "b").glob("*.png"))
     _inside(out, tmp_path)
+    for r in _records(out):
+        assert (out / r["file"]).resolve().is_relative_to(out / "images")
 
 
 def test_an_evaluate_run_name_that_climbs_out_stays_under_out(tmp_path):

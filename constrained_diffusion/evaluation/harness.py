@@ -490,7 +490,10 @@ def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str],
 
     x_T = randn(len(ids), denoiser.sample_shape, generators(seed, ids, "noise"), torch.device(device), denoiser.dtype)
     sampler = recipe.sampler(denoiser)
-    adapted = recipe.constraint(constraint, sampler.denoiser)
+    try:
+        adapted = recipe.constraint(constraint, sampler.denoiser)
+    except TypeError as exc:  # the method cannot take this task's constraint (a user's choice, not a bug)
+        raise UsageError(f"--method {recipe.name} with this --task: {exc}") from None
     start = time.perf_counter()
     with PeakMemory(device) as peak:
         result = sampler.sample(adapted, x_T=x_T, generator=generators(seed, ids, "steps"), progress=False)
