@@ -256,3 +256,15 @@ def test_a_type_error_from_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(evaluate, "run", bug)
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["evaluate", "--model", "m", "--data", "d", "--task", "box", "--method", "dps", "--out", "o"])
+
+
+def test_out_of_memory_anywhere_else_is_one_line_and_other_runtime_errors_keep_their_traceback(capsys, monkeypatch):
+    import constrained_diffusion.cli.sample as sample
+
+    monkeypatch.setattr(sample, "run", lambda args: (_ for _ in ()).throw(RuntimeError(_CPU_OOM)))
+    assert main(["sample", "--model", "gaussian", "--task", "box"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("constrained-diffusion sample: error: out of memory") and "--batch" in line, line
+    monkeypatch.setattr(sample, "run", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["sample", "--model", "gaussian", "--task", "box"])

@@ -83,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
-        print(f"constrained-diffusion {args.command}: error: out of memory ({type(exc).__name__}); "
-              "try a smaller --batch-size", file=sys.stderr)
+        flag = next((f for f, attr in (("--batch-size", "batch_size"), ("--batch", "batch")) if hasattr(args, attr)), None)
+        hint = f"; try a smaller {flag}" if flag else "; try smaller inputs or another device"
+        print(f"constrained-diffusion {args.command}: error: out of memory ({type(exc).__name__}){hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

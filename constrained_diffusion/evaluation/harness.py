@@ -54,7 +54,7 @@ from constrained_diffusion.evaluation.image_tasks import check_task, generators,
 from constrained_diffusion.evaluation.scores import PerImage, check_metrics
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes.overrides import resolve_recipe, split_set
-from constrained_diffusion.utils.jsonl_store import JsonlStore
+from constrained_diffusion.utils.jsonl_store import JsonlStore, lock_path
 from constrained_diffusion.utils.paths import safe_name, under
 from constrained_diffusion.utils.safe_io import ensure_folder
 
@@ -243,6 +243,7 @@ def merge_records(out: Path) -> int:
         for record in JsonlStore(path, KEY_FIELDS):
             added += store.add(record)
         path.unlink()
+        lock_path(path).unlink(missing_ok=True)  # every rank is done (merge runs after the barrier): nobody waits on it
     return added
 
 
