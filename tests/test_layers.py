@@ -83,3 +83,18 @@ def test_a_broken_layer_is_caught():
     c = _contracts()["ground"]
     assert _arrows(broken, c["source_modules"], c["forbidden_modules"]) == [
         "constrained_diffusion.solvers.base -> constrained_diffusion.tuning.space (line 1)"]
+
+
+def test_the_architecture_page_shows_the_contract():
+    """docs/architecture.md lists the contract's floors, top to bottom, in its table and its diagram."""
+    page = (PYPROJECT.parent / "docs" / "architecture.md").read_text()
+    layers = [layer.replace("(", "").replace(")", "") for layer in _contracts()["layers"]["layers"]]
+    table = page.split("<!-- layers:START -->")[1].split("<!-- layers:END -->")[0]
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    shown = [line.split(" | ")[1].strip().strip("`").replace("\\|", "|") for line in table.splitlines()
+             if line.startswith("| ") and line[2].isdigit()]
+    assert shown == layers
+    assert [int(r[1]) for r in rows] == list(range(len(layers), 0, -1))
+    diagram = page.split("```text")[1].split("```")[0]
+    assert [layer for layer in layers if layer in diagram] == layers
+    assert [diagram.index(layer) for layer in layers] == sorted(diagram.index(layer) for layer in layers)
