@@ -91,8 +91,8 @@ def test_a_second_run_keeps_finished_parts_and_report_only_rebuilds(dry_run, cap
     assert main(["bench-sd", "--suite", "gpu", "--out", str(out), "--tiny", "--parts", "step-memory"]) == 0
     assert "== step-memory: kept" in capsys.readouterr().out and (out / "step-memory.json").read_text() == before
     (out / "report.md").unlink()
-    assert main(["bench-sd", "--report-only", "--out", str(out), "--tiny"]) == 0
-    assert (out / "report.md").exists()
+    assert main(["bench-sd", "--report-only", "--out", str(out)]) == 0  # the folder says it holds a tiny run
+    assert "scripts/gpu_check.sh out/gpu --tiny" in (out / "report.md").read_text()
     # a GPU run into a folder that holds a tiny one is refused instead of mixing the two
     assert main(["bench-sd", "--suite", "gpu", "--out", str(out), "--parts", "step-memory"]) == 2
 

@@ -81,11 +81,13 @@ def run_suite(args: argparse.Namespace) -> int:
     for name, data in parts.items():
         if data is not None and args.report_only:
             gpu_suite.write_atomic(gpu_suite.part_path(out, name, ".md"), render_part(data))
+    recorded = [d["settings"]["tiny"] for d in parts.values() if d is not None and "tiny" in d.get("settings", {})]
+    tiny = any(recorded) if recorded else args.tiny  # --report-only: what the folder holds, whatever the flag
     targets = gpu_suite.evaluate_targets(parts)
-    report = render_report(parts, targets, tiny=args.tiny)
+    report = render_report(parts, targets, tiny=tiny)
     gpu_suite.write_atomic(out / "report.md", report)
     gpu_suite.write_atomic(out / "docs_block.md", report)
-    summary = {"command": COMMAND + (" --tiny" if args.tiny else ""), "written": _now(),
+    summary = {"command": COMMAND + (" --tiny" if tiny else ""), "written": _now(),
                "parts": {n: None if d is None else {k: d.get(k) for k in ("status", "reason", "elapsed_s", "wall_s", "cap_s",
                                                                           "estimate_s", "device")}
                          for n, d in parts.items()},
