@@ -11,7 +11,7 @@ grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/e
 python="${PYTHON:-python3}"
 # the versions this checkout is tested with
 wheels=(diffusers==0.42.1 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-        importlib-metadata==10.2.0 lazy-importer)
+        importlib-metadata==10.2.0 lazy-importer typing-extensions==4.16.0)
 platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   platforms+=(--platform "$p")
