@@ -208,3 +208,25 @@ def test_rows_that_would_not_fit_are_skipped_and_failures_recorded(tmp_path, mon
     assert record.data["status"] == "done"
     text = render_part(record.data)
     assert "skipped (not enough time left" in text and "failed (RuntimeError: no kernel)" in text
+
+
+def test_stopping_the_suite_stops_its_part_and_still_writes_the_report(tmp_path):
+    """An outer `timeout` sends SIGTERM: the part (in its own session) must not outlive the driver."""
+    import signal
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "constrained_diffusion", "bench-sd", "--suite", "gpu", "--out", str(out), "--tiny",
+                             "--parts", "sd15-batch1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("== sd15-batch1 (cap"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143 and "== sd15-batch1: stopped" in rest
+    assert json.loads((out / "sd15-batch1.json").read_text())["status"] == "stopped"
+    assert (out / "report.md").exists() and (out / "sd15-batch1.md").exists()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"--suite-part sd15-batch1 --out {out}" not in ps

@@ -549,14 +549,17 @@ def run_process(name: str, cmd: Sequence[str], cap_s: float, log: Path, echo: Ca
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
+        code: int | None = None
+        timed_out = False
         try:
-            code: int | None = proc.wait(timeout=cap_s)
-            timed_out = False
+            code = proc.wait(timeout=cap_s)
         except subprocess.TimeoutExpired:
-            timed_out, code = True, None
-            with _suppress():
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            timed_out = True
+        finally:  # at the cap, and when the driver itself is stopped (SIGTERM, Ctrl-C): the part's whole group goes
+            if proc.poll() is None:
+                with _suppress():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         reader.join(timeout=5)
     return PartOutcome(name, code, time.monotonic() - start, timed_out, tail)
 

@@ -13,7 +13,9 @@ import argparse
 import dataclasses
 import datetime
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,10 @@ def run_suite(args: argparse.Namespace) -> int:
         print(f"bench-sd: error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
+    # a part runs in its own session (so its cap kills all it started); stopping the driver must stop it too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     selected = [p for p in gpu_suite.PARTS if args.parts is None or p.name in args.parts]
+    stopped = False
     if not args.report_only:
         settings = dataclasses.asdict(gpu_suite.settings_for(args.tiny))
         for part in selected:
@@ -72,11 +77,20 @@ def run_suite(args: argparse.Namespace) -> int:
             print(f"== {part.name} (cap {cap:g} s, estimated {part.estimate_s:g} s on one H100): {part.title}", flush=True)
             cmd = [sys.executable, "-m", "constrained_diffusion", "bench-sd", "--suite-part", part.name, "--out", str(out),
                    "--deadline", f"{max(cap - 5, 0.5 * cap):g}", *(["--tiny"] if args.tiny else [])]
-            outcome = gpu_suite.run_process(part.name, cmd, cap, out / "suite.log")
+            start = time.monotonic()
+            try:
+                outcome = gpu_suite.run_process(part.name, cmd, cap, out / "suite.log")
+            except SystemExit:  # SIGTERM (an outer timeout): the part's group is gone; record it, write the report, stop
+                outcome, stopped = gpu_suite.PartOutcome(part.name, None, time.monotonic() - start, timed_out=True), True
             data = gpu_suite.close_part(out, part, outcome, cap)
+            if stopped:
+                data["status"], data["reason"] = "stopped", "the suite was terminated while this part ran; finished rows are kept"
+                gpu_suite.write_atomic(gpu_suite.part_path(out, part.name), json.dumps(data, indent=1))
             gpu_suite.write_atomic(gpu_suite.part_path(out, part.name, ".md"), render_part(data))
             print(f"== {part.name}: {data['status']} in {outcome.seconds:.1f} s"
                   + (f" ({data['reason']})" if data.get("reason") else ""), flush=True)
+            if stopped:
+                break
     parts = {p.name: gpu_suite.read_part(out, p.name) for p in gpu_suite.PARTS}
     for name, data in parts.items():
         if data is not None and args.report_only:
@@ -96,7 +110,7 @@ def run_suite(args: argparse.Namespace) -> int:
     print(report)
     if args.write_docs is not None:
         write_block(args.write_docs, args.block or "GPU-SUITE", report)
-    return 0
+    return 143 if stopped else 0
 
 
 def _now() -> str:
