@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner-steps", type=non_negative_int, default=None, help="constraint iterations per step")
     p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LAMBDA", help="lambda: one value, or start and end of a linear schedule")
     p.add_argument("--digit", type=non_negative_int, default=0, help="index of the shipped test digit (0-9, default 0)")
-    p.add_argument("--batch", type=positive_int, default=1, help="samples to draw (default 1)")
+    p.add_argument("--batch", "--batch-size", dest="batch", type=positive_int, default=1, help="samples to draw, in one batch (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--out", type=Path, default=Path("sample.png"), help="PNG of the samples (default sample.png)")
     p.add_argument("--quiet", action="store_true", help="hide the progress bar")
