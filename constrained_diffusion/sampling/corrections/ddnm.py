@@ -3,12 +3,12 @@ r"""DDNM: the range-null-space decomposition of ``x0_hat`` for a linear constrai
 Wang, Yu & Zhang, *Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model*,
 ICLR 2023. For ``A x = y`` with the pseudo-inverse ``A^+`` (`svd_of`), at each step:
 
-    x0     = D(x_t, t)
+    x0     = D(x_t, t),   eps_hat = (x_t - alpha_t x0) / sigma_t
     x0'    = A^+ y + (I - A^+ A) x0  =  x0 + w A^+ (y - A x0),       w = 1
-    x_prev = alpha_prev x0' + sqrt(sigma_prev^2 - c^2) (x_t - alpha_t x0') / sigma_t + c z
+    x_prev = alpha_prev x0' + sigma_prev (sqrt(1 - eta^2) eps_hat + eta z)
 
-(the engine's DDIM update with the rectified ``x0_hat``; ``c`` from ``eta``, DDNM's
-posterior sampling is ``eta = 1``). ``A x0_hat' = y`` exactly at every step, so the sample
+(the network's own noise estimate and fresh noise ``z`` mixed by the sampler's ``eta``, as in
+DDNM's code, with ``eta = 0.85``; ``eta = 0`` is DDIM with the rectified ``x0_hat``). ``A x0_hat' = y`` exactly at every step, so the sample
 reproduces the observed entries exactly when the last update lands on the clean point.
 
 Cost per step: 1 NFE, 0 NBE; no solver (no Jacobian product). With ``weight < 1`` it is a
@@ -30,6 +30,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
 from constrained_diffusion.sampling.corrections.operators import svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
+from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
@@ -67,6 +69,11 @@ class DDNM(Correction):
         op = svd_of(step.constraint, "DDNM")
         x_t, x0 = step.evaluate(x_t)
         before = step.constraint.residual(x0).float()
+        (alpha, sigma), (a, b) = step.now, step.prev
+        eps = (x_t - alpha * x0.detach()) / sigma
         x0 = op.project(x0.detach(), self.weight)
+        x_prev = a * x0 + b * math.sqrt(max(0.0, 1 - step.eta**2)) * eps
+        if b > 0 and step.eta > 0:
+            x_prev = x_prev + b * step.eta * randn(x_t.shape[0], tuple(x_t.shape[1:]), step.generator, x_t.device, x_t.dtype)
         rows = torch.stack([before, step.constraint.residual(x0).float()])
-        return CorrectionResult(step.update(x_t, x0).detach(), x0, rows)
+        return CorrectionResult(x_prev.detach(), x0, rows)
