@@ -265,3 +265,36 @@ def test_an_image_folder_is_listed_not_decoded_until_a_batch_needs_it(tmp_path: 
     assert kept == ["04.png", "06.png"] and x.shape == (2, 3, 8, 8)
     assert [s.id for s in images.skipped] == ["05.png"] and len(lines) == 1 and "05.png" in lines[0]
     assert len(opened) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze batch-dependence
+
+
+def test_analyze_batch_dependence_measures_and_writes_the_docs_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from constrained_diffusion.cli.main import main
+
+    page = tmp_path / "determinism.md"
+    page.write_text("before\n<!-- BATCH-DEPENDENCE:START -->\nold\n<!-- BATCH-DEPENDENCE:END -->\nafter\n")
+    assert main(["analyze", "batch-dependence", "--digits", "2", "--steps", "2", "--inner-steps", "1", "--batch", "2",
+                 "--methods", "inexact-newton", "paired", "--write-docs", str(page)]) == 0
+    out = capsys.readouterr().out
+    text = page.read_text()
+    assert "old" not in text and text.startswith("before\n") and text.endswith("after\n")
+    assert "constrained-diffusion analyze batch-dependence --digits 2 --steps 2 --inner-steps 1 --batch 2" in text
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines() if line.startswith("| ")}
+    assert {"inexact-newton", "inexact-newton (paired forwards)"} <= set(rows)
+    for name in ("inexact-newton", "inexact-newton (paired forwards)"):
+        assert float(rows[name][3]) >= 0.0 and float(rows[name][4]) >= 0.0  # measured maxima, printed
+    assert rows["inexact-newton"][6].strip() == rows["inexact-newton (paired forwards)"][6].strip()  # the same NFE
+    assert "Inexact Newton's own sensitivity" in out and "Inexact Newton's own sensitivity" in text
+
+
+def test_batch_dependence_is_zero_at_equal_batch() -> None:
+    """At batch 1 against batch 1 nothing changes: the measurement itself adds no difference."""
+    import constrained_diffusion as cd
+    from constrained_diffusion.analysis.batch_dependence import batch_dependence
+
+    rows, _ = batch_dependence(cd.MNISTDenoiser.pretrained("ddpm"), digits=2, steps=2, inner_steps=1, batch=1,
+                               methods=("inexact-newton",), perturbation=0.0)
+    assert rows[0].max_pixel == 0.0 and rows[0].max_psnr == 0.0

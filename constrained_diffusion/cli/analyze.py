@@ -13,6 +13,8 @@
   (``cli/analyze_spectra.py``).
 * ``analyze secant`` — secant Newton against inexact Newton, exact Newton and the identity on
   the MNIST models, at equal steps and at equal NFE (``cli/analyze_secant.py``).
+* ``analyze batch-dependence`` — each solver at batch 1 against batch B on the same digits and
+  seeds: the largest pixel and PSNR change (``cli/analyze_batch.py``, docs: Determinism).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from constrained_diffusion.cli.analyze_batch import add_batch_parser
 from constrained_diffusion.cli.analyze_noisy import add_noisy_parser
 from constrained_diffusion.cli.analyze_secant import add_secant_parser
 from constrained_diffusion.cli.analyze_spectra import add_spectra_parsers
@@ -75,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--write-docs", type=Path, default=None, help="replace the HALF-PRECISION-PSNR block of this markdown file")
     h.set_defaults(run=run_half_precision, documented=half_precision_command)
     add_noisy_parser(inner)  # analyze noisy (cli/analyze_noisy.py)
+    add_batch_parser(inner)  # analyze batch-dependence (cli/analyze_batch.py)
     add_secant_parser(inner)  # analyze secant (cli/analyze_secant.py)
     add_spectra_parsers(inner)  # analyze spectra, analyze fd-vs-backprop (cli/analyze_spectra.py)
 
