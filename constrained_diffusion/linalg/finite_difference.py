@@ -99,27 +99,28 @@ def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.
     return max(floor, C_ROUNDING * u**0.5 * max(1.0, float(scale)))
 
 
-FLOOR_WARN_FACTOR = 10.0
-"""A given ``h`` under ``FLOOR_WARN_FACTOR`` times `rounding_floor` is warned about (rounding error of the quotient over ~10 %)."""
+FLOOR_WARN_FACTOR = 20.0
+"""A given ``h`` under ``FLOOR_WARN_FACTOR`` times `rounding_floor` is warned about: the quotient's rounding error ``2 u / h`` is over 10 %."""
 
 
 def rounding_floor(dtype: torch.dtype, tf32: bool = False) -> float:
-    """The smallest sensible max-norm step: one unit in the last place of 1 in the arithmetic, ``2 u``.
+    """The smallest usable max-norm step: the unit roundoff ``u`` of the arithmetic, half a unit in the last place of 1.
 
     A perturbation of max-norm ``h`` below it is lost to rounding on a unit-scale state: ``x + h' v``
-    rounds back to ``x`` (or the network's TF32/half-precision arithmetic rounds it away), so
-    ``f(x + h' v) - f(x)`` is zero or rounding noise and ``J v`` is lost. Its relative rounding
-    error is about ``2 u / h``: 100 % at the floor, 10 % at ten times it.
+    rounds back to ``x`` on every entry with ``|x| >= 1`` (or the network's TF32/half-precision
+    arithmetic rounds it away), so ``f(x + h' v) - f(x)`` is zero or rounding noise and ``J v`` is
+    lost. Above it the quotient's relative rounding error is about ``2 u / h``: 200 % at the floor,
+    10 % at ``FLOOR_WARN_FACTOR`` (20) times it.
 
     Examples:
         >>> rounding_floor(torch.float32), rounding_floor(torch.float32, tf32=True), rounding_floor(torch.bfloat16)
-        (1.1920928955078125e-07, 0.0009765625, 0.0078125)
+        (5.960464477539063e-08, 0.00048828125, 0.00390625)
     """
-    return 2.0 * unit_roundoff(dtype, tf32)
+    return unit_roundoff(dtype, tf32)
 
 
 def check_h(h: float | None, dtype: torch.dtype, device: torch.device | str | None = None, name: str = "h") -> None:
-    """Refuse a given step ``h`` below `rounding_floor` of the arithmetic; warn below ten times it.
+    """Refuse a given step ``h`` below `rounding_floor` of the arithmetic; warn below ``FLOOR_WARN_FACTOR`` times it.
 
     A check of two Python floats, no tensor and no host synchronisation: call it once per sampling
     run with the dtype the network actually computes in (``h=None`` is always fine).
@@ -141,7 +142,7 @@ def check_h(h: float | None, dtype: torch.dtype, device: torch.device | str | No
         >>> check_h(1e-12, torch.float32)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: h=1e-12 is below the rounding floor 1.19e-07 of torch.float32 arithmetic: ... use h >= 1.19e-07 or h=None ...
+        ValueError: h=1e-12 is below the rounding floor 5.96e-08 of torch.float32 arithmetic: ... use h >= 5.96e-08 or h=None ...
     """
     if h is None:
         return
@@ -155,7 +156,7 @@ def check_h(h: float | None, dtype: torch.dtype, device: torch.device | str | No
         import warnings
 
         warnings.warn(f"{name}={h:g} is within {FLOOR_WARN_FACTOR:g}x of the rounding floor {floor:.3g} of {what}: the finite difference "
-                      f"carries about {100 * floor / h:.0f} % rounding error; {name}=None picks {float(default_h(dtype, tf32)):.3g}",
+                      f"carries about {200 * floor / h:.0f} % rounding error; {name}=None picks {float(default_h(dtype, tf32)):.3g}",
                       UserWarning, stacklevel=2)
 
 
