@@ -1,4 +1,4 @@
-"""Shared fixtures: small analytic denoisers and a denoiser that records how it is called."""
+"""Shared fixtures: small analytic denoisers, the tiny random UNet, and a denoiser that records how it is called."""
 
 from __future__ import annotations
 
@@ -23,6 +23,44 @@ def gaussian() -> cd.GaussianDenoiser:
 def skewed() -> cd.GaussianDenoiser:
     """Non-symmetric analytic denoiser: J = A (I + 0.5 K), K skew-symmetric."""
     return cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=2.0, jitter=1e-3, skew=0.5, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def gaussian6() -> cd.GaussianDenoiser:
+    """Symmetric analytic denoiser on 1x6x6 images, float64 (the sampler's property tests)."""
+    return cd.GaussianDenoiser.smooth((1, 6, 6), length_scale=2.0, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def gaussian4() -> cd.GaussianDenoiser:
+    """Symmetric analytic denoiser on 1x4x4 images (D = 16), float64: a dense J is cheap."""
+    return cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def skewed4() -> cd.GaussianDenoiser:
+    """Non-symmetric analytic denoiser on 1x4x4 images (D = 16), float64: x0_hat = M_t x_t exactly."""
+    return cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.5, dtype=torch.float64)
+
+
+def tiny_unet(sample_size: int = 8, attention: tuple[int, ...] = (4,)) -> cd.models.UNet:
+    """The tiny random UNet of the network tests (8 base channels, two levels, one res block), built after
+    ``torch.manual_seed(0)``: the same weights in every test; eval mode, no grad."""
+    torch.manual_seed(0)
+    net = cd.models.UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=attention, sample_size=sample_size)
+    return net.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_factory():
+    """`tiny_unet`: ``factory(sample_size=8, attention=(4,))`` -> a seeded tiny UNet."""
+    return tiny_unet
+
+
+@pytest.fixture
+def tiny_mnist() -> cd.MNISTDenoiser:
+    """`MNISTDenoiser` (DDPM) over the tiny random UNet on 1x8x8 images."""
+    return cd.MNISTDenoiser(tiny_unet(), "ddpm")
 
 
 class Recorder(cd.Denoiser):

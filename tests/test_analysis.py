@@ -7,14 +7,11 @@ import torch
 
 import constrained_diffusion as cd
 from constrained_diffusion import analysis
-from constrained_diffusion.models import UNet
 
 
 @pytest.fixture(scope="module")
-def tiny() -> cd.NetworkDenoiser:
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), sample_size=8)
-    return cd.NetworkDenoiser(net.eval().requires_grad_(False), cd.VPSchedule.linear(), (1, 8, 8))
+def tiny(tiny_unet_factory) -> cd.NetworkDenoiser:
+    return cd.NetworkDenoiser(tiny_unet_factory(), cd.VPSchedule.linear(), (1, 8, 8))
 
 
 def _dense(model, x, t):
@@ -40,10 +37,10 @@ def test_matvecs_match_dense(tiny):
     assert torch.allclose(analysis.antisymmetric_part(jv, jtv)(v), 0.5 * (J - J.T) @ v, atol=1e-4)
 
 
-def test_asymmetry():
+def test_asymmetry(gaussian4, skewed4):
     t = torch.tensor(500)
-    sym = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5).jacobian(t)
-    skew = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.5).jacobian(t)
+    sym = gaussian4.jacobian(t)
+    skew = skewed4.jacobian(t)
     assert analysis.asymmetry(sym) < 1e-12
     assert analysis.asymmetry(skew) > 0.1
 

@@ -49,8 +49,8 @@ class Upsample2x:
         return z.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
 
 
-def test_latent_denoiser_decodes_images():
-    g = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, dtype=torch.float64)
+def test_latent_denoiser_decodes_images(gaussian4):
+    g = gaussian4
     latent = cd.NetworkDenoiser(lambda x, t: g.predict_x0(x, t), g.schedule, (1, 4, 4), prediction="sample",
                                 space="latent", codec=Upsample2x())
     assert isinstance(latent.codec, cd.denoisers.Codec)

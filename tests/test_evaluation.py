@@ -10,15 +10,12 @@ import torch
 import constrained_diffusion as cd
 from constrained_diffusion.analysis import eigvec_rows
 from constrained_diffusion.evaluation import Settings, evaluate, make_constraint, summarise
-from constrained_diffusion.models import UNet
 from constrained_diffusion.models.classifier import MNISTClassifier
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> cd.MNISTDenoiser:
-    torch.manual_seed(0)
-    return cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                 sample_size=16).eval().requires_grad_(False), "ddpm")
+def tiny_model(tiny_unet_factory) -> cd.MNISTDenoiser:
+    return cd.MNISTDenoiser(tiny_unet_factory(sample_size=16, attention=(8,)), "ddpm")
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +61,8 @@ def test_evaluation_resumes_without_loss_or_duplicates(tmp_path, tiny_model, dig
     assert {r["weights"] for r in retrained} == {"sha256:other"} and len(retrained) == len(keys)
 
 
-def test_eigvec_rows_on_a_tiny_model():
-    torch.manual_seed(0)
-    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+def test_eigvec_rows_on_a_tiny_model(tiny_mnist):
+    model = tiny_mnist
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     rows = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=lambda _: None)
     assert [r["t"] for r in rows] == [900.0, 100.0]
@@ -79,10 +74,8 @@ def test_eigvec_rows_on_a_tiny_model():
         eigvec_rows(model, images[:2], [500], samples=2)
 
 
-def test_eigvec_rows_resume_from_their_results_file(tmp_path):
-    torch.manual_seed(0)
-    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+def test_eigvec_rows_resume_from_their_results_file(tiny_mnist, tmp_path):
+    model = tiny_mnist
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     results = tmp_path / "eigvec.jsonl"
     first = eigvec_rows(model, images, [900], samples=2, k=4, log=lambda _: None, results=results, model_name="tiny")
@@ -120,10 +113,8 @@ def test_evaluation_rejects_a_model_on_another_device(tmp_path, tiny_model, digi
     assert not (tmp_path / "eval.jsonl").exists()
 
 
-def test_eigvec_rows_resume_after_a_kill_mid_line(tmp_path):
-    torch.manual_seed(0)
-    model = cd.MNISTDenoiser(UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-                                  sample_size=8).eval().requires_grad_(False), "ddpm")
+def test_eigvec_rows_resume_after_a_kill_mid_line(tiny_mnist, tmp_path):
+    model = tiny_mnist
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     results = tmp_path / "eigvec.jsonl"
     first = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=lambda _: None, results=results, model_name="tiny")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import types
 
 import constrained_diffusion as cd
 
@@ -30,8 +32,15 @@ REQUIRED = {
 def test_all_is_sorted_complete_and_resolves():
     assert cd.__all__ == sorted(cd.__all__)
     assert REQUIRED <= set(cd.__all__), REQUIRED - set(cd.__all__)
-    for name in cd.__all__:
-        assert getattr(cd, name) is not None, name
+    for name in cd.__all__:  # each name is the object its own module defines, under that name
+        obj = getattr(cd, name)
+        if isinstance(obj, types.ModuleType):
+            assert obj.__name__ == f"constrained_diffusion.{name}", name
+        elif name == "__version__":
+            assert re.fullmatch(r"\d+\.\d+\.\d+", obj), obj
+        else:
+            assert obj.__name__ == name and obj.__module__.startswith("constrained_diffusion."), (name, obj)
+            assert getattr(sys.modules[obj.__module__], name) is obj, name
     # every registered solver class is exported at the top level
     for name in cd.solvers.names():
         assert cd.solvers.solver_class(name).__name__ in cd.__all__

@@ -16,9 +16,9 @@ SEEDS = st.integers(0, 2**16)
 
 
 @pytest.fixture(scope="module")
-def affine() -> cd.GaussianDenoiser:
-    """Non-symmetric analytic denoiser on 1x4x4 images (D = 16), float64: x0_hat = M_t x_t exactly."""
-    return cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.5, dtype=torch.float64)
+def affine(skewed4) -> cd.GaussianDenoiser:
+    """Non-symmetric analytic denoiser on 1x4x4 images (D = 16), float64: x0_hat = M_t x_t exactly (conftest's ``skewed4``)."""
+    return skewed4
 
 
 def _apply(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -179,7 +179,8 @@ def test_checkpoints_default_to_a_folder_outside_the_repo_and_resume(tmp_path, m
     run = tmp_path / "home" / "runs" / "mnist-ddpm"
     repo = Path(cd.__file__).resolve().parents[1]
     assert not run.resolve().is_relative_to(repo)
-    assert _state(run / "checkpoint.pt")["step"] == 2 and (run / "log.jsonl").exists()
+    assert _state(run / "checkpoint.pt")["step"] == 2
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()][-1] == 2
     rc, out, _ = _cli(command, capsys)  # the same command again: resumes, nothing left to do
     assert rc == 0 and "resumed from step 2" in out and _state(run / "checkpoint.pt")["step"] == 2
     log = tmp_path / "elsewhere" / "log.jsonl"
