@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from constrained_diffusion.utils.paths import safe_name, under
+from constrained_diffusion.utils.safe_io import write_text
 
 TUNED_DIR = Path(__file__).with_name("tuned")
 """Where the shipped files live (package data)."""
@@ -62,7 +64,7 @@ class TunedSettings:
 
 def tuned_path(model: str, task: str) -> Path:
     """The shipped file of ``(model, task)``: ``recipes/tuned/<model>-<task>.yaml``."""
-    return TUNED_DIR / f"{model}-{task}.yaml"
+    return TUNED_DIR / f"{safe_name(f'{model}-{task}')}.yaml"  # a model path or Hub id stays one file name in the folder
 
 
 def available() -> list[tuple[str, str]]:
@@ -149,14 +151,9 @@ def write_tuned(results: Mapping[str, Any] | str | os.PathLike[str], folder: str
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for data in tuned_from_results(results, command):
-        path = folder / f"{data['model']}-{data['task']}.yaml"
+        name = safe_name(f"{data['model']}-{data['task']}")
+        path = under(folder, f"{name}.yaml", option="--write-tuned")
         text = (f"# Best setting of each method for {data['model']} / {data['task']}, from a tuning study "
                 "(regenerate: constrained-diffusion tune-study --write-tuned DIR).\n" + yaml.safe_dump(data, sort_keys=False))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(write_text(path, text))  # atomically (temp file, fsync, rename)
     return paths
