@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -90,4 +91,6 @@ def test_the_style_table_runs_with_a_tiny_clip(tiny, tmp_path):
                  "--set", f"task.clip={tmp_path / 'clip'}", "--steps", "2", "--limit", "1", "--dtype", "float32",
                  "--device", "cpu", "--method", "paper-style", "mpgd", "--out", str(out), "--quiet"]) == 0
     recs = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert {r["method"] for r in recs} == {"paper-style", "mpgd"} and all(r["residual"] >= 0 for r in recs)
+    assert {r["method"] for r in recs} == {"paper-style", "mpgd"}
+    assert all(math.isfinite(r["residual"]) and r["residual"] > 0 for r in recs)  # a style loss is never met exactly
+    assert len({r["residual"] for r in recs}) == 2  # two methods, two samples

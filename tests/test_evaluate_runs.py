@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import PIL.Image
 import pytest
 import torch
 
@@ -42,7 +44,9 @@ def test_a_run_writes_records_images_summary_grid_and_pareto_and_resumes(tmp_pat
     for r in recs:
         assert {"psnr", "ssim", "residual", "nfe", "nbe", "seconds", "peak_mb", "device", "dtype", "settings"} <= set(r)
         assert r["noise_std"] == 0.05 and r["noise_scale"] == "[-1, 1] pixels" and r["resolution"] == [1, 32, 32]
-        assert r["file"] == f"images/{r['method']}/{r['settings']}/{r['image']}.png" and (out / r["file"]).exists()
+        assert r["file"] == f"images/{r['method']}/{r['settings']}/{r['image']}.png"
+        with PIL.Image.open(out / r["file"]) as png:
+            assert png.size == (32, 32)
         assert (out / r["observation"]).exists() and r["observation"].startswith("images/observation/")
     by = {(r["image"], r["method"]): r for r in recs}
     assert by["00000", "dps"]["nbe"] > 0 and by["00000", "inexact-newton"]["nbe"] == 0
@@ -114,7 +118,9 @@ def test_a_diffusers_folder_an_image_folder_prompts_and_dataset_metrics(tmp_path
     assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["methods"]:
-        assert row["n"] == 3 and row["fid"] >= 0 and row["kid"] == row["kid"]
+        assert row["n"] == 3 and math.isfinite(row["fid"]) and row["fid"] > 0 and math.isfinite(row["kid"])
+    fids = [row["fid"] for row in summary["methods"]]
+    assert len(set(fids)) == len(fids)  # each method's samples have their own distance to the images
     assert "FID" in (out / "summary.md").read_text()
     # the captions are part of the settings: other captions, other records
     prompts.write_text(prompts.read_text().replace("cat", "dog"))

@@ -66,8 +66,8 @@ BATCH_ATOL = {"exact-newton": 1e-4}
 
 @pytest.mark.parametrize("solver", SOLVERS)
 @given(n=st.integers(2, 4), seed=st.integers(0, 1000), eta=st.sampled_from([0.0, 0.5]))
-def test_batch_of_n_equals_n_runs_of_one(solver, n, seed, eta):
-    model = cd.GaussianDenoiser.smooth((1, 6, 6), length_scale=2.0, dtype=torch.float64)
+def test_batch_of_n_equals_n_runs_of_one(gaussian6, solver, n, seed, eta):
+    model = gaussian6
     constraint = _inpainting(model, batch=n, seed=seed)
     sampler = cd.ConstrainedSampler(model, solver, steps=4, inner_steps=2, eta=eta)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
@@ -82,9 +82,9 @@ def test_batch_of_n_equals_n_runs_of_one(solver, n, seed, eta):
 
 @pytest.mark.parametrize("solver", SOLVERS)
 @given(seed=st.integers(0, 1000), steps=st.integers(2, 6))
-def test_small_step_never_increases_linear_residual(solver, seed, steps):
+def test_small_step_never_increases_linear_residual(gaussian6, solver, seed, steps):
     """Symmetric PSD J (ideal denoiser): x0 moves by lambda J^2 A^T r / |d|, a descent direction."""
-    model = cd.GaussianDenoiser.smooth((1, 6, 6), length_scale=2.0, dtype=torch.float64)
+    model = gaussian6
     g = torch.Generator().manual_seed(seed)
     y = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
     constraint = cd.SuperResolution(y, 2, kernel="bicubic")
