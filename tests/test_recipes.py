@@ -28,8 +28,8 @@ def _problem(model: cd.Denoiser, seed: int = 0) -> cd.Inpainting:
 
 
 def test_every_published_method_is_a_recipe():
-    assert cd.recipes.names() == ["dps", "freedom", "inexact-newton", "mpgd", "paper-inpainting", "paper-sr8", "paper-style",
-                                  "psld"]
+    assert cd.recipes.names() == sorted(["dps", "freedom", "inexact-newton", "mpgd", "paper-inpainting", "paper-sr8", "paper-style",
+                                         "psld", *(r.name for r in cd.recipes.METHODS)])
     for name in cd.recipes.names():
         recipe = cd.recipes.get(name)
         text = recipe.describe()
@@ -153,11 +153,13 @@ def test_latent_models_get_the_methods_own_latent_constraint(gaussian):
     latent = copy.copy(gaussian)
     latent.codec = LinearCodec()
     pixel = cd.Inpainting(torch.zeros(1, 1, 4, 4, dtype=torch.float64), torch.ones(1, 1, 4, 4, dtype=torch.float64))
+    # the latent mask needs a VAE-sized image: paper-inpainting in tests/test_paper_presets.py, the "linear" methods in tests/test_methods.py
     kinds = {name: type(cd.recipes.get(name).constraint(pixel, latent)).__name__ for name in cd.recipes.names()
-             if name != "paper-inpainting"}  # its latent mask needs a VAE-sized image: tests/test_paper_presets.py
+             if cd.recipes.get(name).latent not in ("latent-mask", "linear")}
     assert kinds == {"dps": "DecodedConstraint", "freedom": "DecodedConstraint", "inexact-newton": "EncodedConstraint",
                      "mpgd": "DecodedConstraint", "psld": "PSLDConstraint",
-                     "paper-sr8": "DecodedConstraint", "paper-style": "DecodedConstraint"}
+                     "paper-sr8": "DecodedConstraint", "paper-style": "DecodedConstraint",
+                     "daps": "DecodedConstraint", "red-diff": "DecodedConstraint", "flowchef": "DecodedConstraint"}
     assert cd.recipes.get("dps").constraint(pixel, gaussian) is pixel  # pixel models: unchanged
 
 
