@@ -17,6 +17,9 @@ in ``[-1, 1]`` at a requested resolution:
   ``mnist-held-out`` (all 500, ids ``00000`` ... ``00499``), ``mnist-validation`` and
   ``mnist-test`` (its seeded, stratified halves of 250). A digit's id is its held-out position
   in every view, so it keeps its noise and masks, and validation and test ids never meet.
+  ``mnist-validation:stratified-N`` (likewise for the other two) is the class-stratified subset
+  of ``N`` digits (`stratified_set`), which tuning and ``tune-study`` use: the first ``N`` by id
+  would be one class.
 * `HFImages`: a local Hugging Face ``datasets`` image dataset (a folder written by
   ``Dataset.save_to_disk``; a ``DatasetDict`` folder takes its ``test`` split, else its
   first), its first ``Image`` column; ids are the ``id`` / ``file_name`` column where there
@@ -67,6 +70,37 @@ def _mnist(split: str) -> Callable[[], tuple[Tensor, list[str]]]:
 SHIPPED_SETS: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {
     "mnist-held-out": _mnist("held-out"), "mnist-validation": _mnist("validation"), "mnist-test": _mnist("test")}
 """Named image sets that need no files: name -> a function returning images ``(N, C, H, W)`` in ``[-1, 1]`` and their ids."""
+STRATIFIED = ":stratified-"
+"""``mnist-validation:stratified-N``: the shipped set's class-stratified subset of ``N`` digits (`stratified_set`)."""
+
+
+def stratified_set(name: str, n: int) -> tuple[Tensor, list[str]]:
+    """The class-stratified ``n`` digits of the shipped MNIST set ``name``, sorted by id (their held-out positions).
+
+    The first ``n`` digits of the split's class-interleaved order (``0, 1, ..., 9, 0, ...``,
+    `constrained_diffusion.data.mnist.held_out_positions`): ``n // 10`` of each class, one more
+    for the ``n % 10`` lowest classes. A digit keeps its id, so its noise and masks are those
+    of the full set. ``open_images("mnist-test:stratified-16", ...)`` opens it.
+
+    Examples:
+        >>> from constrained_diffusion.data.mnist import mnist
+        >>> images, ids = stratified_set("mnist-validation", 10)
+        >>> labels = mnist("held-out")[1]
+        >>> sorted(labels[[int(i) for i in ids]].tolist())
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
+    from constrained_diffusion.data.mnist import held_out_positions, mnist
+
+    splits = {"mnist-held-out": "held-out", "mnist-validation": "validation", "mnist-test": "test"}
+    if name not in splits:
+        raise ValueError(f"--data: {name}{STRATIFIED}{n}: only the shipped MNIST sets ({', '.join(splits)}) have a stratified subset")
+    split = splits[name]
+    positions = held_out_positions(split, "class-interleaved")  # type: ignore[arg-type]
+    if not 1 <= n <= positions.numel():
+        raise ValueError(f"--data: {name}{STRATIFIED}{n}: N must be in 1..{positions.numel()}")
+    chosen = positions[:n].sort().values
+    held = mnist("held-out")[0]
+    return held[chosen].clone(), [f"{int(p):05d}" for p in chosen]
 
 
 class UnreadableImage(ValueError):
@@ -319,7 +353,8 @@ def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report:
     """The image set ``data`` names: a shipped set (`SHIPPED_SETS`), a folder, a ``datasets`` folder, or one image file.
 
     Args:
-        data: a shipped set (``"mnist-test"``, ``"mnist-validation"``, ``"mnist-held-out"``), a folder of images, a folder written by ``datasets``'
+        data: a shipped set (``"mnist-test"``, ``"mnist-validation"``, ``"mnist-held-out"``, or its class-stratified
+            subset ``"mnist-test:stratified-16"``, `stratified_set`), a folder of images, a folder written by ``datasets``'
             ``save_to_disk`` (`HFImages`), or a single image file (its folder is not scanned).
         resolution: ``(C, H, W)`` of the model's pixels.
         report: receives one line per skipped (corrupt) file of a folder.
@@ -335,6 +370,12 @@ def open_images(data: str | os.PathLike[str], resolution: Sequence[int], report:
     text = os.fspath(data)
     if text in SHIPPED_SETS:
         images, ids = SHIPPED_SETS[text]()
+        return TensorImages(images, res, text, ids)  # type: ignore[arg-type]
+    if STRATIFIED in text and text.split(STRATIFIED)[0] in SHIPPED_SETS:
+        base, _, count = text.partition(STRATIFIED)
+        if not count.isdigit():
+            raise ValueError(f"--data: {text}: expected {base}{STRATIFIED}N with N a whole number")
+        images, ids = stratified_set(base, int(count))
         return TensorImages(images, res, text, ids)  # type: ignore[arg-type]
     path = Path(text)
     if path.is_dir() and _is_hf_dataset(path):
