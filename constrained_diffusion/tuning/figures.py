@@ -7,6 +7,7 @@ matplotlib's Agg backend and written to a file; the format follows the suffix.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,55 @@ def importance_panel(studies: dict[str, Any], path: str | Path, title: str = "")
     ax.set_xlim(0, 1)
     ax.grid(axis="x", alpha=0.3)
     return _save(ax, Path(path), title)
+
+
+def pareto_figure(results: Mapping[str, Any], path: str | Path) -> Path:
+    """PSNR against seconds per image and against peak memory per image, one row of two panels per (model, task).
+
+    Each point is one (method, steps) run of the study (its tuning's steps, its steps at the
+    reference's NFE + NBE, its steps at the reference's time); a method keeps its colour, the
+    budget its marker, and a grey line joins the Pareto set (`constrained_diffusion.tuning.report.pareto`).
+
+    Args:
+        results: what `constrained_diffusion.tuning.study.TuningStudy.score` returns.
+        path: the PNG (or SVG) to write, through `constrained_diffusion.utils.safe_io.save_figure`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from constrained_diffusion.tuning.report import BUDGET_NAMES, pareto
+    from constrained_diffusion.tuning.study import BUDGETS
+
+    pairs = results["pairs"]
+    methods = list(dict.fromkeys(m for pair in pairs for m in pair["methods"]))
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
+    markers = {"equal_steps": "o", "equal_evals": "s", "equal_time": "^"}
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.6 * len(pairs)), squeeze=False)
+    for row, pair in zip(axes, pairs):
+        for ax, cost, label in ((row[0], "seconds", "seconds per image"), (row[1], "peak_mb_per_image", "peak MB per image")):
+            points = []
+            for m, r in pair["methods"].items():
+                for b in BUDGETS:
+                    s = r[b]
+                    ax.scatter(s[cost], s["psnr"], color=colours[m], marker=markers[b], s=28, zorder=3)
+                    points.append((f"{m}@{s['steps']}", float(s[cost]), float(s["psnr"])))
+            front = set(pareto(points))
+            line = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
+            ax.plot([p[1] for p in line], [p[2] for p in line], color="0.6", lw=1, zorder=2)
+            for p in line:
+                ax.annotate(p[0], (p[1], p[2]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if cost == "seconds":
+                ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("PSNR (dB)")
+            ax.set_title(f"{pair['model']}, {pair['task']}", fontsize=9)
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in methods]
+    handles += [plt.Line2D([], [], color="k", marker=markers[b], ls="", label=BUDGET_NAMES[b]) for b in BUDGETS]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.06 / len(pairs), 1, 1))
+    out = save_figure(path, fig, dpi=90)
+    plt.close(fig)
+    return out

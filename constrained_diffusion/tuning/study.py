@@ -2,29 +2,43 @@
 
 ``constrained-diffusion tune-study`` runs, for every (model, task, method):
 
-1. **tune** — a `Tuner` study on ``mnist-validation`` with the same number of finished trials
-   (``trials``; complete, pruned and failed all count, so a method whose settings often fail
-   pays for it), the same images per trial and the same denoising steps. Studies share one
-   storage; a rerun continues each study to ``trials``, and several processes started on the
-   same storage share the work (Optuna's ``MaxTrialsCallback`` stops them together);
-2. **equal steps** — each method with its best setting on the first ``test_limit`` images of
-   ``mnist-test`` (never seen in tuning) at the tuning's step count, through the evaluation
-   harness (records, resume);
-3. **equal time** — each method again, with its denoising steps scaled so that its seconds
-   per image match inexact Newton's at equal steps (``steps x t_IN / t_method``, from the
-   equal-steps records, capped at ``max_steps``), its tuned setting otherwise unchanged;
+0. **does it apply** — each method runs two steps on one digit of the task; a method that
+   refuses the task's constraint or the model (RePaint on super-resolution, say) is left out
+   of that (model, task) and listed with its reason;
+1. **tune** — a `Tuner` study on a **class-stratified** subset of ``mnist-validation``
+   (``mnist-validation:stratified-L``: ``L // 10`` digits of every class,
+   `constrained_diffusion.data.images.stratified_set`) brought to the same number of
+   **complete** trials (``trials``; pruned and failed trials do not count, so every method
+   gets as many fully scored settings; a study stops anyway after ``max_finished_factor x
+   trials`` finished trials and the table says so), the same images per trial and the same
+   denoising steps. Studies share one storage; a rerun continues each study, and several
+   processes started on the same storage share the work;
+2. **equal steps** — each method with its best setting on a class-stratified subset of
+   ``mnist-test`` (``test_limit`` digits, never seen in tuning) at the tuning's step count,
+   through the evaluation harness (records, resume);
+3. **equal network evaluations** — each method again, its steps scaled so that its forward
+   plus backward network evaluations per image (NFE + NBE) match the reference method's at
+   equal steps (``steps x E_ref / E_method``, capped at ``max_steps``); the table shows the
+   evaluations each method then used;
+4. **equal time** — likewise with the seconds per image (``steps x t_ref / t_method``, median
+   over the test batches);
 
-then writes the table (mean and 95% interval per method, the paired difference to the
-reference method with its interval) and two figures per (model, task): the optimisation
-history of every method and the parameters' importances.
+then writes ``OUT/results.json`` (with every digit's PSNR, so any comparison can be redone),
+``OUT/table.md`` (`constrained_diffusion.tuning.report.table`: mean and 95% interval per
+method and budget, the paired difference to the reference method with its interval), the
+verdict generated from those numbers (`constrained_diffusion.tuning.report.verdict`), the
+history and importance figures per (model, task) and the Pareto figure (PSNR against seconds
+and against peak memory per image, `constrained_diffusion.tuning.figures.pareto_figure`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,19 +46,36 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from constrained_diffusion.configurable import Configurable
-from constrained_diffusion.tuning.tuner import Tuner, import_optuna
+from constrained_diffusion.tuning.tuner import Tuner, count_trials, import_optuna
 from constrained_diffusion.utils.paths import safe_name, under
 from constrained_diffusion.utils.safe_io import write_json, write_text
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 15: 2.131,
        20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 """Student's t quantile t_{0.975, df}; between the listed degrees of freedom the next smaller one is used (wider)."""
+BUDGETS = ("equal_steps", "equal_evals", "equal_time")
+"""The three ways every method is scored: at the tuning's steps, at the reference's NFE + NBE, at its seconds."""
+BASE_METHODS = ("inexact-newton", "gradient-descent", "exact-jvp", "identity", "mpgd", "dps", "secant-newton")
+"""The methods of the first study (the paper's method, its solver swaps, MPGD, DPS)."""
+
+
+def default_methods() -> list[str]:
+    """`BASE_METHODS` and every method of `constrained_diffusion.recipes.METHODS` (DDRM, DDNM, ...).
+
+    Examples:
+        >>> methods = default_methods()
+        >>> methods[0], "ddrm" in methods, "flowchef" in methods
+        ('inexact-newton', True, True)
+    """
+    from constrained_diffusion.recipes import METHODS
+
+    return [*BASE_METHODS, *(r.name for r in METHODS if r.name not in BASE_METHODS)]
 
 
 def t95(df: int) -> float:
     """The two-sided 95% Student-t quantile for ``df`` degrees of freedom (1.96 beyond 120).
 
-    Example:
+    Examples:
         >>> t95(9), t95(25), t95(1000)
         (2.262, 2.086, 1.96)
     """
@@ -58,7 +89,7 @@ def t95(df: int) -> float:
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval (``nan`` with one value).
 
-    Example:
+    Examples:
         >>> m, h = mean_ci([1.0, 2.0, 3.0])
         >>> m, round(h, 3)
         (2.0, 2.484)
@@ -78,19 +109,20 @@ class StudyConfig(BaseModel):
 
     models: list[str] = Field(default_factory=lambda: ["mnist-ddpm", "mnist-flow"], min_length=1)
     tasks: list[str] = Field(default_factory=lambda: ["box", "free-form", "sr4"], min_length=1)
-    methods: list[str] = Field(default_factory=lambda: ["inexact-newton", "gradient-descent", "exact-jvp", "identity", "mpgd",
-                                                        "dps", "secant-newton"], min_length=1)
+    methods: list[str] = Field(default_factory=default_methods, min_length=1)
     reference: str = Field("inexact-newton", description="the method the paired differences are taken against")
-    versus: str = Field("gradient-descent", description="the method the verdict compares the reference with")
-    trials: int = Field(30, ge=1, description="finished trials per study (complete + pruned + failed)")
-    limit: int = Field(8, ge=1, description="validation images per trial")
-    batch_size: int = Field(4, ge=1, description="images per batch in tuning (the pruner looks after each)")
+    versus: str = Field("gradient-descent", description="the method the shipped tuned settings compare the reference with")
+    trials: int = Field(30, ge=1, description="complete trials per study (pruned and failed trials do not count)")
+    max_finished_factor: int = Field(4, ge=1, description="a study stops after this many x trials finished trials, complete or not")
+    limit: int = Field(10, ge=1, description="validation images per trial (class-stratified)")
+    batch_size: int = Field(5, ge=1, description="images per batch in tuning (the pruner looks after each)")
     steps: int = Field(10, ge=1, description="denoising steps of every method in tuning and at equal steps")
     data: str = "mnist-validation"
     test_data: str = "mnist-test"
-    test_limit: int = Field(32, ge=2, description="test images scored per method (the first of the set by id)")
-    test_batch_size: int = Field(16, ge=1, description="test images per batch (equal time uses the median seconds over batches)")
-    max_steps: int = Field(200, ge=1, description="most denoising steps a method gets at equal time")
+    test_limit: int = Field(50, ge=2, description="test images scored per method (class-stratified)")
+    test_batch_size: int = Field(10, ge=1, description="test images per batch (equal time uses the median seconds over batches)")
+    stratify: bool = Field(True, description="class-stratified subsets of the shipped MNIST sets (False: the first N by id, class order)")
+    max_steps: int = Field(200, ge=1, description="most denoising steps a method gets at equal evaluations or equal time")
     metric: str = "psnr"
     storage: str = "sqlite:///runs/tuning/study.db"
     out: Path = Path("runs/tuning")
@@ -100,29 +132,91 @@ class StudyConfig(BaseModel):
     quiet: bool = False
 
 
+def _shipped(data: str) -> bool:
+    from constrained_diffusion.data.images import SHIPPED_SETS
+
+    return data in SHIPPED_SETS and data.startswith("mnist-")
+
+
 class TuningStudy(Configurable):
     """The fair comparison (see the module docstring): ``TuningStudy(**options).run()``."""
 
     Config = StudyConfig
 
+    # -- the image sets ------------------------------------------------------------------------
+    @property
+    def tuning_data(self) -> str:
+        """The tuning images: ``DATA:stratified-LIMIT`` for a shipped MNIST set (with ``stratify``), else ``DATA``."""
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        return f"{cfg.data}:stratified-{cfg.limit}" if cfg.stratify and _shipped(cfg.data) else cfg.data
+
+    @property
+    def scoring_data(self) -> str:
+        """The test images: ``TEST_DATA:stratified-TEST_LIMIT`` for a shipped MNIST set (with ``stratify``), else ``TEST_DATA``."""
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        return f"{cfg.test_data}:stratified-{cfg.test_limit}" if cfg.stratify and _shipped(cfg.test_data) else cfg.test_data
+
     def tuner(self, model: str, task: str, method: str, trials: int = 1) -> Tuner:
         """The `Tuner` of one (model, task, method) study."""
         cfg: StudyConfig = self.config  # type: ignore[assignment]
         set_: dict[str, Any] = {"task.hole_ratio": 0.3} if task == "free-form" else {}
-        return Tuner(model=model, data=cfg.data, task=task, method=method, trials=trials, limit=cfg.limit, steps=cfg.steps,
+        return Tuner(model=model, data=self.tuning_data, task=task, method=method, trials=trials, limit=cfg.limit, steps=cfg.steps,
                      metric=cfg.metric, storage=cfg.storage, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device,
                      set=set_, quiet=True)
 
     def check(self) -> None:
         """Every study's options (methods, tasks, metric, storage) before any work."""
         cfg: StudyConfig = self.config  # type: ignore[assignment]
-        for name in (cfg.reference, cfg.versus):
+        if len(set(cfg.methods)) != len(cfg.methods):
+            raise ValueError(f"--methods: {' '.join(cfg.methods)} names a method twice")
+        for name in (cfg.reference,):
             if name not in cfg.methods:
-                raise ValueError(f"--reference/--versus: {name!r} is not one of --methods ({', '.join(cfg.methods)})")
+                raise ValueError(f"--reference: {name!r} is not one of --methods ({', '.join(cfg.methods)})")
         for model in cfg.models:
             for task in cfg.tasks:
                 for method in cfg.methods:
                     self.tuner(model, task, method).check()
+
+    def applies(self, model: str, task: str, method: str) -> str | None:
+        """``None`` when ``method`` runs on ``model`` and ``task``, else why not (it refused two steps on one digit)."""
+        import torch
+
+        from constrained_diffusion.data.images import open_images
+        from constrained_diffusion.evaluation.harness import make_problem, pixel_resolution, sample_batch
+        from constrained_diffusion.recipes.overrides import resolve_recipe
+
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        cache = self.__dict__.setdefault("_probe", {})
+        if model not in cache:
+            from constrained_diffusion.models.loading import load
+
+            den = load(model, cfg.device, "float32")
+            images = open_images(self.tuning_data, pixel_resolution(den), report=lambda line: None)
+            cache[model] = (den, images.load(0)[None], images.ids[:1])
+        den, truth, ids = cache[model]
+        options = {"hole_ratio": 0.3} if task == "free-form" else {}
+        problem = make_problem(task, truth.to(cfg.device), ids, cfg.seed, 0.0, options, None)
+        try:
+            sample_batch(den, resolve_recipe(method, {"steps": 2}), problem.constraint, list(ids), cfg.seed, cfg.device)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except torch.OutOfMemoryError:  # pragma: no cover - a GPU's
+            return None
+        return None
+
+    def applicable(self, model: str, task: str) -> tuple[list[str], dict[str, str]]:
+        """The methods that run on ``(model, task)``, and the others with their reason."""
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        ok, skipped = [], {}
+        for method in cfg.methods:
+            why = self.applies(model, task, method)
+            if why is None:
+                ok.append(method)
+            else:
+                skipped[method] = why
+        if cfg.reference not in ok:
+            raise ValueError(f"--reference {cfg.reference} does not run on {model} / {task}: {skipped[cfg.reference]}")
+        return ok, skipped
 
     def run(self, log: Callable[[str], object] | None = None) -> dict[str, Any]:
         """Tune what is missing, score, write ``OUT/table.md``, ``OUT/results.json`` and the figures; returns the results."""
@@ -137,22 +231,24 @@ class TuningStudy(Configurable):
 
     # -- 1. tuning ----------------------------------------------------------------------------
     def tune(self, say: Callable[[str], object]) -> None:
-        """Bring every study to ``trials`` finished trials (shared with any other process on the storage)."""
+        """Bring every study to ``trials`` complete trials (shared with any other process on the storage)."""
         cfg: StudyConfig = self.config  # type: ignore[assignment]
-        optuna = import_optuna()
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        import_optuna()
+        cap = cfg.max_finished_factor * cfg.trials
         for model in cfg.models:
             for task in cfg.tasks:
-                for method in cfg.methods:
-                    probe = self.tuner(model, task, method)
-                    study = probe.open()
-                    done = sum(t.state in finished for t in study.trials)
-                    if done >= cfg.trials:
+                methods, skipped = self.applicable(model, task)
+                for method, why in skipped.items():
+                    say(f"skip {model} {task} {method}: {why}")
+                for method in methods:
+                    done = count_trials(self.tuner(model, task, method).open())
+                    if done["complete"] >= cfg.trials or done["finished"] >= cap:
                         continue
-                    say(f"tune {model} {task} {method}: {done} -> {cfg.trials} trials")
-                    self.tuner(model, task, method).run(log=lambda line: None, total=cfg.trials)
+                    say(f"tune {model} {task} {method}: {done['complete']} -> {cfg.trials} complete trials "
+                        f"({done['finished']} finished so far, at most {cap})")
+                    self.tuner(model, task, method).run(log=lambda line: None, complete=cfg.trials, max_finished=cap)
 
-    # -- 2, 3. scoring -----------------------------------------------------------------------
+    # -- 2, 3, 4. scoring ----------------------------------------------------------------------
     def best(self, model: str, task: str, method: str) -> tuple[dict[str, Any], Any]:
         """The best overrides of a study and the study."""
         tuner = self.tuner(model, task, method)
@@ -166,7 +262,7 @@ class TuningStudy(Configurable):
 
         cfg: StudyConfig = self.config  # type: ignore[assignment]
         set_ = {"task.hole_ratio": 0.3} if task == "free-form" else {}
-        run = Evaluation(model=model, data=cfg.test_data, task=task, method=methods, out=out, limit=cfg.test_limit,
+        run = Evaluation(model=model, data=self.scoring_data, task=task, method=methods, out=out, limit=cfg.test_limit,
                          batch_size=cfg.test_batch_size, set=set_, metrics=["psnr", "ssim"], seed=cfg.seed, device=cfg.device,
                          quiet=True)
         run.run(log=lambda line: None)
@@ -174,41 +270,65 @@ class TuningStudy(Configurable):
         # the folder may hold more: records of a run with a larger --test-limit, or of an earlier best setting
         resolution = tuple(records[0]["resolution"]) if records else None
         settings = {m.settings for m in run._methods(resolution, "")[0]}
-        ids = set(open_images(cfg.test_data, resolution).ids[: cfg.test_limit]) if resolution is not None else set()
+        ids = set(open_images(self.scoring_data, resolution).ids[: cfg.test_limit]) if resolution is not None else set()
         return [r for r in records if r["settings"] in settings and r["image"] in ids]
 
     def score(self, say: Callable[[str], object]) -> dict[str, Any]:
-        """Equal steps, then equal time, on the test images; the table and figures."""
+        """Equal steps, equal network evaluations and equal time on the test images; the table, verdict and figures."""
+        from constrained_diffusion.tuning.figures import pareto_figure
+        from constrained_diffusion.tuning.report import table, verdict
+
         cfg: StudyConfig = self.config  # type: ignore[assignment]
-        results: dict[str, Any] = {"config": json.loads(cfg.model_dump_json()), "pairs": []}
+        started = time.time()
+        results: dict[str, Any] = {"config": json.loads(cfg.model_dump_json()), "tuning_data": self.tuning_data,
+                                   "scoring_data": self.scoring_data, "pairs": []}
         for model in cfg.models:
             for task in cfg.tasks:
-                best = {m: self.best(model, task, m) for m in cfg.methods}
+                methods, skipped = self.applicable(model, task)
+                best = {m: self.best(model, task, m) for m in methods}
                 specs = [{"name": m, "set": {k: list(v) if isinstance(v, tuple) else v for k, v in o.items()}, "label": m}
                          for m, (o, _) in best.items()]
                 base = self.score_folder(model, task)
                 say(f"score {model} {task}: equal steps ({cfg.steps})")
-                eq_steps = self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": cfg.steps}} for s in specs],
-                                          base / "equal-steps")
-                seconds = {m: _median([r["seconds"] for r in eq_steps if r["method"] == m]) for m in cfg.methods}  # per batch: robust to a slow one
-                steps_at = {m: max(1, min(cfg.max_steps, round(cfg.steps * seconds[cfg.reference] / seconds[m])))
-                            for m in cfg.methods}
-                say(f"score {model} {task}: equal time (steps {steps_at})")
-                eq_time = self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": steps_at[s["name"]]}} for s in specs],
-                                         base / "equal-time")
-                pair = {"model": model, "task": task, "methods": {}}
+                runs = {"equal_steps": self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": cfg.steps}} for s in specs],
+                                                      base / "equal-steps")}
+                eq = runs["equal_steps"]
+                seconds = {m: _median([r["seconds"] for r in eq if r["method"] == m]) for m in methods}  # per batch: robust to a slow one
+                evals = {m: _median([r["nfe"] + r["nbe"] for r in eq if r["method"] == m]) for m in methods}
+                steps_at = {
+                    "equal_steps": {m: cfg.steps for m in methods},
+                    "equal_evals": {m: _scaled(cfg.steps, evals[cfg.reference], evals[m], cfg.max_steps) for m in methods},
+                    "equal_time": {m: _scaled(cfg.steps, seconds[cfg.reference], seconds[m], cfg.max_steps) for m in methods}}
+                for budget, folder in (("equal_evals", "equal-evals"), ("equal_time", "equal-time")):
+                    say(f"score {model} {task}: {budget.replace('_', ' ')} (steps {steps_at[budget]})")
+                    runs[budget] = self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": steps_at[budget][s["name"]]}}
+                                                                for s in specs], base / folder)
+                    if budget == "equal_evals":  # a method's evaluations need not be proportional to its steps: one affine correction
+                        got = {m: _median([r["nfe"] + r["nbe"] for r in runs[budget] if r["method"] == m]) for m in methods}
+                        again = {m: _affine_steps((cfg.steps, evals[m]), (steps_at[budget][m], got[m]), evals[cfg.reference], cfg.max_steps)
+                                 for m in methods}
+                        if any(again[m] != steps_at[budget][m] for m in methods):
+                            steps_at[budget] = again
+                            say(f"score {model} {task}: equal evals, corrected (steps {again})")
+                            runs[budget] = self._evaluate(model, task, [{**s, "set": {**s["set"], "steps": again[s["name"]]}}
+                                                                        for s in specs], base / folder)
+                pair: dict[str, Any] = {"model": model, "task": task, "methods": {}, "skipped": skipped}
                 for m, (overrides, study) in best.items():
-                    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
-                    top = max(trials, key=lambda t: t.value) if study.direction.name == "MAXIMIZE" else min(trials, key=lambda t: t.value)
+                    top = _top(study)
+                    counts = count_trials(study)
                     pair["methods"][m] = {
-                        "overrides": overrides, "validation": top.value, "trials": len(study.trials),
-                        "complete": len(trials),
-                        "equal_steps": _stats(eq_steps, m, cfg.reference), "equal_time": _stats(eq_time, m, cfg.reference),
-                        "steps_at_equal_time": steps_at[m]}
+                        "overrides": overrides, "validation": top.value, "trials": counts["finished"],
+                        "complete": counts["complete"], "pruned": counts["pruned"], "failed": counts["fail"],
+                        **{b: _stats(runs[b], m, cfg.reference) for b in BUDGETS},
+                        "steps_at_equal_time": steps_at["equal_time"][m], "steps_at_equal_evals": steps_at["equal_evals"][m]}
                 results["pairs"].append(pair)
                 self.figures(model, task, {m: s for m, (_, s) in best.items()})
+        results["machine"] = _machine(cfg.device)
+        results["score_seconds"] = round(time.time() - started, 1)
         write_json(cfg.out / "results.json", results, default=str)
         write_text(cfg.out / "table.md", table(results))
+        write_text(cfg.out / "verdict.md", verdict(results))
+        pareto_figure(results, cfg.out / "figures" / "pareto.png")
         return results
 
     def score_folder(self, model: str, task: str) -> Path:
@@ -233,11 +353,61 @@ class TuningStudy(Configurable):
         return [history_panel(studies, history, title), importance_panel(studies, importance, title)]
 
 
+def _scaled(steps: int, reference: float, mine: float, most: int) -> int:
+    """``steps x reference / mine``, rounded, in ``[1, most]`` (``steps`` when either cost is not a positive number).
+
+    Examples:
+        >>> _scaled(10, 90.0, 30.0, 200), _scaled(10, 90.0, 110.0, 200), _scaled(10, 1.0, 0.001, 200)
+        (30, 8, 200)
+    """
+    if not (mine > 0 and reference > 0 and math.isfinite(mine) and math.isfinite(reference)):
+        return steps
+    return max(1, min(most, round(steps * reference / mine)))
+
+
+def _affine_steps(first: tuple[int, float], second: tuple[int, float], target: float, most: int, tolerance: float = 0.1) -> int:
+    """The steps at which a method's cost reaches ``target``, from two runs ``(steps, cost)`` and a line through them.
+
+    Keeps ``second``'s steps when its cost is within ``tolerance`` of the target or the two runs cannot define a line.
+
+    Examples:
+        >>> _affine_steps((2, 6.0), (6, 26.0), 18.0, 200)  # RePaint: 5 evaluations a step, 4 fewer in all
+        4
+        >>> _affine_steps((2, 2.0), (18, 18.0), 18.0, 200)
+        18
+    """
+    (s0, e0), (s1, e1) = first, second
+    if abs(e1 - target) <= tolerance * target or s1 == s0 or e1 == e0 or not all(map(math.isfinite, (e0, e1, target))):
+        return s1
+    slope = (e1 - e0) / (s1 - s0)
+    if slope <= 0:
+        return s1
+    return max(1, min(most, round(s0 + (target - e0) / slope)))
+
+
+def _top(study: Any) -> Any:
+    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
+    sign = 1 if study.direction.name == "MAXIMIZE" else -1
+    return max(trials, key=lambda t: (sign * t.value, -t.number))
+
+
+def _machine(device: str) -> str:
+    import platform
+
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    return (f"torch {torch.__version__}, {device}, {os.cpu_count()} CPU cores ({platform.machine()}), "
+            f"{threads} thread(s) per process")
+
+
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 def _stats(records: list[dict[str, Any]], method: str, reference: str) -> dict[str, Any]:
+    """One method's scores at one budget: mean and 95% interval of PSNR and SSIM, the paired difference to ``reference``,
+    its cost (NFE, NBE, seconds and peak memory per image, medians over the images) and every digit's PSNR."""
     mine = {r["image"]: r for r in records if r["method"] == method}
     ref = {r["image"]: r for r in records if r["method"] == reference}
     psnr = [r["psnr"] for r in mine.values()]
@@ -246,45 +416,10 @@ def _stats(records: list[dict[str, Any]], method: str, reference: str) -> dict[s
     smean, shalf = mean_ci([r["ssim"] for r in mine.values()])
     dmean, dhalf = mean_ci(diffs) if len(diffs) > 1 and method != reference else (0.0, 0.0)
     any_ = next(iter(mine.values()))
+    nfe = _median([r["nfe"] for r in mine.values()])
+    nbe = _median([r["nbe"] for r in mine.values()])
     return {"n": len(psnr), "psnr": mean, "psnr_ci": half, "ssim": smean, "ssim_ci": shalf, "diff": dmean, "diff_ci": dhalf,
-            "nfe": any_["nfe"], "nbe": any_["nbe"], "steps": any_["steps"],
-            "seconds": _median([r["seconds"] for r in mine.values()]), "peak_mb": _median([r["peak_mb"] for r in mine.values()])}
-
-
-def _fmt_overrides(overrides: dict[str, Any]) -> str:
-    parts = []
-    for k, v in overrides.items():
-        if isinstance(v, (list, tuple)):
-            parts.append(f"{k}=({', '.join(f'{x:.3g}' for x in v)})")
-        elif isinstance(v, float):
-            parts.append(f"{k}={v:.3g}")
-        else:
-            parts.append(f"{k}={v}")
-    return ", ".join(parts)
-
-
-def table(results: dict[str, Any]) -> str:
-    """The study's markdown: one table per (model, task), then the best settings."""
-    from constrained_diffusion.utils.tables import format_table
-
-    cfg = results["config"]
-    ref = cfg["reference"]
-    out = []
-    for pair in results["pairs"]:
-        rows = []
-        for m, r in pair["methods"].items():
-            es, et = r["equal_steps"], r["equal_time"]
-            rows.append([m, f"{r['validation']:.2f}", f"{es['psnr']:.2f} ± {es['psnr_ci']:.2f}", f"{es['ssim']:.3f}",
-                         "—" if m == ref else f"{es['diff']:+.2f} ± {es['diff_ci']:.2f}", f"{es['nfe']}", f"{es['nbe']}",
-                         f"{es['seconds']:.3f}", f"{es.get('peak_mb', float('nan')):.0f}", f"{et['steps']}", f"{et['psnr']:.2f} ± {et['psnr_ci']:.2f}",
-                         "—" if m == ref else f"{et['diff']:+.2f} ± {et['diff_ci']:.2f}"])
-        out.append(f"**{pair['model']}, {pair['task']}**\n\n" + format_table(
-            ["method", "val. PSNR", "PSNR (equal steps)", "SSIM", f"− {ref}", "NFE", "NBE", "s / image", "peak MB",
-             "steps (equal time)", "PSNR (equal time)", f"− {ref}"], rows))
-    settings = []
-    for pair in results["pairs"]:
-        for m, r in pair["methods"].items():
-            settings.append([pair["model"], pair["task"], m, _fmt_overrides(r["overrides"]), f"{r['complete']}/{r['trials']}"])
-    out.append("**Best settings** (complete / finished trials)\n\n" + format_table(["model", "task", "method", "setting", "trials"],
-                                                                                   settings))
-    return "\n\n".join(out) + "\n"
+            "nfe": nfe, "nbe": nbe, "evals": nfe + nbe, "steps": any_["steps"],
+            "seconds": _median([r["seconds"] for r in mine.values()]), "peak_mb": _median([r["peak_mb"] for r in mine.values()]),
+            "peak_mb_per_image": _median([r["peak_mb"] / max(1, int(r.get("batch") or 1)) for r in mine.values()]),
+            "per_image": {i: r["psnr"] for i, r in sorted(mine.items())}}

@@ -269,13 +269,19 @@ class Tuner(Configurable):
                              "give another --study or the same settings")
         return study
 
-    def run(self, log: Callable[[str], object] | None = None, total: int | None = None) -> dict[str, Any]:
+    def run(self, log: Callable[[str], object] | None = None, total: int | None = None, complete: int | None = None,
+            max_finished: int | None = None) -> dict[str, Any]:
         """Check, load the model and images, add ``trials`` trials, write ``out_config``; returns `summary`.
 
         Args:
             log: receives the summary lines (default: stderr).
             total: instead of adding ``trials``, stop once the study has this many finished
                 (complete, pruned or failed) trials, counting those of every process sharing it.
+            complete: instead of adding ``trials``, stop once the study has this many
+                **complete** trials (pruned and failed ones do not count), counting those of
+                every process sharing it; the fair budget of ``tune-study``.
+            max_finished: with ``complete``, also stop once the study has this many finished
+                trials (a method whose settings mostly fail cannot run forever).
 
         Raises:
             ValueError: a bad option, storage, model or image set, before any sampling.
@@ -299,15 +305,21 @@ class Tuner(Configurable):
 
         callbacks: list[Any] = [tick]
         n_trials: int | None = cfg.trials
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
         if total is not None:
-            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-            left = total - sum(t.state in states for t in study.trials)
+            left = total - sum(t.state in finished for t in study.trials)
             n_trials = max(0, left)
-            callbacks.append(optuna.study.MaxTrialsCallback(total, states=states))
+            callbacks.append(optuna.study.MaxTrialsCallback(total, states=finished))
             bar.total = n_trials
+        elif complete is not None:
+            done = count_trials(study)
+            cap = max_finished if max_finished is not None else None
+            n_trials = 0 if done["complete"] >= complete or (cap is not None and done["finished"] >= cap) else None
+            callbacks.append(_stop_at(complete, cap))
+            bar.total = max(0, complete - done["complete"])
         try:
             with _quiet_optuna(optuna):
-                if n_trials:
+                if n_trials is None or n_trials:
                     study.optimize(lambda trial: self._objective(trial, problems), n_trials=n_trials, timeout=cfg.timeout,
                                    catch=(ValueError, FloatingPointError, torch.OutOfMemoryError, OutOfMemoryError), callbacks=callbacks)
         finally:
@@ -453,6 +465,26 @@ class Tuner(Configurable):
         if data == cfg.data:
             header += "# NOTE: this scores the images the study was tuned on; give --eval-data for a held-out set\n"
         return write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
+
+
+def count_trials(study: Any) -> dict[str, int]:
+    """The study's trials by state: ``complete``, ``pruned``, ``fail``, ``running`` and ``finished`` (the first three)."""
+    states = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        states[key] = states.get(key, 0) + 1
+    return {**states, "finished": states["complete"] + states["pruned"] + states["fail"]}
+
+
+def _stop_at(complete: int, max_finished: int | None) -> Callable[[Any, Any], None]:
+    """An Optuna callback that stops the study (in every process sharing it) at ``complete`` complete trials, or ``max_finished`` finished ones."""
+
+    def callback(study: Any, trial: Any) -> None:
+        done = count_trials(study)
+        if done["complete"] >= complete or (max_finished is not None and done["finished"] >= max_finished):
+            study.stop()
+
+    return callback
 
 
 def _best(study: Any) -> Any:
