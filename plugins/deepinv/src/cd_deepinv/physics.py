@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from constrained_diffusion.constraints.base import Constraint, LinearConstraint, NonlinearConstraint
+from constrained_diffusion.sampling.corrections.operators import SpectralOperator
 
 __all__ = [
     "LinearPhysicsConstraint",
@@ -313,6 +314,25 @@ class LinearPhysicsConstraint(PhysicsConstraint, LinearConstraint):
         """``y - A x0`` in ``[-1, 1]`` units, shape of ``y`` broadcast to the batch."""
         self._convert_y(tuple(x0.shape[1:]))
         return super().measurement_residual(x0)
+
+    def svd(self) -> SpectralOperator:
+        """``A = U diag(mask) V^T`` for a ``deepinv.physics.DecomposablePhysics``, for DDRM, DDNM, ΠGDM and DiffPIR.
+
+        Returns a `cd_deepinv.spectral.PhysicsSpectralOperator` on the constraint's ``y`` (in
+        ``[-1, 1]`` units; with ``physics_range="[0,1]"`` after `validate`, which converts it).
+
+        Raises:
+            TypeError: the physics is not decomposable (no closed-form SVD: blur, downsampling, MRI, ...).
+            ValueError: ``physics_range="[0,1]"`` before `validate` fixed the converted ``y``.
+        """
+        from cd_deepinv.spectral import PhysicsSpectralOperator
+
+        if not isinstance(self.physics, deepinv.physics.DecomposablePhysics):
+            raise TypeError(f"the SVD methods (DDRM, DDNM, PiGDM, DiffPIR) need a deepinv.physics.DecomposablePhysics "
+                            f"(A = U diag(mask) V^T: Inpainting, Denoising, Decolorize, ...); {type(self.physics).__name__} is not one")
+        if self.physics_range == "[0,1]" and self._offset_shape is None:
+            raise ValueError("call validate(sample_shape) before svd() with physics_range='[0,1]' (it converts y to [-1, 1] units)")
+        return PhysicsSpectralOperator(self.physics, self.y)
 
     def validate(self, sample_shape: tuple[int, ...]) -> None:
         """Check that ``A`` maps ``(1, *sample_shape)`` to the shape of ``y`` and ``A^T`` maps back.
