@@ -232,13 +232,13 @@ def test_out_of_memory_in_train_names_the_step(tmp_path, capsys, monkeypatch):
 
 
 def test_out_of_memory_on_the_cpu_is_a_failed_trial_in_tune(tmp_path, monkeypatch):
-    import constrained_diffusion.evaluation.harness as harness
+    import constrained_diffusion.tuning.tuner as tuner_module
     from constrained_diffusion.tuning.tuner import Tuner
 
     def oom(*args, **kwargs):
         raise RuntimeError(_CPU_OOM)
 
-    monkeypatch.setattr(harness, "sample_batch", oom)
+    monkeypatch.setattr(tuner_module, "sample_batch", oom)  # where tune looks it up (evaluation.batch.sample_batch)
     tuner = Tuner(model="mnist-ddpm", data="mnist-validation", task="box", method="inexact-newton", trials=2, limit=2,
                   steps=1, storage=f"sqlite:///{tmp_path / 'db.sqlite'}", quiet=True)
     tuner.run(log=lambda _: None)

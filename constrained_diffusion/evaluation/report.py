@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from constrained_diffusion.evaluation.records import image_file, record_file, run_records, settings_hash
 from constrained_diffusion.evaluation.scores import DATASET, HIGHER_IS_BETTER, PER_IMAGE, dataset_scores
-from constrained_diffusion.utils.jsonl_store import JsonlStore
 from constrained_diffusion.utils.paths import under
 from constrained_diffusion.utils.safe_io import write_bytes, write_json, write_text
 
@@ -33,7 +33,7 @@ REPORTS = "reports"
 def mean_interval(values: Sequence[float]) -> tuple[float, float]:
     """The mean and the half-width of its 95% interval, ``1.96 s / sqrt(n)`` (0 for one value).
 
-    Example:
+    Examples:
         >>> mean, half = mean_interval([1.0, 2.0, 3.0])  # s = 1, n = 3
         >>> mean, round(half, 4)
         (2.0, 1.1316)
@@ -147,12 +147,9 @@ def pareto(rows: list[dict[str, Any]], metric: str, path: Path) -> Path:
 def write_report(cfg: Any, methods: Sequence[Any], ids: Sequence[str], images: Any, resolution: Sequence[int],
                  say: Callable[[str], object]) -> dict[str, Any]:
     """Read ``records.jsonl``, keep this run's records, compute FID/KID, write every report file; returns the summary."""
-    from constrained_diffusion.evaluation.harness import KEY_FIELDS, RECORDS, image_file, record_file, settings_hash
-
     out = Path(cfg.out)
     wanted = {(m.label, m.settings) for m in methods}
-    idset = set(ids)
-    records = [r for r in JsonlStore(out / RECORDS, KEY_FIELDS) if (r["method"], r["settings"]) in wanted and r["image"] in idset]
+    records = run_records(out, methods, ids)
     files = {(r["method"], r["image"]): record_file(out, r) for r in records}  # exactly the images of these records
     observation = {m.label: m.observation for m in methods}
     for r in records:

@@ -38,9 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.errors import OutOfMemoryError, is_out_of_memory, out_of_memory
+from constrained_diffusion.evaluation.batch import sample_batch
+from constrained_diffusion.evaluation.image_tasks import check_task, image_seed
+from constrained_diffusion.evaluation.problems import TaskSpec, load_denoiser, open_set, pixel_resolution, problem_batches
+from constrained_diffusion.evaluation.prompts import check_prompts
+from constrained_diffusion.evaluation.scores import DATASET, HIGHER_IS_BETTER, PER_IMAGE, PerImage, check_metrics
 from constrained_diffusion.recipes.overrides import join_pairs, resolve_recipe, split_set
 from constrained_diffusion.space import Choice, Float, Int, SearchSpace
 from constrained_diffusion.tuning.space import method_space
+from constrained_diffusion.utils.paths import safe_name
 from constrained_diffusion.utils.safe_io import write_text
 
 DEFAULT_STORAGE = "sqlite:///tune.db"
@@ -167,8 +173,6 @@ def _seeded_tpe(optuna: Any, seed: int, **options: Any) -> Any:
         """
 
         def before_trial(self, study: Any, trial: Any) -> None:
-            from constrained_diffusion.evaluation.image_tasks import image_seed
-
             s = image_seed(seed, str(trial.number), "tpe") % (2**32)
             for holder in (getattr(self, "_rng", None), getattr(getattr(self, "_random_sampler", None), "_rng", None)):
                 if holder is not None and hasattr(holder, "rng"):
@@ -188,7 +192,7 @@ def default_study_name(cfg: TuneConfig) -> str:
 class Tuner(Configurable):
     """One ``tune`` run (see the module docstring): ``Tuner(**options).run()`` returns the study's summary.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     db = f"sqlite:///{pathlib.Path(tmp) / 'tune.db'}"
@@ -212,8 +216,6 @@ class Tuner(Configurable):
 
     def check(self) -> None:
         """Every bad option as a one-line ``ValueError`` naming the flag, before any model is loaded."""
-        from constrained_diffusion.evaluation.image_tasks import check_task
-        from constrained_diffusion.evaluation.scores import DATASET, PER_IMAGE, check_metrics
         from constrained_diffusion.models.loading import parse_dtype
 
         cfg: TuneConfig = self.config  # type: ignore[assignment]
@@ -248,8 +250,6 @@ class Tuner(Configurable):
     # -- the study ----------------------------------------------------------------------------
     def open(self) -> Any:
         """The study (created, or loaded to continue it); refuses one made for other settings."""
-        from constrained_diffusion.evaluation.scores import HIGHER_IS_BETTER
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         optuna = import_optuna()
         storage = open_storage(cfg.storage)
@@ -334,35 +334,16 @@ class Tuner(Configurable):
 
     def _problems(self) -> list[tuple[list[str], torch.Tensor, Any]]:
         """``(ids, truth, constraint)`` per batch of the first ``limit`` images: the same in every trial."""
-        from constrained_diffusion.data.images import load_available, open_images
-        from constrained_diffusion.denoisers import Denoiser
-        from constrained_diffusion.evaluation.harness import pixel_resolution
-        from constrained_diffusion.evaluation.image_tasks import make_problem
-        from constrained_diffusion.models.loading import load
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
-        model = load(cfg.model, cfg.device, cfg.dtype)
-        if not isinstance(model, Denoiser):
-            raise ValueError(f"--model: {cfg.model!r} is not a diffusion or flow model ({type(model).__name__})")
-        if cfg.prompt is not None and not hasattr(model, "condition"):
-            raise ValueError(f"--prompt: the model {cfg.model!r} takes no text")
+        model = load_denoiser(cfg.model, cfg.device, cfg.dtype)
+        check_prompts(model, cfg.model, [], prompt=cfg.prompt)
         self._model = model
-        images = open_images(cfg.data, pixel_resolution(model), report=lambda line: None)
-        ids = list(images.ids[: cfg.limit])
+        images, ids = open_set(cfg.data, pixel_resolution(model), cfg.limit)
         _, _, task_options = split_set(cfg.set)
-        batches = []
-        for start in range(0, len(ids), cfg.batch_size):
-            truth, chunk = load_available(images, ids[start:start + cfg.batch_size])  # an unreadable file is left out
-            if truth is None:
-                continue
-            problem = make_problem(cfg.task, truth.to(cfg.device), chunk, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
-            batches.append((chunk, truth, problem.constraint))
-        return batches
+        spec = TaskSpec(cfg.task, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
+        return [(chunk, truth, problem.constraint) for chunk, truth, problem in problem_batches(images, ids, cfg.batch_size, spec, cfg.device)]
 
     def _objective(self, trial: Any, problems: list[tuple[list[str], torch.Tensor, Any]]) -> float:
-        from constrained_diffusion.evaluation.harness import sample_batch
-        from constrained_diffusion.evaluation.scores import PerImage
-
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         optuna = import_optuna()
         values = self.space().suggest(trial)
@@ -438,8 +419,6 @@ class Tuner(Configurable):
     def write_config(self, study: Any, path: Path) -> Path:
         """The best trial as an ``evaluate --config`` YAML file at ``path``; returns it."""
         import yaml
-
-        from constrained_diffusion.evaluation.harness import safe_name
 
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         best = _best(study)
