@@ -5,7 +5,7 @@ attribute ``Config``; `Configurable.__init__` validates the given options agains
 or invalid ones raise `pydantic.ValidationError`, naming the field), keeps the validated model
 as ``self.config`` and sets every option as an attribute. ``__repr__`` prints the options.
 
-Example:
+Examples:
     >>> from pydantic import BaseModel, Field
     >>> class Blur(Configurable):
     ...     class Config(BaseModel):

@@ -34,7 +34,7 @@ def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], n: int, dim: int | N
         Complex tensor of at most ``n`` Ritz values (fewer on an early breakdown, when the
         Krylov space is invariant and the values are exact).
 
-    Example:
+    Examples:
         >>> A = torch.diag(torch.tensor([1.0, -5.0, 2.0], dtype=torch.float64))
         >>> ritz = [round(v.real.item(), 6) for v in arnoldi_eigenvalues(lambda v: A @ v, n=3, v0=torch.ones(3))]
         >>> ritz

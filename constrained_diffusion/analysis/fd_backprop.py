@@ -58,7 +58,7 @@ def unit_probes(sample_shape: Sequence[int], pixel: tuple[int, int], dtype: torc
     Raises:
         ValueError: ``pixel`` outside the ``H x W`` grid (naming ``pixel``).
 
-    Example:
+    Examples:
         >>> probes = unit_probes((2, 3, 3), (1, 2))
         >>> probes.shape, probes.sum().item(), probes[1, 1, 1, 2].item()
         (torch.Size([2, 2, 3, 3]), 2.0, 1.0)
@@ -161,7 +161,7 @@ class FDBackprop(Configurable):
     Cost per time: ``C`` states in one batch — one forward (``x0_hat``), one forward (the
     difference), one dual forward (exact) and one forward and backward with a graph.
 
-    Example:
+    Examples:
         >>> import constrained_diffusion as cd
         >>> model = cd.GaussianDenoiser.smooth((1, 8, 8))
         >>> x0 = model.sample_prior(1, torch.Generator().manual_seed(0))

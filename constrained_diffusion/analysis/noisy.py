@@ -44,7 +44,7 @@ KEY_FIELDS = ("model", "steps", "inner_steps", "seed", "sigma", "method", "tau",
 def digit_indices(n: int, total: int = 500) -> list[int]:
     """``n`` test-set indices spread evenly over the ``total`` digits (the test set is sorted by label).
 
-    Example:
+    Examples:
         >>> digit_indices(4)
         [0, 166, 333, 499]
     """

@@ -59,7 +59,7 @@ def spread_indices(n: int, total: int = 500) -> list[int]:
     Raises:
         ValueError: ``n`` outside ``[1, total]``.
 
-    Example:
+    Examples:
         >>> spread_indices(3)
         [0, 250, 499]
     """
@@ -86,7 +86,7 @@ def make_solver(method: str) -> Any:
 def equal_nfe_steps(method: str, budget: int, inner_steps: int) -> int:
     """Most steps whose worst-case NFE ``steps (1 + K + j K)`` fits in ``budget`` (at least 1).
 
-    Example:
+    Examples:
         >>> equal_nfe_steps("inexact-newton", 150, 5), equal_nfe_steps("identity", 150, 5)
         (13, 25)
     """
@@ -187,7 +187,7 @@ class SecantRow:
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """``(mean, standard error of the mean)``; the error is 0 for fewer than two values.
 
-    Example:
+    Examples:
         >>> mean_se([1.0, 2.0, 3.0])
         (2.0, 0.5773502691896258)
     """

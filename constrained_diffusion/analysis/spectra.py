@@ -78,7 +78,7 @@ def analysis_time(denoiser: Denoiser, t: float) -> Tensor:
         ValueError: ``t`` outside that range or not an integer for a VP model (naming ``times``),
             or a schedule of another kind.
 
-    Example:
+    Examples:
         >>> import constrained_diffusion as cd
         >>> float(analysis_time(cd.models.load("mnist-flow"), 700))
         0.7
@@ -340,7 +340,7 @@ class Spectra(Configurable):
     Cost per time and operator: ``max(iterations)`` products, each one forward (``J``), one
     backward (``J^T``) or both (the two parts), plus one forward with a graph per time.
 
-    Example:
+    Examples:
         >>> import constrained_diffusion as cd
         >>> model = cd.GaussianDenoiser.smooth((1, 8, 8))
         >>> x0 = model.sample_prior(1, torch.Generator().manual_seed(0))

@@ -45,7 +45,7 @@ def check_noise_std(noise_std: float | Tensor | None) -> Tensor | None:
         TypeError: not a number or a tensor.
         ValueError: negative, NaN or infinite values, or a tensor with more than one dimension.
 
-    Example:
+    Examples:
         >>> check_noise_std(0.1)
         tensor([0.1000])
     """

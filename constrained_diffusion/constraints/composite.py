@@ -67,7 +67,7 @@ class Composite(Constraint):
         ValueError: no parts; a weight that is negative or not finite (naming ``weight``); parts
             whose data fix different batch sizes.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import constrained_diffusion as cd
         >>> mask = torch.zeros(1, 1, 4, 4); mask[..., :2, :] = 1

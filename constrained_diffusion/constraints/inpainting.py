@@ -34,7 +34,7 @@ class Inpainting(LinearConstraint):
         ValueError: ``mask`` outside ``[0, 1]`` or not broadcastable to ``y``; NaN/inf in
             either; an invalid ``noise_std``.
 
-    Example:
+    Examples:
         >>> mask = torch.zeros(1, 1, 4, 4); mask[..., 2:, :] = 1      # the bottom half is known
         >>> c = Inpainting(torch.zeros(1, 3, 4, 4), mask, noise_std=0.1)
         >>> c.num_measurements                                        # 8 known pixels x 3 channels

@@ -71,7 +71,7 @@ def get_factory(name: str) -> Factory:
 def load(name: str, /, **kwargs: Any) -> Constraint:
     """Build the constraint registered as ``name`` with keyword arguments.
 
-    Example:
+    Examples:
         >>> import torch, constrained_diffusion as cd
         >>> y = torch.zeros(1, 1, 8, 8); mask = torch.ones(1, 1, 8, 8)
         >>> type(cd.constraints.load("inpainting", y=y, mask=mask)).__name__

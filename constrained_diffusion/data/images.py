@@ -28,7 +28,7 @@ in ``[-1, 1]`` at a requested resolution:
 `open_images` picks one from the ``--data`` argument; `SHIPPED_SETS` lists the named sets;
 `load_available` decodes a batch of ids, skipping (and reporting) the unreadable ones.
 
-Example:
+Examples:
     >>> images = open_images("mnist-held-out", (1, 32, 32))
     >>> len(images), images.ids[:2]
     (500, ['00000', '00001'])

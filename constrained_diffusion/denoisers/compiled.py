@@ -54,7 +54,7 @@ class CompileOptions:
         ValueError: an unknown ``compile_mode``, an empty ``compile_backend``, or either given
             without ``compile=True``, naming the parameter.
 
-    Example:
+    Examples:
         >>> CompileOptions(True, "reduce-overhead").mode
         'reduce-overhead'
         >>> CompileOptions(False, "fast")

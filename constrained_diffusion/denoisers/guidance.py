@@ -27,7 +27,7 @@ def classifier_free_guidance(predict: Callable[[Tensor], Tensor], x: Tensor, sca
     Returns:
         The (guided) output, shape ``(B, ...)`` as ``predict`` returns it.
 
-    Example:
+    Examples:
         >>> net = lambda z: z * torch.tensor([[0.0], [1.0]])  # row 0 unconditional, row 1 conditional
         >>> classifier_free_guidance(net, torch.ones(1, 1), 3.0)
         tensor([[3.]])

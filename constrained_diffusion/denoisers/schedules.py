@@ -44,7 +44,7 @@ class TimeGrid:
         alpha: ``(S + 1,)`` float64: ``alpha`` of ``times[0..S-1]``, then of the final point.
         sigma: ``(S + 1,)`` float64, likewise.
 
-    Example:
+    Examples:
         >>> grid = VPSchedule.linear().grid(4)
         >>> len(grid), grid.times.tolist()
         (4, [999, 749, 499, 249])
@@ -156,7 +156,7 @@ class VPSchedule(NoiseSchedule):
         final_alpha_one: if true the last update moves to ``abar = 1`` (a clean sample);
             otherwise to ``abar_0`` (diffusers' ``set_alpha_to_one``).
 
-    Example:
+    Examples:
         >>> VPSchedule.scaled_linear(spacing="leading", offset=1).timesteps(4).tolist()
         [751, 501, 251, 1]
     """
@@ -277,7 +277,7 @@ class FlowSchedule(NoiseSchedule):
         time_scale: the network receives ``s * time_scale`` (``1000`` for diffusers models).
         s_min: smallest grid time before the final update to ``s = 0``.
 
-    Example:
+    Examples:
         >>> grid = FlowSchedule(shift=3.0).grid(4)
         >>> grid.times
         tensor([1.0000, 0.9000, 0.7500, 0.5000], dtype=torch.float64)
@@ -346,7 +346,7 @@ class FlowMatchEulerSchedule(FlowSchedule):
         num_train_timesteps: ``T``; the network receives ``s T`` (see `model_time`).
         base: ``"scheduler"`` or ``"linear"`` (see above).
 
-    Example:
+    Examples:
         >>> sd3 = FlowMatchEulerSchedule(shift=3.0)  # SD3: down to the shifted 1/T
         >>> times = [round(s, 4) for s in sd3.grid(4).times.tolist()]
         >>> times

@@ -17,7 +17,7 @@ def read_digits(images: Tensor, classifier: nn.Module | None = None) -> Tensor:
     Returns:
         ``(B,)`` long tensor of digits, on the CPU.
 
-    Example:
+    Examples:
         >>> from constrained_diffusion.data.mnist import demo_digits
         >>> digits, labels = demo_digits()
         >>> bool((read_digits(digits) == labels).all())

@@ -58,7 +58,7 @@ class Ranks:
     def shard(self, items: Sequence[T]) -> list[T]:
         """``items[rank::world]``: this rank's share, round-robin.
 
-        Example:
+        Examples:
             >>> Ranks(1, 3).shard(list("abcdefg"))
             ['b', 'e']
         """

@@ -74,7 +74,7 @@ def arnoldi(matvec: Callable[[Tensor], Tensor], start: Tensor, n: int) -> Arnold
     Returns:
         An `ArnoldiResult`.
 
-    Example:
+    Examples:
         >>> A = torch.diag(torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64))
         >>> res = arnoldi(lambda v: v @ A.T, torch.ones(1, 3, dtype=torch.float64), n=3)
         >>> ritz = [round(float(r.real), 6) for r in res.ritz_values(0)]
@@ -117,7 +117,7 @@ def largest_eigenvalue(matvec: Callable[[Tensor], Tensor], start: Tensor, n: int
         ``(B,)`` float64: the largest magnitude among each sample's Ritz values (exact when the
         Krylov space became invariant earlier).
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[2.0, 1.0], [0.0, -4.0]], dtype=torch.float64)
         >>> largest_eigenvalue(lambda v: v @ A.T, torch.ones(1, 2, dtype=torch.float64), n=2).tolist()
         [4.0]

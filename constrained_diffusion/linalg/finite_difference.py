@@ -83,7 +83,7 @@ def default_h(dtype: torch.dtype, tf32: bool = False, scale: float | Tensor = 1.
     Returns:
         ``h``: a float, or a tensor of ``scale``'s shape.
 
-    Example:
+    Examples:
         >>> default_h(torch.float32), round(default_h(torch.float16), 4), round(default_h(torch.bfloat16), 4)
         (0.005, 0.1105, 0.3125)
         >>> default_h(torch.float32, floor=H_ENCODER), round(default_h(torch.bfloat16, floor=H_ENCODER), 4)
@@ -211,7 +211,7 @@ def fd_jvp(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor, h: float | None 
     Returns:
         ``J v``, shape ``(B, *out_shape)``, zero for the samples where ``v`` is zero.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
         >>> f = lambda x: x @ A.T
         >>> v = torch.tensor([[1.0, -1.0], [0.0, 0.0]], dtype=torch.float64)

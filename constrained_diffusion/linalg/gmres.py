@@ -101,7 +101,7 @@ def gmres(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int, tol: f
     Returns:
         A `GMRESResult`.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[4.0, 1.0], [2.0, 3.0]], dtype=torch.float64)
         >>> res = gmres(lambda V: V @ A.T, torch.tensor([[1.0, 2.0]], dtype=torch.float64), iterations=2)
         >>> [round(v, 6) for v in res.x[0].tolist()], bool(res.converged[0])

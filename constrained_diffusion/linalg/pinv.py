@@ -26,7 +26,7 @@ def pinv_solve(J: Tensor, b: Tensor, rcond: float | None = None) -> tuple[Tensor
     Returns:
         The solution ``(D,)`` float64 and the number of singular values kept.
 
-    Example:
+    Examples:
         >>> J = torch.diag(torch.tensor([2.0, 1e-20], dtype=torch.float64))
         >>> x, rank = pinv_solve(J, torch.tensor([4.0, 1.0], dtype=torch.float64))
         >>> x.tolist(), rank

@@ -17,7 +17,7 @@ HALF_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16)
 def upcast(x: Tensor) -> Tensor:
     """``x`` in float32 if it is float16 or bfloat16, else unchanged (no copy).
 
-    Example:
+    Examples:
         >>> upcast(torch.ones(2, dtype=torch.bfloat16)).dtype
         torch.float32
         >>> upcast(torch.ones(2, dtype=torch.float64)).dtype

@@ -14,7 +14,7 @@ from torch import Tensor
 def per_sample(v: Tensor, ndim: int) -> Tensor:
     """A ``(B,)`` tensor reshaped to ``(B, 1, ..., 1)`` with ``ndim`` dimensions.
 
-    Example:
+    Examples:
         >>> per_sample(torch.tensor([1.0, 2.0]), 4).shape
         torch.Size([2, 1, 1, 1])
     """
@@ -24,7 +24,7 @@ def per_sample(v: Tensor, ndim: int) -> Tensor:
 def max_abs(x: Tensor) -> Tensor:
     """Per-sample ``||x_i||_inf``, shape ``(B, 1, ..., 1)`` (broadcastable against ``x``).
 
-    Example:
+    Examples:
         >>> max_abs(torch.tensor([[1.0, -3.0], [0.5, 0.25]])).flatten().tolist()
         [3.0, 0.5]
     """
@@ -34,7 +34,7 @@ def max_abs(x: Tensor) -> Tensor:
 def safe_ratio(num: Tensor, den: Tensor) -> Tensor:
     """``num / den`` where ``den > 0``, else ``0``: a zero norm or residual means "no step".
 
-    Example:
+    Examples:
         >>> safe_ratio(torch.tensor([1.0, 1.0]), torch.tensor([4.0, 0.0])).tolist()
         [0.25, 0.0]
     """

@@ -51,7 +51,7 @@ def lstsq_columns(A: Tensor, b: Tensor, rcond: float = 1e-3) -> tuple[Tensor, Te
     Raises:
         ValueError: shapes that do not fit, or ``rcond`` outside ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)  # one column e_1
         >>> c, rho = lstsq_columns(A, torch.tensor([[3.0, 4.0, 0.0]], dtype=torch.float64))
         >>> c.tolist(), rho.tolist()
@@ -93,7 +93,7 @@ def secant_scale(S: Tensor, Y: Tensor) -> Tensor:
     Returns:
         ``(B,)`` float64; 0 for a sample without pairs (or a negative fit).
 
-    Example:
+    Examples:
         >>> S = torch.eye(2, dtype=torch.float64).unsqueeze(0)
         >>> secant_scale(S, 3 * S).tolist()
         [3.0]
@@ -118,7 +118,7 @@ def secant_jvp(S: Tensor, Y: Tensor, v: Tensor, gamma: Tensor | float = 0.0, rco
     Returns:
         ``J_m v`` ``(B, D)`` float64 and ``rho = ||v - S c|| / ||v||`` ``(B,)``.
 
-    Example:
+    Examples:
         >>> M = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
         >>> S = torch.tensor([[[1.0], [1.0]]], dtype=torch.float64)      # one pair, s = (1, 1)
         >>> Jv, rho = secant_jvp(S, M @ S, torch.tensor([[2.0, 2.0]], dtype=torch.float64))
@@ -149,7 +149,7 @@ def secant_inverse(S: Tensor, Y: Tensor, w: Tensor, gamma: Tensor | float = 0.0,
     Returns:
         ``H_m w`` ``(B, D)`` float64 and ``rho = ||w - Y c|| / ||w||`` ``(B,)``.
 
-    Example:
+    Examples:
         >>> M = torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
         >>> S = torch.eye(2, dtype=torch.float64).unsqueeze(0)
         >>> d, rho = secant_inverse(S, M @ S, torch.tensor([[2.0, 2.0]], dtype=torch.float64))

@@ -9,7 +9,7 @@
 * a diffusers folder or a Hub id ``org/name``: its ``model_index.json`` names the pipeline,
   which picks `StableDiffusionDenoiser` or `FlowMatchDenoiser`.
 
-Example:
+Examples:
     >>> import constrained_diffusion as cd
     >>> cd.models.load("mnist-ddpm").sample_shape
     (1, 32, 32)

@@ -82,7 +82,7 @@ class AdaptiveStop(Configurable):
         discrepancy_tau: Morozov's factor ``tau > 0`` of the discrepancy level (default 1; only
             with ``residual_tol="discrepancy"``).
 
-    Example:
+    Examples:
         >>> stop = AdaptiveStop(residual_tol=0.5).start()
         >>> x = torch.zeros(2, 1)
         >>> stop.observe(x, x, torch.tensor([1.0, 0.25])).tolist(), stop.done

@@ -18,7 +18,7 @@ def randn(batch: int, shape: tuple[int, ...], generator: Generator, device: torc
     same samples drawn one at a time. Noise is drawn on the generator's device and moved
     (``non_blocking``: a host generator's noise reaches a GPU without a host synchronisation).
 
-    Example:
+    Examples:
         >>> a = randn(2, (3,), [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)], torch.device("cpu"), torch.float32)
         >>> b = randn(1, (3,), torch.Generator().manual_seed(1), torch.device("cpu"), torch.float32)
         >>> torch.equal(a[1:], b)

@@ -36,7 +36,7 @@ def posterior_noise_scale(beta_t: float, sigma_t: float, sigma_prev: float, eta:
     reference notebooks draw this noise on their 20-step grid (`SamplerConfig.noise`
     ``"one-step-posterior"``). 0 when ``eta = 0`` or ``sigma_prev = 0``.
 
-    Example:
+    Examples:
         >>> round(posterior_noise_scale(0.01, 0.5, 0.4, 1.0), 6)  # sqrt(0.01 * 0.16 / 0.25)
         0.08
     """

@@ -12,7 +12,7 @@ computes is ``direction_kind``, and the work is `Solver.direction`. Registering 
 ``name`` (`constrained_diffusion.solvers.register`) is needed only for configuration files and
 the CLI: the sampler uses any instance as given.
 
-Example:
+Examples:
     >>> import torch
     >>> import constrained_diffusion as cd
     >>> class Scaled(cd.Solver):

@@ -123,7 +123,7 @@ class ExactJVP(Solver):
     Attributes:
         method: ``"forward"`` (default) or ``"double-backward"``.
 
-    Example:
+    Examples:
         >>> ExactJVP("double-backward").requires_graph
         True
     """

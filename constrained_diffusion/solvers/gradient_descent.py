@@ -27,7 +27,7 @@ class GradientDescentConfig(SolverConfig):
 class GradientDescent(Solver):
     """``d = J^T e`` by backpropagation, reusing the sampler's forward pass (which kept a graph).
 
-    Example:
+    Examples:
         >>> GradientDescent()
         GradientDescent()
     """

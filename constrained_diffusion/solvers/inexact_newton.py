@@ -50,7 +50,7 @@ class InexactNewton(Solver):
         h: max-norm of the perturbation ``h' e``; ``None`` (default): `default_h` of the
             denoiser's dtype, TF32 and the state's scale, which is the paper's ``0.005`` in float32.
 
-    Example:
+    Examples:
         >>> InexactNewton(h=0.01)
         InexactNewton(h=0.01)
     """

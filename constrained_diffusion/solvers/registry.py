@@ -82,7 +82,7 @@ def parse_config(config: BaseModel | dict[str, Any] | str) -> BaseModel:
 def get(config: BaseModel | dict[str, Any] | str, **kwargs: Any) -> Solver:
     """Build a registered solver: ``get("inexact-newton", h=0.01)`` or ``get({"name": "exact-jvp", ...})``.
 
-    Example:
+    Examples:
         >>> get("inexact-newton", h=0.01)
         InexactNewton(h=0.01)
     """

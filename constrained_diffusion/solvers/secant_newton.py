@@ -44,7 +44,7 @@ State: the solver remembers the pairs between calls. It starts a new history whe
 changes, when the batch shape changes, and at `reset`, which `ConstrainedSampler.sample`
 calls at the start of every run, so one instance can serve many runs.
 
-Example:
+Examples:
     >>> import torch
     >>> import constrained_diffusion as cd
     >>> model = cd.GaussianDenoiser.smooth((1, 8, 8), dtype=torch.float64)
@@ -157,7 +157,7 @@ class SecantNewton(Solver):
     ``finite_differences`` count the calls and the calls that paid a (batched) forward since
     the last `reset`.
 
-    Example:
+    Examples:
         >>> SecantNewton(tol=0.3, mode="inverse")
         SecantNewton(mode='inverse', tol=0.3, memory=8, keep_previous=False, initial='scaled-identity', rcond=0.001, h=None)
         >>> SecantNewton(mode="inverse").direction_kind

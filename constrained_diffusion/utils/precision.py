@@ -57,7 +57,7 @@ def emulate_tf32(module: nn.Module) -> Iterator[nn.Module]:
     layers that cuDNN runs in TF32 by default); linear layers and matrix products are left in
     float32, as on a GPU with PyTorch's defaults.
 
-    Example:
+    Examples:
         >>> conv = nn.Conv2d(1, 1, 3)
         >>> before = conv.weight.detach().clone()
         >>> with emulate_tf32(conv):

@@ -64,7 +64,7 @@ def gram_matrix(features: Tensor, scale: GramScale = "mean") -> Tensor:
     Returns:
         ``(B, C, C)``; ``G[b, i, j] = (1/N) sum_n F[b, n, i] F[b, n, j]`` (without ``1/N`` for ``"sum"``).
 
-    Example:
+    Examples:
         >>> f = torch.ones(1, 4, 2)
         >>> gram_matrix(f)[0].tolist(), gram_matrix(f, "sum")[0, 0, 0].item()
         ([[1.0, 1.0], [1.0, 1.0]], 4.0)
@@ -208,7 +208,7 @@ class CLIPStyle(NonlinearConstraint):
             cannot be loaded; an unknown ``gram`` or ``resize``.
         FileNotFoundError: ``reference`` names a missing file.
 
-    Example:
+    Examples:
         >>> style = CLIPStyle("style.png", clip="openai/clip-vit-base-patch16")  # doctest: +SKIP
         >>> sampler = cd.ConstrainedSampler(model, "inexact-newton", steps=50)   # doctest: +SKIP
         >>> result = sampler.sample(style)                                        # doctest: +SKIP

@@ -55,7 +55,7 @@ def build_physics(name: str, physics_kwargs: Mapping[str, Any] | None = None) ->
     (one of `FILTERS`, the functions of ``deepinv.physics.functional``) becomes that filter
     tensor; note that a scalar ``sigma`` gives deepinv's 1-D Gaussian, ``[s, s]`` the 2-D one.
 
-    Example:
+    Examples:
         >>> physics = build_physics("BlurFFT", {"img_size": [1, 8, 8], "filter": {"gaussian_blur": {"sigma": [1.0, 1.0]}}})
         >>> type(physics).__name__, tuple(physics.filter.shape)
         ('BlurFFT', (1, 1, 9, 9))
@@ -90,7 +90,7 @@ def load_physics_constraint(physics: str | deepinv.physics.Physics, y: Tensor | 
         physics_range: ``"[-1,1]"`` or ``"[0,1]"``, see `PhysicsConstraint`.
         noise_std: ``sigma_y`` in ``[-1, 1]`` units (linear physics), see `PhysicsConstraint`.
 
-    Example:
+    Examples:
         >>> import torch, constrained_diffusion as cd
         >>> x = torch.zeros(1, 1, 8, 8)
         >>> c = cd.constraints.load("deepinv", physics="Downsampling", x=x,

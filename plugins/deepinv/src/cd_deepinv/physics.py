@@ -105,7 +105,7 @@ def physics_noise_std(physics: torch.nn.Module, physics_range: PhysicsRange = "[
     deepinv's ``sigma`` is in the physics' units: with ``physics_range="[0,1]"`` it is doubled
     (one ``[0, 1]`` unit is two ``[-1, 1]`` units). Returns a float32 ``(1,)`` or ``(B,)`` tensor.
 
-    Example:
+    Examples:
         >>> import deepinv
         >>> physics_noise_std(deepinv.physics.Denoising(deepinv.physics.GaussianNoise(sigma=0.05)), "[0,1]")
         tensor([0.1000])
@@ -124,7 +124,7 @@ def observe(physics: deepinv.physics.Physics, x: Tensor, physics_range: PhysicsR
     and device. ``noise=True`` applies the physics' noise model and sensor, ``physics(u)``
     (deepinv's random draw: seed it with ``torch.manual_seed`` or the noise model's ``rng``).
 
-    Example:
+    Examples:
         >>> import torch, deepinv
         >>> y = observe(deepinv.physics.Denoising(), -torch.ones(1, 1, 2, 2), "[0,1]")
         >>> float(y.abs().max())
@@ -171,7 +171,7 @@ class PhysicsConstraint(Constraint):
             than the physics; a ``noise_std`` for a non-linear physics, or an invalid one.
         pydantic.ValidationError: ``physics_range`` is not one of the two ranges (a ``ValueError``).
 
-    Example:
+    Examples:
         >>> import torch, deepinv, constrained_diffusion as cd
         >>> physics = deepinv.physics.Downsampling(img_size=(1, 8, 8), factor=2, filter=None)
         >>> y = physics.A(torch.ones(1, 1, 8, 8))

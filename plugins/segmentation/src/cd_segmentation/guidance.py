@@ -160,7 +160,7 @@ class SegmentationGuidance(NonlinearConstraint):
             ``ignore_index``, or with a sample whose pixels are all ignored; labels ``>= K``
             (detected by `validate`'s probe forward, or at the first `loss` call).
 
-    Example:
+    Examples:
         >>> guide = SegmentationGuidance("my-segnet", "labels.png", weights="segnet.safetensors")   # doctest: +SKIP
         >>> cd.ConstrainedSampler(model, "inexact-newton").sample(guide)         # doctest: +SKIP
     """
