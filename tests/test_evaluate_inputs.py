@@ -241,3 +241,21 @@ def test_a_local_hugging_face_image_dataset(tmp_path):
     images = open_images(tmp_path / "hf", (3, 32, 32))
     assert images.ids == ["c", "a"] and images.load(0).shape == (3, 32, 32)
     assert float(images.load(0)[0].mean()) == pytest.approx(20 / 127.5 - 1, abs=1e-3)
+
+
+def test_compare_tasks_are_harness_tasks_and_mnist_free_form_is_seeded_by_position():
+    """One task module: compare's box/free-form/sr4 are top-half/mnist-free-form/sr4 of image_tasks, mask for mask."""
+    from constrained_diffusion.constraints.masks import free_form_mask
+    from constrained_diffusion.evaluation.tasks import HARNESS_TASK, make_constraint
+
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    strokes = make_problem("mnist-free-form", x, ["00007", "00008", "00009"], seed=2).constraint.mask
+    for k, i in enumerate((7, 8, 9)):  # digit i's strokes: 30% of the image from seed * 100003 + i, whatever its batch
+        assert torch.equal(strokes[k:k + 1], free_form_mask((32, 32), 0.3, torch.Generator().manual_seed(2 * 100_003 + i)))
+    assert torch.equal(make_constraint("free-form", x, first_index=7, seed=2).mask, strokes)
+    top = make_constraint("box", x).mask
+    assert torch.equal(top, make_problem(HARNESS_TASK["box"], x, ["0", "1", "2"]).constraint.mask)
+    assert top[:, :, :16].eq(0).all() and top[:, :, 16:].eq(1).all()  # the top half, not the harness's centred box
+    assert not torch.equal(top, make_problem("box", x, ["0", "1", "2"]).constraint.mask)
+    with pytest.raises(ValueError, match="held-out positions"):
+        make_problem("mnist-free-form", x, ["a.png", "b.png", "c.png"])

@@ -42,7 +42,7 @@ class EvaluationConfig(BaseModel):
 
     model: str = Field(description="a shipped model (mnist-ddpm, mnist-flow), a diffusers folder or a Hub id")
     data: str = Field(description="an image folder, an image file or a shipped set (mnist-held-out, mnist-validation, mnist-test)")
-    task: str = Field(description="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
+    task: str = Field(description="box, top-half, random-box, free-form, mnist-free-form, sr4, sr8, style, or a registered constraint")
     method: list[MethodSpec] = Field(min_length=1, description="the methods; they share observations and initial noise")
     out: Path = Field(description="the output folder (records.jsonl, images/, summary.md, grid.png, pareto.svg)")
     limit: int | None = Field(None, ge=1, description="evaluate the first N images (sorted by id)")

@@ -9,6 +9,9 @@ set is batched or sharded and whichever methods share the run.
 * ``random-box``: a box of half the height and width (25% of the image) at a seeded position;
 * ``free-form``: seeded brush strokes, the hole ratio drawn uniformly from ``hole_ratio``
   (default ``[0.2, 0.4]``; `free_form_mask`);
+* ``mnist-free-form``: the MNIST comparison's strokes (``compare``'s ``free-form``): 30% of the
+  image, the mask of the digit at held-out position ``i`` (its id read as an integer) drawn from
+  ``seed * 100003 + i``, as ``compare`` always drew it (the one task not seeded by `image_seed`);
 * ``sr4`` / ``sr8``: x4 / x8 super-resolution from an antialiased bicubic down-sampling;
 * ``style``: the ``clip-style`` plugin's Gram-matrix constraint to ``style_image``
   (``CLIPStyle.paper``, the paper's block-3 ViT-B/16 loss, unless ``paper=false``; the
@@ -36,10 +39,10 @@ from constrained_diffusion.constraints.inpainting import Inpainting
 from constrained_diffusion.constraints.masks import free_form_mask
 from constrained_diffusion.constraints.super_resolution import SuperResolution
 
-BUILTIN_TASKS: tuple[str, ...] = ("box", "top-half", "random-box", "free-form", "sr4", "sr8", "style")
+BUILTIN_TASKS: tuple[str, ...] = ("box", "top-half", "random-box", "free-form", "mnist-free-form", "sr4", "sr8", "style")
 """The named tasks; any registered constraint name is a task too."""
 
-NOISY_TASKS = ("box", "top-half", "random-box", "free-form", "sr4", "sr8")
+NOISY_TASKS = ("box", "top-half", "random-box", "free-form", "mnist-free-form", "sr4", "sr8")
 """The tasks with an observation ``y`` that ``noise_std`` perturbs."""
 
 
@@ -48,7 +51,7 @@ def image_seed(seed: int, image_id: str, stream: str) -> int:
 
     It depends on nothing else (not the batch, the rank or the number of processes).
 
-    Example:
+    Examples:
         >>> image_seed(0, "cat.png", "noise") == image_seed(0, "cat.png", "noise") != image_seed(1, "cat.png", "noise")
         True
     """
@@ -93,6 +96,13 @@ def _hole_range(options: Mapping[str, Any]) -> tuple[float, float]:
     if not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"--set task.hole_ratio: expected a number or [low, high], got {value!r}")
     return float(value[0]), float(value[1])
+
+
+def _position(image_id: str) -> int:
+    try:
+        return int(image_id)
+    except ValueError:
+        raise ValueError(f"--task mnist-free-form: image ids must be held-out positions (integers), got {image_id!r}") from None
 
 
 @dataclass
@@ -142,7 +152,7 @@ def make_problem(task: str, images: Tensor, ids: Sequence[str], seed: int = 0, n
         raise ValueError(f"ids has {len(ids)} entries for a batch of {B}")
     noise = torch.cat([torch.randn(1, C, H, W, generator=g) for g in generators(seed, ids, "observation")]).to(images)
 
-    if task in ("box", "top-half", "random-box", "free-form"):
+    if task in ("box", "top-half", "random-box", "free-form", "mnist-free-form"):
         if task == "box":
             mask = _box_mask(B, H, W, None)
         elif task == "top-half":
@@ -153,6 +163,8 @@ def make_problem(task: str, images: Tensor, ids: Sequence[str], seed: int = 0, n
             pos = [(int(torch.randint(0, H - H // 2 + 1, (1,), generator=g)), int(torch.randint(0, W - W // 2 + 1, (1,), generator=g)))
                    for g in gens]
             mask = _box_mask(B, H, W, pos)
+        elif task == "mnist-free-form":
+            mask = torch.cat([free_form_mask((H, W), 0.3, torch.Generator().manual_seed(seed * 100_003 + _position(i))) for i in ids])
         else:
             lo, hi = _hole_range(options)
             masks = []
