@@ -80,7 +80,8 @@ class AzulaDenoiser(Denoiser):
     Examples:
         >>> import torch, azula
         >>> import constrained_diffusion as cd
-        >>> prior = azula.denoise.GaussianDenoiser(torch.zeros(4), torch.ones(4), azula.noise.VPSchedule())
+        >>> from azula.linalg.covariance import DiagonalCovariance
+        >>> prior = azula.denoise.GaussianDenoiser(torch.zeros(4), DiagonalCovariance(torch.ones(4)), azula.noise.VPSchedule())
         >>> model = AzulaDenoiser(prior, (4,))
         >>> out = cd.ConstrainedSampler(model, steps=8, inner_steps=0).sample(generator=torch.Generator().manual_seed(0), progress=False)
         >>> tuple(out.sample.shape), out.nfe
