@@ -21,6 +21,13 @@ Cost per step: 1 NFE, 0 NBE; no solver. DDRM's own initialisation of ``x_T`` fro
 used (the engine's ``x_T ~ N(0, I)``), and the observed-noise case uses the constraint's
 ``noise_std``. Pixel and latent models, for a constraint on the denoiser's own space.
 
+Peers: deepinv's ``deepinv.sampling.DDRM`` is this update in variance-exploding form with two
+differences: it starts from ``y`` (``x_bar_T ~ N(y_bar, sigma_T^2)`` on the observed components;
+pass that ``x_T`` to reproduce it) and draws its noise with standard deviation
+``sigma_t / sqrt(2)`` while telling the denoiser ``sigma_t``. With both undone the two agree to
+6e-6 on real digits at 100 steps (``python -m cd_deepinv.parity``; the docs' recipes page,
+"Parity with deepinv and azula"); as shipped deepinv's is 0.6 dB lower on box inpainting.
+
 Examples:
     >>> import torch
     >>> import constrained_diffusion as cd
