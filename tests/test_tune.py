@@ -198,4 +198,100 @@ def test_tune_study_tunes_every_method_equally_then_scores_on_test_digits(tmp_pa
     before = (tmp_path / "out" / "score" / "mnist-ddpm-box" / "equal-steps" / "records.jsonl").read_text()
     assert main(argv) == 0
     assert (tmp_path / "out" / "score" / "mnist-ddpm-box" / "equal-steps" / "records.jsonl").read_text() == before
-    assert len(_study(tmp_path / "s.db", "mnist-ddpm/mnist-validation/box/inexact-newton/psnr/steps=2/images=2").trials) == 2
+    assert len(_study(tmp_path / "s.db", "mnist-ddpm/mnist-validation:stratified-2/box/inexact-newton/psnr/steps=2/images=2").trials) == 2
+
+
+# -- issue 24: a fair study -------------------------------------------------------------------------
+def test_a_stratified_subset_of_10_holds_one_digit_of_each_class_and_keeps_its_ids():
+    from constrained_diffusion.data.images import open_images
+    from constrained_diffusion.tuning.study import TuningStudy
+
+    labels = cd.data.mnist("held-out")[1]
+    for name in ("mnist-validation", "mnist-test"):
+        subset = open_images(f"{name}:stratified-10", (1, 32, 32))
+        assert sorted(int(labels[int(i)]) for i in subset.ids) == list(range(10))
+        assert set(subset.ids) <= set(open_images(name, (1, 32, 32)).ids)  # the same ids (held-out positions) as the full set
+        twenty = [int(labels[int(i)]) for i in open_images(f"{name}:stratified-20", (1, 32, 32)).ids]
+        assert all(twenty.count(c) == 2 for c in range(10))
+    # the first 10 by id, what the old study tuned on, are all zeros
+    assert {int(labels[int(i)]) for i in open_images("mnist-validation", (1, 32, 32)).ids[:10]} == {0}
+    study = TuningStudy(models=["mnist-ddpm"], tasks=["box"], methods=["inexact-newton"], limit=6, test_limit=20)
+    assert (study.tuning_data, study.scoring_data) == ("mnist-validation:stratified-6", "mnist-test:stratified-20")
+    assert TuningStudy(limit=6, stratify=False).tuning_data == "mnist-validation"
+    with pytest.raises(ValueError, match="stratified-0"):
+        open_images("mnist-test:stratified-0", (1, 32, 32))
+
+
+def test_a_study_with_failing_trials_still_reaches_n_complete_trials(tmp_path, flaky):
+    from constrained_diffusion.tuning.tuner import count_trials
+
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    tuner = Tuner(**SMALL, method="flaky-test-solver", trials=1, storage=db, set={"inner_steps": 1, "step_size": "constant"})
+    tuner.run(complete=4, max_finished=40)
+    done = count_trials(tuner.open())
+    assert done["complete"] == 4 and done["fail"] >= 1 and done["finished"] == done["complete"] + done["fail"] + done["pruned"]
+    tuner.run(complete=4, max_finished=40)  # a rerun adds nothing
+    assert count_trials(tuner.open()) == done
+    # a method whose every setting fails stops at the finished-trial cap instead of running forever
+    always = Tuner(**SMALL, method="flaky-test-solver", trials=1, storage=db, study="always-fails",
+                   set={"inner_steps": 1, "step_size": "constant", "solver.bad": 0.9})
+    always.run(complete=2, max_finished=3)
+    stuck = count_trials(always.open())
+    assert (stuck["complete"], stuck["fail"], stuck["finished"]) == (0, 3, 3)
+
+
+def _pair(psnr: dict[str, list[float]], reference: str = "a") -> dict:
+    methods = {}
+    for m, values in psnr.items():
+        per = {f"{i:05d}": v for i, v in enumerate(values)}
+        stats = {"steps": 4, "nfe": 10.0, "nbe": 0.0, "evals": 10.0, "seconds": 0.1, "peak_mb": 8.0, "peak_mb_per_image": 2.0,
+                 "per_image": per, "ssim": 0.5, "ssim_ci": 0.1}
+        from constrained_diffusion.tuning.study import mean_ci
+
+        stats["psnr"], stats["psnr_ci"] = mean_ci(values)
+        diffs = [v - r for v, r in zip(values, psnr[reference])]
+        stats["diff"], stats["diff_ci"] = mean_ci(diffs) if m != reference else (0.0, 0.0)
+        methods[m] = {"overrides": {}, "validation": 20.0, "trials": 5, "complete": 3, "pruned": 2, "failed": 0,
+                      "equal_steps": stats, "equal_evals": stats, "equal_time": stats}
+    return {"model": "mnist-ddpm", "task": "box", "methods": methods, "skipped": {"repaint": "TypeError: no mask"}}
+
+
+def test_the_verdict_is_computed_from_the_table():
+    from constrained_diffusion.tuning.report import against, leaders, table, verdict
+
+    pair = _pair({"a": [20.0, 21.0, 22.0, 23.0], "b": [25.0, 26.0, 27.5, 28.0], "c": [24.9, 26.2, 27.0, 28.1], "d": [10.0, 11.0, 9.0, 10.5]})
+    results = {"config": {"reference": "a", "trials": 3, "models": ["mnist-ddpm"], "tasks": ["box"], "methods": ["a", "b", "c", "d"],
+                          "limit": 6, "test_limit": 4, "data": "mnist-validation", "test_data": "mnist-test", "steps": 4}, "pairs": [pair]}
+    budget = {m: r["equal_evals"] for m, r in pair["methods"].items()}
+    assert leaders(budget) == ("b", ["c"])  # c's paired difference to b reaches 0; a's and d's do not
+    assert against(budget, "a") == {"above": ["b", "c"], "below": ["d"], "tied": []}
+    text = verdict(results)
+    assert "| mnist-ddpm | box  | **b** (tied: c)" in text
+    assert "ahead b, c; behind d; not distinguishable none" in text
+    assert "3 complete trials each" in text and "Left out: repaint (TypeError: no mask)" in text
+    assert "| b " in table(results) and "3/2/0" in table(results)
+
+
+def test_tune_study_writes_the_choosing_page(tmp_path):
+    import json
+
+    page = tmp_path / "docs" / "choosing.md"
+    page.parent.mkdir()
+    page.write_text("# Choosing\n\nhand-written\n\n<!-- CHOOSING:START -->\nold\n<!-- CHOOSING:END -->\n")
+    argv = ["tune-study", "--models", "mnist-ddpm", "--tasks", "sr4", "--methods", "inexact-newton", "ddrm", "repaint",
+            "--trials", "1", "--limit", "2", "--batch-size", "2", "--steps", "2", "--test-limit", "2", "--test-batch-size", "2",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", str(tmp_path / "out"), "--device", "cpu", "--write-choosing", str(page)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (pair,) = results["pairs"]
+    assert set(pair["methods"]) == {"inexact-newton", "ddrm"} and "Inpainting" in pair["skipped"]["repaint"]
+    ddrm, ref = pair["methods"]["ddrm"], pair["methods"]["inexact-newton"]
+    assert ddrm["complete"] == 1 and ddrm["equal_steps"]["steps"] == 2
+    # equal NFE + NBE: DDRM (1 evaluation a step) gets the steps that make its evaluations the reference's
+    assert ddrm["equal_evals"]["evals"] == ref["equal_steps"]["evals"] and ddrm["equal_evals"]["steps"] == ref["equal_steps"]["evals"]
+    assert sorted(ddrm["equal_evals"]["per_image"]) == sorted(ref["equal_steps"]["per_image"])  # the same two test digits
+    text = page.read_text()
+    assert "hand-written" in text and "old" not in text and "**small run**" in text
+    assert "--write-choosing" in text and "![Pareto figure](figures/choosing/pareto.png)" in text
+    assert "Left out: repaint" in text and "mnist-test:stratified-2" in text
+    assert (page.parent / "figures" / "choosing" / "pareto.png").stat().st_size > 5000
