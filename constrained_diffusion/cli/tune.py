@@ -42,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune a method's hyper-parameters with Optuna (resumable, shareable study)",
                        description=summary(__doc__), epilog=spaces_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="mnist-ddpm, mnist-flow, a diffusers folder or a Hub id")
-    p.add_argument("--data", required=True, help="the tuning images: mnist-validation, an image folder or file")
+    p.add_argument("--data", required=True, help="the tuning images: mnist-validation (or its class-stratified subset mnist-validation:stratified-N), "
+                                                 "an image folder or file")
     p.add_argument("--task", required=True, help="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
     p.add_argument("--method", required=True, help="a recipe or solver name")
     p.add_argument("--trials", required=True, type=positive_int, help="trials this run adds to the study")

@@ -424,7 +424,7 @@ class Tuner(Configurable):
         best = _best(study)
         overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in self.best_overrides(study).items()}
         _, _, task_options = split_set(cfg.set)
-        data = cfg.eval_data or VALIDATION_TO_TEST.get(cfg.data, cfg.data)
+        data = cfg.eval_data or VALIDATION_TO_TEST.get(cfg.data.split(":stratified-")[0], cfg.data)  # a stratified subset too
         doc: dict[str, Any] = {
             "description": (f"best of study {study.study_name!r} ({cfg.storage}): trial {best.number}, {cfg.metric} "
                             f"{best.value:.4f} on {cfg.limit} images of {cfg.data}; written by constrained-diffusion tune"),
