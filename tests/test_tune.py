@@ -295,3 +295,11 @@ def test_tune_study_writes_the_choosing_page(tmp_path):
     assert "--write-choosing" in text and "![Pareto figure](figures/choosing/pareto.png)" in text
     assert "Left out: repaint" in text and "mnist-test:stratified-2" in text
     assert (page.parent / "figures" / "choosing" / "pareto.png").stat().st_size > 5000
+    # --phase report: the page again from results.json, no study opened, nothing sampled
+    records = (tmp_path / "out" / "score" / "mnist-ddpm-sr4" / "equal-evals" / "records.jsonl").read_text()
+    page.write_text("# Choosing\n\n<!-- CHOOSING:START -->\nold\n<!-- CHOOSING:END -->\n")
+    (tmp_path / "s.db").unlink()
+    assert main([*argv, "--phase", "report"]) == 0
+    assert page.read_text().count("Left out: repaint") == 1 and "old" not in page.read_text()
+    assert (tmp_path / "out" / "score" / "mnist-ddpm-sr4" / "equal-evals" / "records.jsonl").read_text() == records
+    assert not (tmp_path / "s.db").exists()

@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None, help="the method the paired differences are taken against (default inexact-newton)")
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help=f"most steps a method gets at equal NFE + NBE or equal time (default {d['max_steps'].default})")
-    p.add_argument("--phase", choices=["all", "tune", "score"], default=None, help="tune, score, or all (default)")
+    p.add_argument("--phase", choices=["all", "tune", "score", "report"], default=None,
+                   help="tune, score, all (default), or report: the table, verdict, figures and pages again from OUT/results.json")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///runs/tuning/study.db)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/tuning)")
@@ -104,10 +105,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def full_command(args: argparse.Namespace) -> str:
-    """The full study's command: every default (both models, three tasks, every method, 30 complete trials), same page."""
-    parts = ["OMP_NUM_THREADS=1 constrained-diffusion tune-study", "--storage sqlite:///runs/choosing/study.db", "--out runs/choosing"]
-    if args.device:
-        parts.append(f"--device {args.device}")
+    """The full study's command: every default (both models, three tasks, every method, 30 complete trials), on a GPU, same page."""
+    parts = ["OMP_NUM_THREADS=1 constrained-diffusion tune-study", "--storage sqlite:///runs/choosing/study.db", "--out runs/choosing",
+             "--device cuda"]
     return " ".join([*parts, f"--write-choosing {args.write_choosing}"])
 
 

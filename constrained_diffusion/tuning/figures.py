@@ -170,7 +170,7 @@ def pareto_figure(results: Mapping[str, Any], path: str | Path) -> Path:
     handles = [plt.Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in methods]
     handles += [plt.Line2D([], [], color="k", marker=markers[b], ls="", label=BUDGET_NAMES[b]) for b in BUDGETS]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.06 / len(pairs), 1, 1))
+    fig.tight_layout(rect=(0, 1.0 / (3.6 * len(pairs)), 1, 1))  # about an inch at the bottom for the legend
     out = save_figure(path, fig, dpi=90)
     plt.close(fig)
     return out

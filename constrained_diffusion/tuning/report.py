@@ -31,6 +31,8 @@ from typing import Any
 from constrained_diffusion.tuning.study import BUDGETS, StudyConfig, mean_ci
 from constrained_diffusion.utils.tables import format_table
 
+STARTUP_TRIALS = 10
+"""Random trials before the TPE sampler models the space (`constrained_diffusion.tuning.tuner.Tuner.open`)."""
 BUDGET_NAMES = {"equal_steps": "equal steps", "equal_evals": "equal NFE + NBE", "equal_time": "equal time"}
 """How each budget is named in the tables and the verdict."""
 
@@ -45,14 +47,15 @@ def _evals(stats: Mapping[str, Any]) -> str:
 
 
 def fmt_overrides(overrides: Mapping[str, Any]) -> str:
-    """``key=value, ...`` with 3 significant digits, pairs as ``(a, b)``.
+    """``key=value, ...`` with 3 significant digits, pairs as ``(a, b)``; the step scale as ``λ``.
 
     Examples:
-        >>> fmt_overrides({"lr": [1.234567, 0.1], "inner_steps": 3, "h": 0.0012345})
-        'lr=(1.23, 0.1), inner_steps=3, h=0.00123'
+        >>> fmt_overrides({"step_scale": [1.234567, 0.1], "inner_steps": 3, "h": 0.0012345})
+        'λ=(1.23, 0.1), inner_steps=3, h=0.00123'
     """
     parts = []
     for k, v in overrides.items():
+        k = {"step_scale": "λ", "lr": "λ"}.get(k, k)  # lr: results written before 0.2
         if isinstance(v, (list, tuple)):
             parts.append(f"{k}=({', '.join(f'{x:.3g}' for x in v)})")
         elif isinstance(v, float):
@@ -273,8 +276,12 @@ def choosing_block(results: Mapping[str, Any], command: str, full_command: str, 
               f"class-stratified test digits (`{results.get('scoring_data', cfg['test_data'])}`).")
     head = []
     if note:
-        head.append(f"!!! warning \"Small numbers\"\n    This is a **small run** ({note}), made on {results.get('machine', 'this machine')}. "
-                    "The intervals are wide and the winners may change in the full run. The full run is:\n\n"
+        random = (f" With {cfg['trials']} complete trials, every setting was a random draw (the TPE sampler's first "
+                  f"{STARTUP_TRIALS} trials are random), so each method's best setting is the best of {cfg['trials']} random ones."
+                  if int(cfg["trials"]) <= STARTUP_TRIALS else "")
+        head.append(f"!!! warning \"Small numbers\"\n    This is a **small run** ({note}), made on {results.get('machine', 'this machine')}."
+                    f"{random} The intervals are wide and the winners may change in the full run. The full run (hours on a CPU; "
+                    "`--device cpu` runs it without a GPU) is:\n\n"
                     f"    ```bash\n    {full_command}\n    ```")
     head.append(f"**Budget.** {budget} Machine: {results.get('machine', 'not recorded')}. Scoring took "
                 f"{results.get('score_seconds', float('nan')) / 60:.1f} min of this run.")

@@ -126,7 +126,8 @@ class StudyConfig(BaseModel):
     metric: str = "psnr"
     storage: str = "sqlite:///runs/tuning/study.db"
     out: Path = Path("runs/tuning")
-    phase: str = Field("all", pattern="^(all|tune|score)$", description="tune, score, or all (tune then score)")
+    phase: str = Field("all", pattern="^(all|tune|score|report)$",
+                       description="tune, score, all (tune then score), or report (the files again from OUT/results.json, no sampling)")
     seed: int = 0
     device: str = "cpu"
     quiet: bool = False
@@ -222,6 +223,8 @@ class TuningStudy(Configurable):
         """Tune what is missing, score, write ``OUT/table.md``, ``OUT/results.json`` and the figures; returns the results."""
         say = log or (lambda line: print(line, file=sys.stderr))
         cfg: StudyConfig = self.config  # type: ignore[assignment]
+        if cfg.phase == "report":
+            return self.report()
         self.check()
         if cfg.phase in ("all", "tune"):
             self.tune(say)
@@ -275,9 +278,6 @@ class TuningStudy(Configurable):
 
     def score(self, say: Callable[[str], object]) -> dict[str, Any]:
         """Equal steps, equal network evaluations and equal time on the test images; the table, verdict and figures."""
-        from constrained_diffusion.tuning.figures import pareto_figure
-        from constrained_diffusion.tuning.report import table, verdict
-
         cfg: StudyConfig = self.config  # type: ignore[assignment]
         started = time.time()
         results: dict[str, Any] = {"config": json.loads(cfg.model_dump_json()), "tuning_data": self.tuning_data,
@@ -326,6 +326,27 @@ class TuningStudy(Configurable):
         results["machine"] = _machine(cfg.device)
         results["score_seconds"] = round(time.time() - started, 1)
         write_json(cfg.out / "results.json", results, default=str)
+        return self.report(results)
+
+    def report(self, results: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``OUT/table.md``, ``OUT/verdict.md`` and ``OUT/figures/pareto.png`` from ``results`` (default: ``OUT/results.json``).
+
+        With ``phase="report"`` this is all the study does: the files (and the pages of
+        ``--write-docs`` / ``--write-choosing``) are rewritten from the recorded results, with no
+        study opened and nothing sampled.
+
+        Raises:
+            ValueError: naming ``--out``, when there is no ``OUT/results.json`` to report.
+        """
+        from constrained_diffusion.tuning.figures import pareto_figure
+        from constrained_diffusion.tuning.report import table, verdict
+
+        cfg: StudyConfig = self.config  # type: ignore[assignment]
+        if results is None:
+            path = cfg.out / "results.json"
+            if not path.is_file():
+                raise ValueError(f"--out: {path} does not exist; run --phase score (or all) first")
+            results = json.loads(path.read_text())
         write_text(cfg.out / "table.md", table(results))
         write_text(cfg.out / "verdict.md", verdict(results))
         pareto_figure(results, cfg.out / "figures" / "pareto.png")
