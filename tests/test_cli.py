@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import constrained_diffusion as cd
+from constrained_diffusion.cli.commands import subparsers
 from constrained_diffusion.cli.main import build_parser, main
 
 
@@ -24,7 +25,7 @@ def test_demo_runs_each_method_at_its_tuned_setting_on_real_digits(tmp_path, cap
     from constrained_diffusion.recipes.tuned import load_tuned
 
     tuned = load_tuned("mnist-ddpm", "box")
-    assert main(["demo", "--digits", "3", "--steps", "2", "--solver", "inexact-newton", "identity", "dps", "--out", str(tmp_path),
+    assert main(["demo", "--digits", "3", "--steps", "2", "--methods", "inexact-newton", "identity", "dps", "--out", str(tmp_path),
                  "--quiet"]) == 0
     text = capsys.readouterr().out
     rows = _demo_rows(text)
@@ -56,7 +57,7 @@ def test_demo_default_methods_leave_exact_newton_to_all():
     assert methods_to_run(None, tuned) == tuned
     assert methods_to_run(["all"], tuned) == [*tuned, "exact-newton"]
     assert methods_to_run(["exact-newton", "dps"], tuned) == ["exact-newton", "dps"]
-    with pytest.raises(ValueError, match="--solver: unknown method 'newton'"):
+    with pytest.raises(ValueError, match="--methods: unknown method 'newton'"):
         methods_to_run(["newton"], tuned)
 
 
@@ -89,7 +90,7 @@ def test_bench_runs_and_writes_docs(tmp_path, capsys):
                  "--solver", "inexact-newton", "--write-docs", str(page)]) == 0
     text = page.read_text()
     assert "old" not in text and "tail" in text and "| inexact-newton | 6 " in text
-    assert "constrained-diffusion bench --steps 2 --inner-steps 1 --batch-size 1 --channels 8 --size 16 --repeats 1 --solver inexact-newton" in text
+    assert "constrained-diffusion bench --steps 2 --inner-steps 1 --batch-size 1 --channels 8 --size 16 --repeats 1 --methods inexact-newton" in text
     overhead = float(text.split("| inexact-newton |")[1].split("|")[3])
     assert overhead > 0
 
@@ -161,7 +162,8 @@ _BLOCK = re.compile(r"<!-- ([A-Z0-9-]+):START -->\n(?:```\n(constrained-diffusio
 
 def _parse(line: str, monkeypatch) -> argparse.Namespace:
     """Parse a documented command as this machine would if it had the GPU the command names."""
-    parser = build_parser()  # defaults of this machine
+    parser = build_parser()
+    subparsers(parser)  # the options and their defaults of this machine, before the patch
     with monkeypatch.context() as m:
         m.setattr(torch.cuda, "is_available", lambda: True)
         m.setattr(torch.cuda, "device_count", lambda: 1)
@@ -205,9 +207,9 @@ def test_documented_command_parses_back_to_the_same_options(argv, undocumented):
 
 def test_bench_documents_every_solver_and_defaults_to_the_documented_table():
     args = build_parser().parse_args(["bench"])
-    assert args.documented(args).endswith("--solver exact-jvp gradient-descent inexact-newton")
+    assert args.documented(args).endswith("--methods exact-jvp gradient-descent inexact-newton")
     args = build_parser().parse_args(["bench", "--solver", "identity", "--solver", "identity"])
-    assert args.documented(args).endswith("--solver identity")
+    assert args.documented(args).endswith("--methods identity")
 
 
 def test_bench_sd_and_compare_name_a_block_other_than_their_default():

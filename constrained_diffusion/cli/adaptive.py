@@ -20,6 +20,7 @@ from constrained_diffusion.cli.args import (
     summary,
     write_block,
 )
+from constrained_diffusion.cli.vocabulary import model_name
 
 OPTIONS = ("--digits", "--model", "--task", "--device")
 """What the command written with the table repeats."""
@@ -30,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("adaptive", help="adaptive inner loop vs fixed inner steps (PSNR vs NFE) on MNIST",
                        description=summary(__doc__))
     p.add_argument("--digits", type=positive_int, default=12, help="test digits to sample (default 12)")
-    p.add_argument("--model", choices=["ddpm", "flow"], default="ddpm", help="shipped MNIST model (default ddpm)")
+    p.add_argument("--model", type=model_name(["mnist-ddpm", "mnist-flow"]), default="mnist-ddpm",
+                   help="shipped MNIST model: mnist-ddpm (default) or mnist-flow")
     p.add_argument("--task", choices=["box", "free-form", "sr4"], default="box", help="task (default box)")
     p.add_argument("--results", type=Path, default=Path("runs/adaptive-study.jsonl"), help="JSONL of records (resumable)")
     p.add_argument("--figure", type=Path, default=None, help="write the PSNR-vs-NFE figure (SVG) here")
@@ -71,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--digits must be <= {images.shape[0]}, got {args.digits}")
     model = load(args.model, args.device)
     digest = weights_digest(weights_path(args.model))  # type: ignore[arg-type]
+    variant = args.model.removeprefix("mnist-")  # the records' model name (ddpm, flow), as before the load names
     records = run_study(model, images[: args.digits].to(args.device), args.results, task=args.task,
-                        model_name=f"{args.model} {digest}", progress=not args.quiet)
+                        model_name=f"{variant} {digest}", progress=not args.quiet)
     rows = summarise_study(records)
     table = study_table(rows)
     print(table)

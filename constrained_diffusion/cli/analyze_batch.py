@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
+from constrained_diffusion.cli.vocabulary import add_alias
 
 OPTIONS = ("--digits", "--steps", "--inner-steps", "--batch", "--task", "--seed", "--methods")
 """Options the documented command repeats."""
@@ -25,12 +26,13 @@ def add_batch_parser(inner: argparse._SubParsersAction) -> None:
     b.add_argument("--digits", type=positive_int, default=8, help="test digits, spread over the classes (default 8)")
     b.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default 10)")
     b.add_argument("--inner-steps", type=positive_int, default=3, help="inner steps of the paper's loop (default 3)")
-    b.add_argument("--batch", type=positive_int, default=8, help="the batch size compared with 1 (default 8)")
-    b.add_argument("--task", choices=["box", "free-form", "sr4"], default="sr4")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", dest="batch", type=positive_int, default=8, help="the batch size compared with 1 (default 8)")
+    b.add_argument("--task", choices=["box", "free-form", "sr4"], default="sr4", help="task (default sr4)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the observations and the noise (default 0)")
     b.add_argument("--methods", nargs="+", choices=[*METHODS, "paired"], default=[*METHODS, "paired"],
                    help=f"solvers with the paper's loop, the dps recipe, and 'paired' ({PAIRED}); default all")
     b.add_argument("--write-docs", type=Path, default=None, help="replace the BATCH-DEPENDENCE block of this markdown file")
+    add_alias(b, "--batch", dest="batch")
     b.set_defaults(run=run_batch_dependence)
 
 

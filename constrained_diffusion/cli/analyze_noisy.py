@@ -38,7 +38,7 @@ def add_noisy_parser(inner: argparse._SubParsersAction) -> None:
     n.add_argument("--tau", type=_positive_float, default=1.0, help="Morozov's factor of the discrepancy level (default 1)")
     n.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
     n.add_argument("--inner-steps", type=non_negative_int, default=5, help="inner steps K, the cap of the stop (default 5)")
-    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--seed", type=int, default=0, help="seed of the observation noise and the sampler (default 0)")
     n.add_argument("--results", type=Path, default=Path("runs/noisy.jsonl"),
                    help="JSONL file of finished records; a rerun resumes from it (default runs/noisy.jsonl)")
     n.add_argument("--write-docs", type=Path, default=None, help="replace the NOISY-TABLE block of this markdown file")

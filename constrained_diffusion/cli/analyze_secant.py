@@ -20,12 +20,12 @@ def add_secant_parser(inner: argparse._SubParsersAction) -> None:
     """Register ``analyze secant`` on the ``analyze`` sub-parsers ``inner``."""
     s = inner.add_parser("secant", help="secant Newton vs inexact/exact Newton and identity, equal steps and equal NFE (MNIST)",
                          description=summary(__doc__))
-    s.add_argument("--models", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"])
-    s.add_argument("--tasks", nargs="+", choices=["box", "free-form", "sr4"], default=["box", "free-form", "sr4"])
+    s.add_argument("--models", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="shipped MNIST models (default ddpm flow)")
+    s.add_argument("--tasks", nargs="+", choices=["box", "free-form", "sr4"], default=["box", "free-form", "sr4"], help="tasks (default all three)")
     s.add_argument("--digits", type=positive_int, default=16, help="test digits spread over the classes, one batch (default 16)")
     s.add_argument("--steps", type=positive_int, default=20, help="denoising steps at equal steps (default 20)")
     s.add_argument("--inner-steps", type=positive_int, default=5, help="inner steps K of every method (default 5)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the observations and the noise (default 0)")
     s.add_argument("--results", type=Path, default=Path("runs/secant.jsonl"),
                    help="JSONL file of finished runs; a rerun resumes from it (default runs/secant.jsonl)")
     s.add_argument("--write-docs", type=Path, default=None, help="replace the SECANT-TABLE block of this markdown file")

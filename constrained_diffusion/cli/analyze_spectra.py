@@ -65,7 +65,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="a shipped model (mnist-ddpm, mnist-flow, ...), a weight file, a diffusers folder, a Hub id, "
                         "or sd15-random (the SD 1.5 UNet architecture with random weights)")
     p.add_argument("--device", type=device_name, default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], default="float32")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], default="float32", help="dtype of the model (default float32)")
     p.add_argument("--prompt", default="", help="prompt bound to a text-conditioned model (default: empty)")
     p.add_argument("--image", type=Path, default=None, help="clean image whose forward process gives x_t")
     p.add_argument("--digit", type=non_negative_int, default=None,
@@ -85,7 +85,8 @@ def add_spectra_parsers(inner: argparse._SubParsersAction) -> None:
     s = inner.add_parser("spectra", help="largest eigenvalues of J, (J+J^T)/2, (J-J^T)/2 by Arnoldi, any model")
     _model_options(s)
     s.add_argument("--iterations", type=positive_int, nargs="+", default=[10, 30], help="Arnoldi steps (default 10 30)")
-    s.add_argument("--operators", nargs="+", choices=["J", "sym", "antisym"], default=["J", "sym", "antisym"])
+    s.add_argument("--operators", nargs="+", choices=["J", "sym", "antisym"], default=["J", "sym", "antisym"],
+                   help="J, its symmetric part (J+J^T)/2, its antisymmetric part (J-J^T)/2 (default all)")
     s.add_argument("--jvp", choices=["fd", "exact"], default="fd", help="J v by finite difference (default) or forward AD")
     s.add_argument("--start", choices=["x0-hat", "random"], default="x0-hat", help="Arnoldi start vector (default x0-hat)")
     s.add_argument("--dense", action="store_true", help="also the exact eigenvalues of the dense Jacobian (small models)")

@@ -24,9 +24,10 @@ import torch
 
 from constrained_diffusion.benchmarks.solver_cost import DEFAULT_SOLVERS, SolverCosts, measure_solver_costs
 from constrained_diffusion.cli.args import documented_command, format_table, positive_int, summary, write_block
+from constrained_diffusion.cli.vocabulary import add_alias
 from constrained_diffusion.solvers import registry
 
-OPTIONS = ("--steps", "--inner-steps", "--batch-size", "--channels", "--size", "--repeats", "--solver")
+OPTIONS = ("--steps", "--inner-steps", "--batch-size", "--channels", "--size", "--repeats", "--methods")
 """What the command written with the table repeats."""
 
 
@@ -41,11 +42,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=positive_int, default=64, help="UNet base channels (default 64: 6.5M parameters)")
     p.add_argument("--size", type=positive_int, default=32, help="image side (default 32)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed rounds; medians are reported (default 5)")
-    p.add_argument("--solver", "--method", "--methods", dest="solver", action="extend", nargs="+", choices=registry.names(), metavar="SOLVER",
+    p.add_argument("--methods", action="extend", nargs="+", choices=registry.names(), metavar="SOLVER",
                    help=f"solver(s) to run, repeatable (default: {' '.join(DEFAULT_SOLVERS)}, the table of "
                         f"docs/benchmarks.md; also {', '.join(n for n in registry.names() if n not in DEFAULT_SOLVERS)})")
     p.add_argument("--write-docs", type=Path, default=None,
                    help="replace the block between <!-- BENCH-TABLE:START --> and <!-- BENCH-TABLE:END --> in this markdown file")
+    add_alias(p, "--method", "--solver", dest="methods")
     p.set_defaults(run=run, documented=command_line)
 
 
@@ -67,12 +69,12 @@ def cost_table(costs: SolverCosts) -> str:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command written with the table (it regenerates the block); every solver is named."""
-    return documented_command("bench", argparse.Namespace(**{**vars(args), "solver": solvers(args)}), OPTIONS)
+    return documented_command("bench", argparse.Namespace(**{**vars(args), "methods": solvers(args)}), OPTIONS)
 
 
 def solvers(args: argparse.Namespace) -> list[str]:
-    """``--solver`` in the order given (repeats dropped), or `DEFAULT_SOLVERS`."""
-    return list(dict.fromkeys(args.solver or DEFAULT_SOLVERS))
+    """``--methods`` in the order given (repeats dropped), or `DEFAULT_SOLVERS`."""
+    return list(dict.fromkeys(args.methods or DEFAULT_SOLVERS))
 
 
 def run(args: argparse.Namespace) -> int:

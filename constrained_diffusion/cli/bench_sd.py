@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "prints a table (--write-docs PAGE: into that page)", description=summary(__doc__))
     p.add_argument("--size", type=positive_int, default=64, help="latent side (default 64, i.e. 512x512 images)")
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
-    p.add_argument("--device", type=device_name, default=default_device())
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--device", type=device_name, default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="dtype of the UNet (default float32)")
     p.add_argument("--arch", choices=ARCHES, default="sd15",
                    help="sd15 (default: the SD 1.5 UNet), sd3 (SD3 Medium's transformer), flux (FLUX.1-dev's)")
     p.add_argument("--depth", type=positive_int, default=None, help="transformer blocks (sd3, flux; default: all)")

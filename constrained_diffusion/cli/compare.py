@@ -27,10 +27,13 @@ from constrained_diffusion.cli.args import (
     summary,
     write_block,
 )
+from constrained_diffusion.cli.vocabulary import add_alias, model_name, out_file
 from constrained_diffusion.solvers import registry
 
+MODELS = ("mnist-ddpm", "mnist-flow")
+
 BLOCK = "EVAL-TABLE"
-OPTIONS = ("--variants", "--tasks", "--solvers", "--steps", "--inner-steps", "--limit", "--batch-size", "--seed", "--device",
+OPTIONS = ("--models", "--tasks", "--methods", "--steps", "--inner-steps", "--limit", "--batch-size", "--seed", "--device",
            "--emulate-tf32", "--no-tf32", "--no-equal-time", "--out", "--block")
 """What the command written with the table repeats (``--block`` only when it is not `BLOCK`)."""
 
@@ -40,14 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from constrained_diffusion.evaluation.tasks import TASKS
 
     p = sub.add_parser("compare", help="PSNR/SSIM/label accuracy/cost table of the solvers on MNIST (equal steps, equal time); "
-                                       "appends records to --out (a .jsonl file)",
+                                       "appends records to OUT/compare.jsonl (--out a .jsonl file: to that file)",
                        description=summary(__doc__))
-    p.add_argument("--model", choices=["mnist"], default="mnist", help="model family (mnist)")
-    p.add_argument("--variants", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="which shipped models")
+    p.add_argument("--models", nargs="+", type=model_name(MODELS), default=list(MODELS), metavar="MODEL",
+                   help=f"which shipped models (default: {' '.join(MODELS)}); records name them ddpm, flow")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help=f"tasks to run (default: {' '.join(TASKS)})")
-    p.add_argument("--solvers", "--methods", dest="solvers", nargs="+", choices=registry.names(), metavar="SOLVER",
+    p.add_argument("--methods", nargs="+", choices=registry.names(), metavar="SOLVER",
                    default=["inexact-newton", "gradient-descent", "exact-jvp", "exact-newton"],
-                   help="solvers to compare (default: inexact-newton gradient-descent exact-jvp exact-newton); --methods is the same")
+                   help="solvers to compare (default: inexact-newton gradient-descent exact-jvp exact-newton)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
     p.add_argument("--inner-steps", type=positive_int, default=5, help="constraint iterations per step (default 5)")
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
@@ -61,9 +64,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     precision.add_argument("--no-tf32", action="store_true",
                            help="on CUDA, run float32 convolutions and matrix products in full float32 (TF32 off)")
     p.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock rows")
-    p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"), help="JSON-lines results (resumed)")
+    p.add_argument("--out", type=Path, default=Path("results/mnist-evaluation.jsonl"),
+                   help="folder of the JSON-lines results OUT/compare.jsonl, or a path ending in .jsonl: that file "
+                        "(default results/mnist-evaluation.jsonl; resumed)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
     p.add_argument("--block", default=BLOCK, help=f"name of the marker block --write-docs replaces (default {BLOCK})")
+    p.add_argument("--model", choices=["mnist"], default="mnist", help=argparse.SUPPRESS)  # the old model family: always mnist
+    add_alias(p, "--variants", dest="models")
+    add_alias(p, "--solvers", dest="methods")
     p.set_defaults(run=run, documented=command_line)
 
 
@@ -88,16 +96,17 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.evaluation import Settings, evaluate, ordered, precision_context, summarise
     from constrained_diffusion.models import load, weights_digest, weights_path
 
-    models = {name: load(name, args.device) for name in args.variants}
-    digests = {name: weights_digest(weights_path(name)) for name in args.variants}  # type: ignore[arg-type]
+    variants = [name.removeprefix("mnist-") for name in args.models]  # the records' model names: ddpm, flow
+    models = {name: load(name, args.device) for name in variants}
+    digests = {name: weights_digest(weights_path(name)) for name in variants}  # type: ignore[arg-type]
     images, labels = mnist("held-out")
     settings = Settings(steps=args.steps, inner_steps=args.inner_steps, batch_size=args.batch_size,
                         limit=args.limit, seed=args.seed, device=args.device,
                         precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
     with precision_context(models.values(), settings.precision):
-        records = evaluate(models, load("mnist-classifier"), images, labels, args.tasks, args.solvers, args.out, settings,
+        records = evaluate(models, load("mnist-classifier"), images, labels, args.tasks, args.methods, out_file(args.out, "compare.jsonl"), settings,
                            equal_time=not args.no_equal_time, weights=digests)
-    table = result_table(ordered(summarise(records), args.variants, args.tasks, args.solvers))
+    table = result_table(ordered(summarise(records), variants, args.tasks, args.methods))
     print(table)
     if args.write_docs is not None:
         command = command_line(args)

@@ -7,7 +7,7 @@ training or tuning) in one batch, with each method at the setting the tuning stu
 method: the mean residual ``||m * (y - x)||_2`` of the known pixels, the mean PSNR, how many digits the shipped classifier
 reads right (k/N), network forwards (NFE) and backwards (NBE) and seconds. Writes
 ``OUT/demo.png``: one row per digit, columns truth | observed | one per method, each column
-labelled above and its k/N below. Exact Newton (slow) runs only with ``--solver all``.
+labelled above and its k/N below. Exact Newton (slow) runs only with ``--methods all``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from constrained_diffusion.cli.args import device_name, format_table, int_at_least, non_negative_int, positive_int, summary
+from constrained_diffusion.cli.vocabulary import add_alias, out_file
 
 MODELS = ("mnist-ddpm", "mnist-flow")
 ALIASES = {"mnist": "mnist-ddpm"}
 SLOW = ("exact-newton",)
-"""Solvers run only when asked by name or by ``--solver all`` (exact Newton: ~4x the others' NFE)."""
+"""Solvers run only when asked by name or by ``--methods all`` (exact Newton: ~4x the others' NFE)."""
 MAX_DIGITS = 20
 """Digits shipped for the demo (`shipped_test_digits`)."""
 
@@ -49,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"a shipped MNIST model: {' or '.join(MODELS)} (default mnist-ddpm; 'mnist' is mnist-ddpm)")
     p.add_argument("--digits", type=int_at_least(1), default=10,
                    help=f"how many test digits to inpaint, in one batch (1 to {MAX_DIGITS}; default 10: one of each class)")
-    p.add_argument("--solver", "--method", "--methods", dest="solver", nargs="+", metavar="NAME", default=None,
+    p.add_argument("--methods", dest="solver", nargs="+", metavar="NAME", default=None,
                    help="methods to run: names from the tuned-settings file (recipes such as dps, mpgd, or solvers), "
                         f"any registered solver ({', '.join(registry.names())}), or 'all' = every tuned method plus "
                         f"{', '.join(SLOW)} (default: every tuned method)")
@@ -61,11 +62,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder to write demo.png in (default: the current folder); a path ending in .png is the image file itself")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="print only the table and the path written")
+    add_alias(p, "--method", "--solver", dest="solver")
     p.set_defaults(run=run)
 
 
 def methods_to_run(requested: Sequence[str] | None, tuned: Sequence[str]) -> list[str]:
-    """The methods of ``--solver``: the tuned ones by default, plus the slow solvers with ``all``.
+    """The methods of ``--methods``: the tuned ones by default, plus the slow solvers with ``all``.
 
     Raises:
         ValueError: a name that is neither tuned nor a registered solver.
@@ -78,7 +80,7 @@ def methods_to_run(requested: Sequence[str] | None, tuned: Sequence[str]) -> lis
     for name in requested:
         for n in ([*tuned, *(s for s in SLOW if s not in tuned)] if name == "all" else [name]):
             if n not in tuned and n not in registry.names():
-                raise ValueError(f"--solver: unknown method {n!r}; expected one of {', '.join(tuned)}, a solver "
+                raise ValueError(f"--methods: unknown method {n!r}; expected one of {', '.join(tuned)}, a solver "
                                  f"({', '.join(registry.names())}) or 'all'")
             if n not in names:
                 names.append(n)
@@ -87,11 +89,7 @@ def methods_to_run(requested: Sequence[str] | None, tuned: Sequence[str]) -> lis
 
 def output_path(out: Path) -> Path:
     """``--out``: a folder (the image is ``demo.png`` inside) or, if it ends in ``.png``, the image itself."""
-    path = out if out.suffix.lower() == ".png" else out / "demo.png"
-    for parent in [path.parent, *path.parent.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"--out: {parent} is a file, not a folder")
-    return path
+    return out_file(out, "demo.png")
 
 
 def run(args: argparse.Namespace) -> int:

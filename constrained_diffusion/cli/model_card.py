@@ -30,12 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``model-card`` and its options on the sub-command parsers ``sub``."""
     p = sub.add_parser("model-card", help="measure a shipped MNIST model for its model card; "
                                           "prints the numbers (--write-docs PAGE: into the card)", description=summary(__doc__))
-    p.add_argument("model", choices=["ddpm", "flow", "classifier"])
+    p.add_argument("model", choices=["ddpm", "flow", "classifier"], help="the shipped model measured")
     p.add_argument("--weights", type=Path, default=None, help="a weight file instead of the shipped one")
     p.add_argument("--samples", type=positive_int, default=1000, help="unconditional samples (default 1000)")
     p.add_argument("--steps", type=positive_int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--batch-size", type=positive_int, default=250)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=250, help="samples per batch (default 250)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--device", type=device_name, default=default_device(),
                    help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--grid", type=Path, default=None, help="write a 10x10 grid of samples to this PNG")
