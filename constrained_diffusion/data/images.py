@@ -11,7 +11,9 @@ in ``[-1, 1]`` at a requested resolution:
   bicubic resampling. The folder is listed, not decoded, up front: a file is decoded when its
   batch needs it (`load_available`), so ``--limit N`` decodes N files and the first sample starts
   at once. A file that cannot be decoded is reported (``skipped``) and left out when it is
-  reached; an image smaller than the resolution is an error (it would be up-sampled, not evaluated).
+  reached; an image smaller than the resolution is an error (it would be up-sampled, not evaluated),
+  unless it is smaller by a border (at most 1/`BORDER` of each side: 28x28 MNIST digits for a
+  32x32 model), which is padded with the image's edge pixels (a warning says so once).
 * `TensorImages`: images already in memory, resized the same way when the resolution differs.
   The shipped MNIST sets are three views of the 500 held-out digits (`cd.data.mnist`):
   ``mnist-held-out`` (all 500, ids ``00000`` ... ``00499``), ``mnist-validation`` and
@@ -43,6 +45,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +118,50 @@ class Skipped:
     reason: str
 
 
-def _resize(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
-    """Centre-crop ``x`` ``(C, h, w)`` to the aspect ratio of ``size`` ``(H, W)``, then resize (antialiased bicubic)."""
+BORDER = 8
+"""An image smaller than the model by at most ``1/BORDER`` of each side is padded, not refused (28x28 for 32x32)."""
+
+
+def check_size(h: int, w: int, size: tuple[int, int], name: str) -> bool:
+    """Whether an ``h x w`` image needs padding to the model's ``size`` ``(H, W)``.
+
+    Raises:
+        ValueError: it is smaller than ``size`` by more than a border (``1/BORDER`` of a side),
+            with the fix: pad or resize the images first.
+
+    Examples:
+        >>> check_size(28, 28, (32, 32), "mnist"), check_size(40, 32, (32, 32), "x")
+        (True, False)
+    """
+    H, W = size
+    if h >= H and w >= W:
+        return False
+    if H - h <= H // BORDER and W - w <= W // BORDER:
+        return True
+    raise ValueError(f"--data: image {name} is {w}x{h} pixels, smaller than the model's resolution {W}x{H}; pad or resize "
+                     f"the images to at least {W}x{H} first (a border of up to {W // BORDER}x{H // BORDER} pixels is padded "
+                     f"automatically, e.g. 28x28 MNIST digits for a 32x32 model)")
+
+
+def pad_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Pad ``x`` ``(C, h, w)`` to at least ``size`` ``(H, W)``, centred, with its edge pixels (``replicate``)."""
     H, W = size
     h, w = x.shape[-2:]
-    if h < H or w < W:
-        raise ValueError(f"--data: image {name} is {w}x{h} pixels, smaller than the model's resolution {W}x{H}")
+    dh, dw = max(0, H - h), max(0, W - w)
+    warnings.warn(f"images of {w}x{h} pixels are padded to the model's {W}x{H} with their edge pixels", UserWarning, stacklevel=3)
+    padded = torch.nn.functional.pad(x[None].float(), (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="replicate")
+    return padded[0]
+
+
+def _resize(x: Tensor, size: tuple[int, int], name: str) -> Tensor:
+    """Centre-crop ``x`` ``(C, h, w)`` to the aspect ratio of ``size`` ``(H, W)``, then resize (antialiased bicubic).
+
+    An image smaller than ``size`` by a border is first padded (`pad_to`); by more, it is an error (`check_size`).
+    """
+    H, W = size
+    if check_size(*x.shape[-2:], size, name):
+        x = pad_to(x, size)
+    h, w = x.shape[-2:]
     if (h, w) == (H, W):
         return x
     if h * W > w * H:  # too tall: crop rows
@@ -158,10 +199,7 @@ class TensorImages:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
         if self.images.shape[1] != self.resolution[0]:
             raise ValueError(f"--data: {self.name} has {self.images.shape[1]} channel(s) but the model takes {self.resolution[0]}")
-        h, w = self.images.shape[-2:]
-        if h < self.resolution[1] or w < self.resolution[2]:
-            raise ValueError(f"--data: {self.name} images are {w}x{h} pixels, smaller than the model's resolution "
-                             f"{self.resolution[2]}x{self.resolution[1]}")
+        check_size(*self.images.shape[-2:], self.resolution[1:], f"set {self.name}")
         if self.ids is None:
             self.ids = [f"{i:05d}" for i in range(self.images.shape[0])]
         elif len(self.ids) != self.images.shape[0] or len(set(self.ids)) != len(self.ids) or list(self.ids) != sorted(self.ids):
