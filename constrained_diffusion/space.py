@@ -9,15 +9,17 @@ options: the step-size schedule, the inner steps, DPS's zeta, ...). The tuning l
 A key is an override of the method in the override language
 (`constrained_diffusion.recipes.overrides`): ``inner_steps``, ``solver.h``, PSLD's ``gamma``;
 ``KEY.0`` / ``KEY.1`` are the two ends of a pair such as the step schedule
-``lr = (start, end)``.
+``step_scale = (start, end)`` (``lr`` before 0.2).
 
 Examples:
-    >>> space = SearchSpace({"lr.0": Float(0.01, 2.0, log=True), "lr.1": Float(0.01, 2.0, log=True),
+    >>> space = SearchSpace({"step_scale.0": Float(0.01, 2.0, log=True), "step_scale.1": Float(0.01, 2.0, log=True),
     ...                      "inner_steps": Int(1, 5)})
     >>> print(space.describe())
-    lr.0: float in [0.01, 2] (log); lr.1: float in [0.01, 2] (log); inner_steps: int in [1, 5]
+    step_scale.0: float in [0.01, 2] (log); step_scale.1: float in [0.01, 2] (log); inner_steps: int in [1, 5]
     >>> space.without(["inner_steps"]).keys()
-    ('lr.0', 'lr.1')
+    ('step_scale.0', 'step_scale.1')
+    >>> space.without(["lr"]).keys()  # a name renamed in 0.2 fixes its new name (the override warns when applied)
+    ('inner_steps',)
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from constrained_diffusion.utils.renamed import RENAMED
 
 
 class _Trial(Protocol):  # the part of optuna.Trial a space uses
@@ -134,8 +138,9 @@ class SearchSpace(Mapping[str, Param]):
         return SearchSpace({f"{prefix}{k}": v for k, v in self._params.items()})
 
     def without(self, keys: Iterable[str]) -> SearchSpace:
-        """The parameters not fixed by ``keys`` (a key ``lr`` also removes ``lr.0`` and ``lr.1``)."""
-        fixed = set(keys)
+        """The parameters not fixed by ``keys`` (a key ``step_scale`` also removes ``step_scale.0`` and
+        ``step_scale.1``; an old name of `constrained_diffusion.utils.renamed.RENAMED`, ``lr``, counts as its new one)."""
+        fixed = {_renamed(k) for k in keys}
         return SearchSpace({k: v for k, v in self._params.items() if k not in fixed and k.rsplit(".", 1)[0] not in fixed})
 
     def suggest(self, trial: _Trial) -> dict[str, Any]:
@@ -148,6 +153,14 @@ class SearchSpace(Mapping[str, Param]):
 
 
 EMPTY = SearchSpace()
+
+
+def _renamed(key: str) -> str:
+    """``key`` with an old option name (`RENAMED`) in its first or ``correction.`` part replaced, silently."""
+    parts = key.split(".")
+    i = 1 if parts[0] == "correction" and len(parts) > 1 else 0
+    parts[i] = RENAMED.get(parts[i], parts[i])
+    return ".".join(parts)
 """The space of a method with nothing to tune."""
 
 

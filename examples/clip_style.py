@@ -94,7 +94,7 @@ print(f"composite: {type(composite).__name__}, terms {[type(c).__name__ for c in
 x_T = torch.randn(len(truth), *model.sample_shape, generator=torch.Generator().manual_seed(args.seed))
 K = args.inner_steps
 free = cd.ConstrainedSampler(model, steps=args.steps, inner_steps=0).sample(inpainting, x_T=x_T, progress=False)
-styled = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=K, lr=(0.2, 0.05)).sample(
+styled = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=K, step_scale=(0.2, 0.05)).sample(
     style, x_T=x_T, progress=False)
 both = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=K).sample(composite, x_T=x_T, progress=False)
 

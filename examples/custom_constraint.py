@@ -97,7 +97,7 @@ x_T = torch.randn(len(truth), *model.sample_shape, generator=torch.Generator().m
 free = cd.ConstrainedSampler(model, steps=args.steps, inner_steps=0).sample(columns_constraint, x_T=x_T, progress=False)
 fit_columns = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=args.inner_steps).sample(
     columns_constraint, x_T=x_T, progress=False)
-fit_mean = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=args.inner_steps, lr=(0.1, 0.02)).sample(
+fit_mean = cd.ConstrainedSampler(model, "inexact-newton", steps=args.steps, inner_steps=args.inner_steps, step_scale=(0.1, 0.02)).sample(
     mean_constraint, x_T=x_T, progress=False)
 
 free_mean = mean_constraint.loss(free.sample).sqrt()

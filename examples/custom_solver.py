@@ -84,7 +84,7 @@ except ValueError as error:
 # ## A correction: the inner loop plus a free step on $\hat x_0$
 #
 # $K$ solver steps on $x_t$ as in the paper, $x_t \leftarrow x_t + \lambda_k d / \|d\|_\infty$
-# with $\lambda_k$ from `lr` and $\hat x_0$ re-evaluated after each; then the clean estimate
+# with $\lambda_k$ from `step_scale` and $\hat x_0$ re-evaluated after each; then the clean estimate
 # is edited once along the error, $\hat x_0 \leftarrow \hat x_0 + \gamma\, e(\hat x_0)$ (as
 # MPGD does, no network call), and the DDIM update uses the edited $\hat x_0$ with the
 # unedited noise estimate. Residual rows: before each inner step, after the loop, after the edit.
@@ -94,7 +94,7 @@ class ExtrapolatedLoopConfig(CorrectionConfig):
     """Options of `ExtrapolatedLoop`."""
 
     inner_steps: int = Field(3, ge=0)
-    lr: float | tuple[float, float] = (0.5, 0.1)
+    step_scale: float | tuple[float, float] = (0.5, 0.1)
     gamma: float = Field(0.5, ge=0, le=1, description="fraction of the error added to x0 after the loop")
 
 
@@ -102,7 +102,7 @@ class ExtrapolatedLoop(cd.sampling.Correction):
     """``K`` solver steps on ``x_t``, then ``x0 <- x0 + gamma e(x0)`` and the update with the loop's noise estimate."""
 
     Config: ClassVar[type[BaseModel]] = ExtrapolatedLoopConfig
-    lr: float | tuple[float, float]
+    step_scale: float | tuple[float, float]
     gamma: float
 
     @property
@@ -112,7 +112,7 @@ class ExtrapolatedLoop(cd.sampling.Correction):
     def apply(self, step, x_t: Tensor) -> CorrectionResult:  # noqa: ANN001 - a DenoisingStep
         x_t, x0 = step.evaluate(x_t)
         rows = []
-        for lam in step_sizes(self.lr, self.inner_steps):
+        for lam in step_sizes(self.step_scale, self.inner_steps):
             e, residual = step.constraint.error_and_residual(x0.detach())
             rows.append(residual.detach().float())
             d = step.direction(x_t, e.detach(), x0)

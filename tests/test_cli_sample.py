@@ -47,12 +47,29 @@ def test_registered_constraint_by_name_with_args(tmp_path, capsys):
     (["sample", "--task", "box", "--arg", "a=1"], "--arg needs --constraint"),
     (["sample"], "give --task or --constraint"),
     (["sample", "--task", "box", "--recipe", "dps", "--inner-steps", "3"], "inner_steps must be 0 or 1"),
-    (["sample", "--task", "box", "--lr", "1", "2", "3"], "--lr takes one value or two"),
+    (["sample", "--task", "box", "--step-scale", "1", "2", "3"], "--step-scale takes one value or two"),
 ])
 def test_sample_errors_are_one_line(argv, needle, capsys):
     assert main([*argv, "--model", "gaussian", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_step_scale_flag_and_its_old_spelling(tmp_path, capsys):
+    """``--step-scale`` is printed as ``λ=... by the '...' step rule``; the hidden ``--lr`` (before 0.2) is the same flag and warns once."""
+    base = ["sample", "--model", "gaussian", "--task", "box", "--steps", "3", "--inner-steps", "2", "--quiet"]
+    assert main([*base, "--step-scale", "0.3", "0.1", "--out", str(tmp_path / "new.png")]) == 0
+    new = capsys.readouterr().out
+    assert "λ=0.3→0.1 by the 'dynamic' step rule" in new and "lambda=" not in new and "step size" not in new
+    with pytest.warns(DeprecationWarning, match="'--lr' is deprecated: it is called '--step-scale'") as caught:
+        assert main([*base, "--lr", "0.3", "0.1", "--out", str(tmp_path / "old.png")]) == 0
+    assert len([w for w in caught if "since 0.2" in str(w.message)]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == new.splitlines()[0]
+    assert (tmp_path / "old.png").read_bytes() == (tmp_path / "new.png").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--step-scale" in help_text and "--lr" not in help_text  # the old spelling is hidden
 
 
 def test_svg_plot_is_well_formed_and_escapes_labels():

@@ -12,9 +12,9 @@ import constrained_diffusion as cd
 
 
 def test_yaml_and_json_round_trip(tmp_path, gaussian):
-    (tmp_path / "c.yaml").write_text("steps: 7\ninner_steps: 2\nlr: [0.3, 0.05]\neta: 0.0\nsolver: {name: exact-jvp, method: double-backward}\n")
+    (tmp_path / "c.yaml").write_text("steps: 7\ninner_steps: 2\nstep_scale: [0.3, 0.05]\neta: 0.0\nsolver: {name: exact-jvp, method: double-backward}\n")
     cfg = cd.SamplerConfig.from_file(tmp_path / "c.yaml")
-    assert cfg.steps == 7 and cfg.lr == (0.3, 0.05) and cfg.solver.method == "double-backward"
+    assert cfg.steps == 7 and cfg.step_scale == (0.3, 0.05) and cfg.solver.method == "double-backward"
     (tmp_path / "c.json").write_text(cfg.model_dump_json())
     again = cd.SamplerConfig.from_file(tmp_path / "c.json")
     assert again == cfg
@@ -24,10 +24,10 @@ def test_yaml_and_json_round_trip(tmp_path, gaussian):
 
 
 def test_sampler_exposes_its_config(gaussian):
-    s = cd.ConstrainedSampler(gaussian, cd.InexactNewton(h=0.01), steps=4, inner_steps=1, lr=0.2)
+    s = cd.ConstrainedSampler(gaussian, cd.InexactNewton(h=0.01), steps=4, inner_steps=1, step_scale=0.2)
     data = json.loads(s.config.model_dump_json())
-    assert data == {"steps": 4, "inner_steps": 1, "lr": 0.2, "eta": 0.0, "noise": "ddim", "output": "sample",
-                    "solver": {"name": "inexact-newton", "h": 0.01}, "step_size": "dynamic", "arnoldi_iterations": 10, "target": "x_t", "window": [0.0, 1.0],
+    assert data == {"steps": 4, "inner_steps": 1, "step_scale": 0.2, "eta": 0.0, "noise": "ddim", "output": "sample",
+                    "solver": {"name": "inexact-newton", "h": 0.01}, "step_rule": "dynamic", "arnoldi_iterations": 10, "target": "x_t", "window": [0.0, 1.0],
                     "time_travel": 0, "time_travel_window": [0.0, 1.0], "residual_tol": 0.0, "min_decrease": None,
                     "discrepancy_tau": 1.0}
     rebuilt = cd.ConstrainedSampler.from_config(gaussian, data)
@@ -36,7 +36,7 @@ def test_sampler_exposes_its_config(gaussian):
 
 def test_step_sizes_follow_the_paper():
     assert cd.SamplerConfig(inner_steps=5).step_sizes() == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1])
-    assert cd.SamplerConfig(inner_steps=3, lr=0.2).step_sizes() == [0.2, 0.2, 0.2]
+    assert cd.SamplerConfig(inner_steps=3, step_scale=0.2).step_sizes() == [0.2, 0.2, 0.2]
     assert cd.SamplerConfig(inner_steps=1).step_sizes() == [0.5]
     assert cd.SamplerConfig(inner_steps=0).step_sizes() == []
 
@@ -69,7 +69,10 @@ def test_solver_instance_and_name_give_the_same_samples(gaussian):
 
 
 class _Halfway(cd.sampling.Correction):
-    """A user's correction: the plain update, then ``x_prev += lr * e`` (no solver)."""
+    """A user's correction: the plain update, then ``x_prev += lr * e`` (no solver).
+
+    Its option ``lr`` is its own (a user's field keeps its name: only the built-in configs rename ``lr`` to ``step_scale``).
+    """
 
     uses_solver = False
 
@@ -129,7 +132,7 @@ def test_nested_correction_errors_name_the_option(halfway):
 def _nested(config: cd.SamplerConfig) -> dict:
     """The nested form of a flat config: the same sampler, ``correction: {name: ..., **options}``."""
     name = {"x_t": "inner-loop", "x_prev": "post-step", "x0": "x0-edit"}[config.target]
-    inner = {"name": name, "inner_steps": config.inner_steps, "lr": config.lr, "step_size": config.step_size}
+    inner = {"name": name, "inner_steps": config.inner_steps, "step_scale": config.step_scale, "step_rule": config.step_rule}
     if name == "inner-loop":
         inner["arnoldi_iterations"] = config.arnoldi_iterations
     spec = inner if config.time_travel == 0 else {"name": "time-travel", "inner": inner, "repeats": config.time_travel,

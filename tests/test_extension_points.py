@@ -72,30 +72,30 @@ class BlendX0(cd.Correction):
 
     class Config(cd.sampling.CorrectionConfig):
         inner_steps: int = 1
-        lr: float = 0.5
+        step_scale: float = 0.5
 
     def apply(self, step, x_t):  # noqa: ANN001, ANN201
         x_t, x0 = step.evaluate(x_t)
         e, before = step.constraint.error_and_residual(x0)
-        x0 = x0 + self.lr * e
+        x0 = x0 + self.step_scale * e
         after = step.constraint.residual(x0)
         return cd.sampling.CorrectionResult(step.update(x_t, x0), x0, torch.stack([before, after]))
 
 
 def test_a_user_correction_runs_and_its_residuals_are_recorded(gaussian):
-    sampler = cd.ConstrainedSampler(gaussian, correction=BlendX0(lr=1.0), steps=5)
+    sampler = cd.ConstrainedSampler(gaussian, correction=BlendX0(step_scale=1.0), steps=5)
     assert sampler.solver is None
     result = sampler.sample(_problem(gaussian), generator=_gens(), progress=False)
     assert result.residuals.shape == (5, 2, 2) and result.nfe == 5
-    # lr = 1 on an inpainting error puts the known pixels exactly in place in x0
+    # step_scale = 1 on an inpainting error puts the known pixels exactly in place in x0
     assert bool((result.residuals[:, 1] < 1e-5 * result.residuals[:, 0]).all())
     free = cd.ConstrainedSampler(gaussian, steps=5, inner_steps=0).sample(_problem(gaussian), generator=_gens(), progress=False)
     assert bool((result.final_residual < 0.5 * free.final_residual).all())
 
 
 def test_correction_options_belong_to_the_correction(gaussian):
-    with pytest.raises(ValueError, match="inner_steps, step_size: options of the correction"):
-        cd.ConstrainedSampler(gaussian, correction=BlendX0(), inner_steps=3, step_size="constant")
+    with pytest.raises(ValueError, match="inner_steps, step_rule: options of the correction"):
+        cd.ConstrainedSampler(gaussian, correction=BlendX0(), inner_steps=3, step_rule="constant")
     with pytest.raises(TypeError, match="correction must be"):
         cd.ConstrainedSampler(gaussian, correction=42)  # type: ignore[arg-type]
     assert type(cd.ConstrainedSampler(gaussian, correction="inner-loop").correction) is cd.InnerLoop  # a registered name
@@ -110,8 +110,8 @@ def test_target_names_the_built_in_corrections(gaussian):
     freedom = cd.recipes.get("freedom").sampler(gaussian).correction
     assert isinstance(freedom, cd.TimeTravel) and isinstance(freedom.inner, cd.PostStep) and freedom.repeats == 3
     # the built-in corrections run the same as when named by target
-    mine = cd.ConstrainedSampler(gaussian, correction=cd.InnerLoop(inner_steps=2, lr=(0.4, 0.2)), steps=4)
-    named = cd.ConstrainedSampler(gaussian, inner_steps=2, lr=(0.4, 0.2), steps=4)
+    mine = cd.ConstrainedSampler(gaussian, correction=cd.InnerLoop(inner_steps=2, step_scale=(0.4, 0.2)), steps=4)
+    named = cd.ConstrainedSampler(gaussian, inner_steps=2, step_scale=(0.4, 0.2), steps=4)
     a = mine.sample(_problem(gaussian), generator=_gens(), progress=False)
     b = named.sample(_problem(gaussian), generator=_gens(), progress=False)
     assert torch.equal(a.sample, b.sample) and torch.equal(a.residuals, b.residuals)
@@ -141,12 +141,12 @@ def test_a_user_step_size_rule_plugs_in_by_name(gaussian):
         return ctx.lam / 3 / ctx.d.flatten(1).abs().amax(dim=1)
 
     assert "test-third" in step_size_names()
-    result = cd.ConstrainedSampler(gaussian, steps=3, inner_steps=2, lr=0.3, step_size="test-third").sample(
+    result = cd.ConstrainedSampler(gaussian, steps=3, inner_steps=2, step_scale=0.3, step_rule="test-third").sample(
         _problem(gaussian), generator=_gens(), progress=False)
-    ref = cd.ConstrainedSampler(gaussian, steps=3, inner_steps=2, lr=0.1).sample(_problem(gaussian), generator=_gens(), progress=False)
+    ref = cd.ConstrainedSampler(gaussian, steps=3, inner_steps=2, step_scale=0.1).sample(_problem(gaussian), generator=_gens(), progress=False)
     assert calls == [0.3] * 6 and torch.allclose(result.sample, ref.sample, atol=1e-12)
-    with pytest.raises(ValidationError, match="step_size must be one of"):
-        cd.SamplerConfig(step_size="no-such-rule")
+    with pytest.raises(ValidationError, match="step_rule must be one of"):
+        cd.SamplerConfig(step_rule="no-such-rule")
 
 
 def test_the_arnoldi_rule_checks_the_direction_kind_not_a_name(gaussian):
@@ -158,12 +158,12 @@ def test_the_arnoldi_rule_checks_the_direction_kind_not_a_name(gaussian):
             return cd.solvers.vjp_through(denoiser, x0, x_t, e).detach()
 
     with pytest.raises(ValueError, match="direction_kind='vjp'"):
-        cd.ConstrainedSampler(gaussian, Backprop(), step_size="arnoldi")
-    cd.ConstrainedSampler(gaussian, cd.ExactJVP(), step_size="arnoldi")  # "jvp": accepted
+        cd.ConstrainedSampler(gaussian, Backprop(), step_rule="arnoldi")
+    cd.ConstrainedSampler(gaussian, cd.ExactJVP(), step_rule="arnoldi")  # "jvp": accepted
 
 
 def test_the_arnoldi_spectral_radius_is_computed_only_when_read(gaussian, recorder_factory):
     rec = recorder_factory(gaussian)
     constraint = cd.Inpainting(torch.zeros(1, 1, 8, 8, dtype=torch.float64), torch.zeros(1, 1, 8, 8, dtype=torch.float64))
-    result = cd.ConstrainedSampler(rec, step_size="arnoldi", arnoldi_iterations=6, steps=3, inner_steps=2).sample(constraint, progress=False)
+    result = cd.ConstrainedSampler(rec, step_rule="arnoldi", arnoldi_iterations=6, steps=3, inner_steps=2).sample(constraint, progress=False)
     assert result.nfe == 3  # zero error: no direction, no step size, no Arnoldi JVPs

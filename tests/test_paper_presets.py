@@ -125,10 +125,10 @@ def test_the_presets_sample_on_the_trailing_grid_without_changing_the_denoiser(s
     assert sd.timesteps(20).tolist()[0] == 951  # the pipeline's own ("leading") grid is untouched
     assert sd.pipe.scheduler.config.timestep_spacing == "leading"
     cfg = sampler.config
-    assert (cfg.inner_steps, cfg.lr, cfg.eta, cfg.noise, cfg.output, cfg.solver.h) == (
+    assert (cfg.inner_steps, cfg.step_scale, cfg.eta, cfg.noise, cfg.output, cfg.solver.h) == (
         5, (0.5, 0.1), 1.0, "one-step-posterior", "last-x0", 0.005)
     sr = cd.recipes.get("paper-sr8").config
-    assert (sr.inner_steps, sr.lr) == (10, 0.1)
+    assert (sr.inner_steps, sr.step_scale) == (10, 0.1)
 
 
 @pytest.mark.parametrize(("eta", "n"), [(0.0, 20), (1.0, 5)], ids=["deterministic", "stochastic"])
@@ -259,7 +259,7 @@ def style_error(pipe, vision, style_image):
 def test_paper_style_is_the_reference_loop_settings():
     recipe = cd.recipes.get("paper-style")
     cfg = recipe.config
-    assert (cfg.inner_steps, cfg.lr, cfg.eta, cfg.noise, cfg.output, cfg.solver.h, recipe.guidance_scale, recipe.latent) == (
+    assert (cfg.inner_steps, cfg.step_scale, cfg.eta, cfg.noise, cfg.output, cfg.solver.h, recipe.guidance_scale, recipe.latent) == (
         5, (0.5, 0.1), 1.0, "one-step-posterior", "last-x0", 0.005, 1 + W_CFG, "decoded")
 
 

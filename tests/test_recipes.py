@@ -38,11 +38,11 @@ def test_every_published_method_is_a_recipe():
         described = ast.literal_eval(text.split(". Config: ", 1)[1])
         assert cd.SamplerConfig.model_validate(described) == recipe.config
     dps = cd.recipes.get("dps")
-    assert (dps.config.target, dps.config.step_size, dps.config.solver.name) == ("x_prev", "residual", "gradient-descent")
+    assert (dps.config.target, dps.config.step_rule, dps.config.solver.name) == ("x_prev", "residual", "gradient-descent")
     assert cd.recipes.get("mpgd").config.target == "x0"
     assert cd.recipes.get("freedom").config.time_travel > 0
     paper = cd.recipes.get("inexact-newton").config
-    assert (paper.steps, paper.inner_steps, paper.lr, paper.solver.h) == (20, 5, (0.5, 0.1), 0.005)
+    assert (paper.steps, paper.inner_steps, paper.step_scale, paper.solver.h) == (20, 5, (0.5, 0.1), 0.005)
 
 
 def test_recipe_options_are_read_only_and_overridable():
@@ -217,7 +217,7 @@ def _grad_through_denoiser(model, x_T, loss):
 
 def test_dps_update_is_ddim_minus_zeta_times_the_gradient_of_the_norm(gaussian):
     pixel = _problem(gaussian)
-    x_T, res = _one_step(gaussian, "dps", pixel, lr=0.7)
+    x_T, res = _one_step(gaussian, "dps", pixel, step_scale=0.7)
     x0, grad = _grad_through_denoiser(gaussian, x_T, pixel.residual)
     expected = _ddim(gaussian, x_T, x0) - 0.7 * grad
     assert torch.allclose(res.sample, expected, atol=1e-10)
@@ -225,7 +225,7 @@ def test_dps_update_is_ddim_minus_zeta_times_the_gradient_of_the_norm(gaussian):
 
 def test_mpgd_update_edits_x0_and_keeps_the_noise_estimate(gaussian):
     pixel = _problem(gaussian)
-    x_T, res = _one_step(gaussian, "mpgd", pixel, lr=0.3)
+    x_T, res = _one_step(gaussian, "mpgd", pixel, step_scale=0.3)
     t = gaussian.timesteps(1)[0]
     x0 = gaussian(x_T, t)
     a, s = (float(v) for v in gaussian.alpha_sigma(t))
@@ -239,7 +239,7 @@ def test_mpgd_update_edits_x0_and_keeps_the_noise_estimate(gaussian):
 
 def test_freedom_step_is_rescaled_to_the_sampler_update(gaussian):
     pixel = _problem(gaussian)
-    x_T, res = _one_step(gaussian, "freedom", pixel, lr=0.2)
+    x_T, res = _one_step(gaussian, "freedom", pixel, step_scale=0.2)
     x0, grad = _grad_through_denoiser(gaussian, x_T, lambda v: 0.5 * pixel.residual(v).pow(2))
     unguided = _ddim(gaussian, x_T, x0)
     rho = 0.2 * (unguided - x_T).norm() / grad.norm()

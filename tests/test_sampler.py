@@ -42,7 +42,7 @@ def _inpainting(model: cd.GaussianDenoiser, batch: int = 1, seed: int = 0) -> cd
 
 # How each solver is run to fit the known pixels: the paper's dynamic steps, except exact Newton,
 # whose direction J^-1 e is a Newton step and is taken at full length (constant step ~1).
-FIT = {"exact-newton": ({"name": "exact-newton", "method": "lstsq"}, {"inner_steps": 10, "lr": (1.0, 0.1), "step_size": "constant"})}
+FIT = {"exact-newton": ({"name": "exact-newton", "method": "lstsq"}, {"inner_steps": 10, "step_scale": (1.0, 0.1), "step_rule": "constant"})}
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -52,7 +52,7 @@ def test_inpainting_matches_known_pixels(solver):
                                        schedule=cd.VPSchedule.linear(spacing="linspace"), dtype=torch.float64)
     constraint = _inpainting(model, batch=2)
     x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    config, options = FIT.get(solver, (solver, {"inner_steps": 60, "lr": (0.1, 1e-6)}))
+    config, options = FIT.get(solver, (solver, {"inner_steps": 60, "step_scale": (0.1, 1e-6)}))
     free = cd.ConstrainedSampler(model, config, steps=30, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
     fit = cd.ConstrainedSampler(model, config, steps=30, **options).sample(constraint, x_T=x_T, progress=False)
     ratio = fit.final_residual / free.final_residual
@@ -88,7 +88,7 @@ def test_small_step_never_increases_linear_residual(gaussian6, solver, seed, ste
     g = torch.Generator().manual_seed(seed)
     y = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
     constraint = cd.SuperResolution(y, 2, kernel="bicubic")
-    result = cd.ConstrainedSampler(model, solver, steps=steps, inner_steps=4, lr=1e-4).sample(constraint, generator=g, progress=False)
+    result = cd.ConstrainedSampler(model, solver, steps=steps, inner_steps=4, step_scale=1e-4).sample(constraint, generator=g, progress=False)
     inner = result.residuals  # (steps, K + 1, B)
     assert bool((inner[:, 1:] <= inner[:, :-1] + 1e-12).all())
 

@@ -36,7 +36,7 @@ def test_missing_inputs_are_named():
     for rule, word in [("residual", "residual"), ("norm-ratio", "update"), ("arnoldi", "mu")]:
         with pytest.raises(ValueError, match=word):
             step_factor(rule, 0.5, d)
-    with pytest.raises(ValueError, match="step_size must be one of"):
+    with pytest.raises(ValueError, match="step_rule must be one of"):
         step_factor("newton", 0.5, d)  # type: ignore[arg-type]
 
 
@@ -73,7 +73,7 @@ def test_arnoldi_rule_estimates_the_analytic_spectrum_and_converges(skewed):
     pixel = cd.Inpainting(truth, mask)
     gen = lambda: torch.Generator().manual_seed(2)  # noqa: E731
     free = cd.ConstrainedSampler(skewed, steps=10, inner_steps=0).sample(pixel, generator=gen(), progress=False)
-    fit = cd.ConstrainedSampler(skewed, steps=10, inner_steps=5, lr=1.0, step_size="arnoldi", arnoldi_iterations=8).sample(
+    fit = cd.ConstrainedSampler(skewed, steps=10, inner_steps=5, step_scale=1.0, step_rule="arnoldi", arnoldi_iterations=8).sample(
         pixel, generator=gen(), progress=False)
     assert float(fit.final_residual) < 0.25 * float(free.final_residual)
     assert fit.nfe == 10 * (1 + 8 + 2 * 5)  # Arnoldi: 8 JVPs per step
@@ -81,6 +81,6 @@ def test_arnoldi_rule_estimates_the_analytic_spectrum_and_converges(skewed):
 
 def test_arnoldi_is_rejected_where_it_does_not_apply():
     with pytest.raises(ValueError, match="arnoldi"):
-        cd.SamplerConfig(target="x0", step_size="arnoldi")
+        cd.SamplerConfig(target="x0", step_rule="arnoldi")
     with pytest.raises(ValueError, match="'gradient-descent' has another direction"):
-        cd.SamplerConfig(step_size="arnoldi", solver="gradient-descent")
+        cd.SamplerConfig(step_rule="arnoldi", solver="gradient-descent")

@@ -23,9 +23,10 @@ def _docs_best_settings() -> dict[tuple[str, str, str], str]:
 
 
 def _parse_setting(text: str) -> dict[str, object]:
-    """``inner_steps=3, solver.h=0.00226, lr=(1.38, 0.154)`` -> ``{"inner_steps": 3, "solver.h": 0.00226, "lr": [1.38, 0.154]}``."""
+    """``inner_steps=3, solver.h=0.00226, λ=(1.38, 0.154)`` -> ``{"inner_steps": 3, "solver.h": 0.00226, "step_scale": [1.38, 0.154]}``."""
     out: dict[str, object] = {}
     for key, value in re.findall(r"([\w.]+)=(\([^)]*\)|[^,]+)", text):
+        key = {"λ": "step_scale"}.get(key, key)  # the table names the step scale as tuning.report.fmt_overrides does
         if value.startswith("("):
             out[key] = [float(v) for v in value.strip("()").split(",")]
         else:

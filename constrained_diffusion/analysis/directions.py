@@ -3,7 +3,7 @@
 ``J = d x0_hat / d x_t`` (dense) at a noised test digit. Each direction is a candidate for the
 correction of ``x_t`` that moves ``x0_hat`` by ``e``: the Newton direction ``J^+ e``
 (pseudo-inverse, cut-off ``rcond``), the inexact-Newton direction ``Je`` and the
-gradient-descent direction ``J^T e``. One step of max-norm ``lr`` along each shows what it does
+gradient-descent direction ``J^T e``. One step of max-norm ``step_scale`` along each shows what it does
 to ``x0_hat`` (used by ``constrained-diffusion analyze directions``).
 """
 
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from constrained_diffusion.analysis.jacobian import jacobian
 from constrained_diffusion.denoisers import Denoiser
+from constrained_diffusion.utils.renamed import deprecated
 
 
 @dataclass
@@ -26,7 +27,7 @@ class PixelDirections:
         error: the single-pixel error ``e`` ``(D,)``.
         directions: ``"Je"``, ``"J+e"`` and ``"JTe"``, each ``(D,)``.
         x0_before: ``x0_hat(x_t)`` ``(1, C, H, W)``.
-        x0_after: per direction, ``x0_hat(x_t + step)`` with ``step`` of max-norm ``lr``.
+        x0_after: per direction, ``x0_hat(x_t + step)`` with ``step`` of max-norm ``step_scale``.
     """
 
     error: Tensor
@@ -35,13 +36,19 @@ class PixelDirections:
     x0_after: dict[str, Tensor]
 
 
-def pixel_directions(model: Denoiser, x0: Tensor, t: int, pixel: tuple[int, int], lr: float = 0.5,
-                     rcond: float = 1e-3, seed: int = 0) -> PixelDirections:
+def pixel_directions(model: Denoiser, x0: Tensor, t: int, pixel: tuple[int, int], step_scale: float = 0.5,
+                     rcond: float = 1e-3, seed: int = 0, *, lr: float | None = None) -> PixelDirections:
     """Noise ``x0`` ``(1, C, H, W)`` to time ``t`` (seeded), then compare the directions for ``e`` at ``pixel``.
+
+    ``step_scale`` is the max-norm of the one step along each direction (``lr`` before 0.2: the
+    old keyword still works, with a `DeprecationWarning`).
 
     Raises:
         ValueError: ``pixel`` (row, column) lies outside the image.
     """
+    if lr is not None:
+        deprecated("lr", "step_scale", "pixel_directions: ")
+        step_scale = lr
     H, W = model.sample_shape[-2:]
     row, col = pixel
     if not (0 <= row < H and 0 <= col < W):
@@ -57,7 +64,7 @@ def pixel_directions(model: Denoiser, x0: Tensor, t: int, pixel: tuple[int, int]
     directions = {"Je": J @ e, "J+e": Vh[keep].T @ ((U[:, keep].T @ e) / S[keep]), "JTe": J.T @ e}
     with torch.no_grad():
         before = model(x_t, tt)
-        after = {name: model(x_t + (lr * d / d.abs().max()).reshape(x_t.shape).float(), tt) for name, d in directions.items()}
+        after = {name: model(x_t + (step_scale * d / d.abs().max()).reshape(x_t.shape).float(), tt) for name, d in directions.items()}
     return PixelDirections(e, directions, before, after)
 
 

@@ -10,14 +10,17 @@ Every front end speaks it: ``evaluate --method NAME --set ...`` and its YAML ``s
   ``LABEL:KEY=VALUE`` applies to one method of a run, ``task.KEY=VALUE`` is a task option
   (`split_set`);
 * a **dotted key** nests: ``solver.h=0.01`` changes the solver's ``h`` (`nest`);
-* ``KEY.0`` / ``KEY.1`` are the two ends of a pair such as the step schedule ``lr = (start,
-  end)``, given together (`join_pairs`).
+* ``KEY.0`` / ``KEY.1`` are the two ends of a pair such as the step schedule ``step_scale =
+  (start, end)``, given together (`join_pairs`);
+* the names renamed in 0.2 (``lr`` -> ``step_scale``, ``step_size`` -> ``step_rule``, with their
+  ``.0``/``.1`` ends and ``correction.`` forms) still work, with a `DeprecationWarning`
+  (`apply_overrides`).
 
 Examples:
     >>> split_set(["inner_steps=3", "dps:steps=100", "task.hole_ratio=[0.1,0.3]"])
     ({'inner_steps': 3}, {'dps': {'steps': 100}}, {'hole_ratio': [0.1, 0.3]})
-    >>> join_pairs({"lr.0": 0.5, "lr.1": 0.1, "inner_steps": 3})
-    {'inner_steps': 3, 'lr': (0.5, 0.1)}
+    >>> join_pairs({"step_scale.0": 0.5, "step_scale.1": 0.1, "inner_steps": 3})
+    {'inner_steps': 3, 'step_scale': (0.5, 0.1)}
     >>> recipe = resolve_recipe("exact-jvp", {"inner_steps": 2, "solver.method": "double-backward"})
     >>> recipe.config.inner_steps, recipe.config.solver.name, recipe.config.solver.method
     (2, 'exact-jvp', 'double-backward')
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from constrained_diffusion.recipes import Recipe, get, names
+from constrained_diffusion.recipes.recipe import renamed_overrides
 from constrained_diffusion.solvers import registry as solver_registry
 
 __all__ = ["apply_overrides", "base_recipe", "join_pairs", "method_names", "nest", "paper_loop", "parse_value", "resolve_recipe", "solver_of",
@@ -165,7 +169,10 @@ def base_recipe(name: str) -> Recipe:
 
 
 def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], method: str | None = None, flag: str = "--set") -> Recipe:
-    """``recipe`` with ``overrides`` applied: pairs joined, dotted keys nested, then `Recipe.with_config`.
+    """``recipe`` with ``overrides`` applied: old names renamed, pairs joined, dotted keys nested, then `Recipe.with_config`.
+
+    An option name renamed in 0.2 (``lr``, ``lr.0``, ``step_size``, ``correction.lr``, ...) is
+    replaced by its new name with one `DeprecationWarning` naming ``flag``.
 
     Args:
         recipe: the method's recipe.
@@ -177,6 +184,10 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], method: str | 
         ValueError: an invalid override, naming ``flag``, the method and the field.
     """
     name = recipe.name if method is None else method
+    try:
+        overrides = renamed_overrides(recipe.config, overrides, f"{flag}: ", stacklevel=5)
+    except ValueError as exc:
+        raise ValueError(f"{flag} for method {name!r}: {exc}") from None
     flat = nest(join_pairs(overrides), recipe.config.model_dump(), name)
     try:
         return recipe.with_config(**flat) if flat else recipe

@@ -25,6 +25,7 @@ from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConf
 from constrained_diffusion.sampling.corrections import correction_class, correction_names
 from constrained_diffusion.sampling.engine import ConstrainedSampler
 from constrained_diffusion.space import SearchSpace
+from constrained_diffusion.utils.renamed import rename_keys
 
 LatentRule = Literal["decoded", "encoded", "psld", "latent-mask", "linear"]
 
@@ -79,10 +80,13 @@ class Recipe:
         """A copy with `SamplerConfig` fields, `options` or ``guidance_scale`` replaced (validated; errors name the field).
 
         The correction's options: ``correction={"name": ..., ...}`` replaces the correction (the
-        flat correction fields return to their defaults); ``**{"correction.lr": 0.3}`` changes one
-        option of a nested correction; and a plain key that is an option of the recipe's nested
-        correction (``lr=0.3`` on a recipe with ``correction={name: ddnm, ...}``) goes there.
+        flat correction fields return to their defaults); ``**{"correction.step_scale": 0.3}`` changes
+        one option of a nested correction; and a plain key that is an option of the recipe's nested
+        correction (``step_scale=0.3`` on a recipe with ``correction={name: pigdm, ...}``) goes there.
+        The names renamed in 0.2 (``lr``, ``step_size``, ``lr.0``, ``correction.lr``, ...) are
+        accepted with a `DeprecationWarning` (`constrained_diffusion.utils.renamed`).
         """
+        overrides = renamed_overrides(self.config, overrides)
         options = {k: overrides.pop(k) for k in list(overrides) if k in self.options}
         for k, v in options.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -158,6 +162,24 @@ class Recipe:
         if solver is not None:  # its name is a default of its own config: keep it, or the solver is lost
             cfg["solver"] = {"name": solver.name, **solver.model_dump(exclude_defaults=True)}  # type: ignore[attr-defined]
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"
+
+
+def renamed_overrides(config: SamplerConfig, overrides: Mapping[str, Any], where: str = "", stacklevel: int = 5) -> dict[str, Any]:
+    """``overrides`` of ``config`` with the option names renamed in 0.2 replaced (`constrained_diffusion.utils.renamed`).
+
+    ``lr``, ``lr.0``/``lr.1`` and ``step_size`` become ``step_scale``, ``step_scale.0``/``.1`` and
+    ``step_rule``, and so do ``correction.lr``, ... where the correction has the new option (a
+    user's correction with an ``lr`` of its own keeps it). One `DeprecationWarning` per old name.
+
+    Raises:
+        ValueError: the old and the new name of one option both given, naming both.
+    """
+    name = overrides.get("correction.name", config.correction.name if config.correction is not None else None)
+    nested = set(correction_class(name).Config.model_fields) if name in correction_names() else set()
+    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, nested, where, stacklevel, "correction.")
+    top = rename_keys({k: v for k, v in overrides.items() if not k.startswith("correction.")},
+                      set(SamplerConfig.model_fields) | nested, where, stacklevel)
+    return {**top, **{f"correction.{k}": v for k, v in inner.items()}}
 
 
 def _correction_overrides(config: SamplerConfig, data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A small YAML file per (model, task) ships in ``constrained_diffusion/recipes/tuned/``
 (``mnist-ddpm-box.yaml``, ...). It names the study that produced it and holds, per method,
-the overrides of its best trial (``inner_steps``, ``lr``, ``solver.h``, ...) and the
+the overrides of its best trial (``inner_steps``, ``step_scale``, ``solver.h``, ...) and the
 denoising steps it was tuned at. ``constrained-diffusion demo`` runs every method at these
 settings. ``constrained-diffusion tune-study --write-tuned DIR`` (or `write_tuned` on a study's
 ``results.json``) regenerates the files from a study.
@@ -14,7 +14,7 @@ The file format:
     study: {command: ..., data: mnist-validation, trials: 30, limit: 4, steps: 10, metric: psnr, ...}
     steps: 10
     methods:
-      inexact-newton: {inner_steps: 3, lr: [1.38, 0.154], solver.h: 0.00226}
+      inexact-newton: {inner_steps: 3, step_scale: [1.38, 0.154], solver.h: 0.00226}
       ...
 
 Examples:
@@ -23,6 +23,9 @@ Examples:
     (10, ['inexact-newton', 'gradient-descent'])
     >>> tuned.methods["inexact-newton"]["inner_steps"]
     3
+
+A file written before 0.2 names ``step_scale`` and ``step_rule`` ``lr`` and ``step_size``;
+it still loads, with a `DeprecationWarning` (`constrained_diffusion.utils.renamed`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from constrained_diffusion.utils.paths import safe_name, under
+from constrained_diffusion.utils.renamed import rename_keys
 from constrained_diffusion.utils.safe_io import write_text
 
 TUNED_DIR = Path(__file__).with_name("tuned")
@@ -98,7 +102,7 @@ def load_tuned(model: str = "mnist-ddpm", task: str = "box", path: str | os.Path
         raise ValueError(f"no tuned settings for model {model!r} and task {task!r} (shipped: {have}); "
                          "run `constrained-diffusion tune-study --write-tuned DIR` to make them")
     data = _read(file)
-    methods = {str(name): dict(overrides or {}) for name, overrides in data["methods"].items()}
+    methods = {str(name): _renamed(overrides or {}, f"{file.name}: {name}: ") for name, overrides in data["methods"].items()}
     return TunedSettings(str(data["model"]), str(data["task"]), int(data["steps"]), methods, dict(data.get("study") or {}),
                          str(data.get("note") or ""))
 
@@ -114,9 +118,9 @@ def tuned_from_results(results: Mapping[str, Any], command: str | None = None) -
     Examples:
         >>> results = {"config": {"data": "mnist-validation", "trials": 30, "limit": 4, "steps": 10, "metric": "psnr"},
         ...            "pairs": [{"model": "mnist-ddpm", "task": "box",
-        ...                       "methods": {"dps": {"overrides": {"lr": 2.84}, "validation": 14.27}}}]}
+        ...                       "methods": {"dps": {"overrides": {"step_scale": 2.84}, "validation": 14.27}}}]}
         >>> tuned_from_results(results)[0]["methods"]
-        {'dps': {'lr': 2.84}}
+        {'dps': {'step_scale': 2.84}}
     """
     cfg = dict(results.get("config") or {})
     study = {k: cfg[k] for k in ("data", "trials", "limit", "batch_size", "steps", "metric", "seed", "storage") if k in cfg}
@@ -124,7 +128,8 @@ def tuned_from_results(results: Mapping[str, Any], command: str | None = None) -
         study = {"command": command, **study}
     out = []
     for pair in results.get("pairs", []):
-        methods = {m: {k: list(v) if isinstance(v, tuple) else v for k, v in r["overrides"].items()} for m, r in pair["methods"].items()}
+        methods = {m: {k: list(v) if isinstance(v, tuple) else v for k, v in _renamed(r["overrides"], f"{m}: ").items()}
+                   for m, r in pair["methods"].items()}
         validation = {m: r["validation"] for m, r in pair["methods"].items() if "validation" in r}
         out.append({"model": pair["model"], "task": pair["task"], "study": study, "steps": int(cfg.get("steps", 10)),
                     "methods": methods, **({"validation_" + str(cfg.get("metric", "psnr")): validation} if validation else {})})
@@ -157,3 +162,11 @@ def write_tuned(results: Mapping[str, Any] | str | os.PathLike[str], folder: str
                 "(regenerate: constrained-diffusion tune-study --write-tuned DIR).\n" + yaml.safe_dump(data, sort_keys=False))
         paths.append(write_text(path, text))  # atomically (temp file, fsync, rename)
     return paths
+
+
+def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``overrides`` with the option names renamed in 0.2 (``lr``, ``lr.0``, ``correction.lr``, ...) replaced, one warning each."""
+    top = rename_keys({k: v for k, v in overrides.items() if not k.startswith("correction.")}, where=where, stacklevel=5)
+    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, where=where, stacklevel=5,
+                        prefix="correction.")
+    return {**top, **{f"correction.{k}": v for k, v in inner.items()}}

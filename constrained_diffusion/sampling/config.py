@@ -2,7 +2,7 @@
 
 The correction is one nested, discriminated value, ``correction: {name: <registered>,
 **options}`` (`CorrectionSpec`; any correction registered with ``@register_correction``,
-a user's included). The flat fields ``target``, ``inner_steps``, ``lr``, ``step_size``,
+a user's included). The flat fields ``target``, ``inner_steps``, ``step_scale``, ``step_rule``,
 ``arnoldi_iterations``, ``time_travel``, ... are a thin convenience for the built-in
 corrections, used when ``correction`` is unset; `SamplerConfig.build_correction` builds
 the `Correction` either form names, and the correction validates its own options.
@@ -11,7 +11,7 @@ Example (YAML), the flat convenience:
 
     steps: 20
     inner_steps: 5
-    lr: [0.5, 0.1]
+    step_scale: [0.5, 0.1]
     eta: 0.0
     solver: {name: inexact-newton, h: 0.005}
 
@@ -19,8 +19,11 @@ and the same sampler with the nested form (``target: x_t`` is ``name: inner-loop
 ``x_prev`` is ``post-step``, ``x0`` is ``x0-edit``; time travel wraps one in ``time-travel``):
 
     steps: 20
-    correction: {name: inner-loop, inner_steps: 5, lr: [0.5, 0.1], step_size: dynamic}
+    correction: {name: inner-loop, inner_steps: 5, step_scale: [0.5, 0.1], step_rule: dynamic}
     solver: {name: inexact-newton, h: 0.005}
+
+``step_scale`` and ``step_rule`` were called ``lr`` and ``step_size`` before 0.2; the old names
+are still accepted, with a `DeprecationWarning` (`constrained_diffusion.utils.renamed`).
 """
 
 from __future__ import annotations
@@ -48,11 +51,12 @@ from constrained_diffusion.sampling.corrections.inner_loop import PAPER_STEP_SCH
 from constrained_diffusion.sampling.corrections.registry import CorrectionSpec
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.inexact_newton import InexactNewtonConfig
+from constrained_diffusion.utils.renamed import rename_keys
 
 Target = Literal["x_t", "x0", "x_prev"]
 Noise = Literal["ddim", "one-step-posterior"]
 Output = Literal["sample", "last-x0"]
-CORRECTION_FIELDS = ("inner_steps", "lr", "step_size", "arnoldi_iterations", "target", "time_travel",
+CORRECTION_FIELDS = ("inner_steps", "step_scale", "step_rule", "arnoldi_iterations", "target", "time_travel",
                      "time_travel_window", "residual_tol", "min_decrease", "discrepancy_tau")
 """The fields that describe the correction (not used when a `Correction` is given directly)."""
 
@@ -69,8 +73,9 @@ class SamplerConfig(StepOptions):
     Attributes:
         steps: number of denoising steps (``>= 1``).
         inner_steps: constraint iterations per step (``>= 0``; 0 is plain DDIM sampling).
-        lr: step size ``lambda``: a pair ``(start, end)`` interpolated linearly over the inner
-            steps, or one constant; each value ``>= 0``.
+        step_scale: the step scale ``lambda`` (``lr`` before 0.2): a pair ``(start, end)``
+            interpolated linearly over the inner steps, or one constant; each value ``>= 0``.
+            The step-size rule (`step_rule`) turns it into each step's factor.
         eta: DDIM stochasticity in ``[0, 1]`` (0: deterministic).
         noise: the noise rule of each update ``x_prev = alpha_prev x0 + sqrt(sigma_prev^2 - c^2)
             eps_hat + c z``: ``"ddim"`` — ``c`` is DDIM's ``sigma_t(eta)``, from the strided
@@ -83,10 +88,11 @@ class SamplerConfig(StepOptions):
             ``x0_hat`` (the paper's reference notebooks decode it).
         solver: the solver's configuration, ``{"name": ..., **options}``; ``None`` for a
             correction that calls none (``target="x0"``, the default there).
-        step_size: a registered step-size rule (`constrained_diffusion.sampling.step_size`):
+        step_rule: the name of a registered step-size rule (`constrained_diffusion.sampling.step_size`;
+            ``step_size`` before 0.2):
             ``"dynamic"`` (the paper's ``lambda / ||d||_inf``), ``"constant"``, ``"residual"``
             (DPS), ``"norm-ratio"`` (FreeDoM), ``"arnoldi"`` (``lambda / mu_max^2``) or a user's.
-        arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``"arnoldi"``.
+        arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``step_rule="arnoldi"``.
         target: which correction: ``"x_t"`` — `InnerLoop` (the paper): move ``x_t``,
             re-evaluate ``x0_hat``, ``inner_steps`` times, then take the DDIM step; ``"x0"`` —
             `X0Edit` (MPGD): move ``x0_hat`` along the error itself, then step with the
@@ -120,12 +126,12 @@ class SamplerConfig(StepOptions):
 
     steps: int = Field(20, ge=1)
     inner_steps: int = Field(5, ge=0)
-    lr: float | tuple[float, float] = PAPER_STEP_SCHEDULE
+    step_scale: float | tuple[float, float] = PAPER_STEP_SCHEDULE
     eta: float = Field(0.0, ge=0.0, le=1.0)
     noise: Noise = "ddim"
     output: Output = "sample"
     solver: SerializeAsAny[BaseModel] | None = Field(default_factory=InexactNewtonConfig)
-    step_size: str = "dynamic"
+    step_rule: str = "dynamic"
     arnoldi_iterations: int = Field(10, ge=1)
     target: Target = "x_t"
     window: tuple[float, float] = (0.0, 1.0)
@@ -139,15 +145,18 @@ class SamplerConfig(StepOptions):
     @model_validator(mode="before")
     @classmethod
     def _nested_correction(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("correction") is None:
+        if not isinstance(data, dict):
             return data
-        data = dict(data)
+        data = rename_keys(data, cls.model_fields, f"{cls.__name__}: ", stacklevel=6)
+        if data.get("correction") is None:
+            return data
         for key in CORRECTION_FIELDS:
             if key in data and _same(data[key]) != _default(key):
                 raise ValueError(f"{key}={data[key]!r} is a flat option of the built-in corrections; with correction="
                                  f"{{name: ...}} set correction.{key} instead")
             data.pop(key, None)
         spec = CorrectionSpec.model_validate(data["correction"]) if not isinstance(data["correction"], CorrectionSpec) else data["correction"]
+        data["correction"] = spec  # validated (and its options renamed, with one warning) once
         if not spec.cls.uses_solver:
             if data.get("solver") is not None:
                 raise ValueError(f"correction {spec.name!r} calls no solver; leave solver unset")
@@ -226,7 +235,7 @@ class SamplerConfig(StepOptions):
 
     def step_sizes(self) -> list[float]:
         """``lambda_k`` for ``k = 0 .. inner_steps - 1`` (``linspace(start, end, inner_steps)``)."""
-        return step_sizes(self.lr, self.inner_steps)
+        return step_sizes(self.step_scale, self.inner_steps)
 
     def build_correction(self) -> Correction:
         """The `Correction` this configuration names: the nested `correction` when set; else the
@@ -237,7 +246,7 @@ class SamplerConfig(StepOptions):
         """
         if self.correction is not None:
             return self.correction.build()
-        common = {"inner_steps": self.inner_steps, "lr": self.lr, "step_size": self.step_size}
+        common = {"inner_steps": self.inner_steps, "step_scale": self.step_scale, "step_rule": self.step_rule}
         correction: Correction
         if self.target == "x_t":
             stop = AdaptiveStop(residual_tol=self.residual_tol, min_decrease=self.min_decrease,

@@ -8,9 +8,9 @@ recipe's keys as they are, the solver's under ``solver.``.
 
 Examples:
     >>> method_space("inexact-newton").keys()
-    ('lr.0', 'lr.1', 'inner_steps', 'solver.h')
+    ('step_scale.0', 'step_scale.1', 'inner_steps', 'solver.h')
     >>> method_space("dps").keys()
-    ('lr',)
+    ('step_scale',)
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ class Tuner(Configurable):
         ...                     trials=2, limit=2, steps=2, batch_size=2, storage=db, quiet=True).run()
         >>> best = summary["best"]
         >>> summary["complete"], sorted(best["params"])
-        (2, ['inner_steps', 'lr.0', 'lr.1', 'solver.h'])
+        (2, ['inner_steps', 'solver.h', 'step_scale.0', 'step_scale.1'])
     """
 
     Config = TuneConfig

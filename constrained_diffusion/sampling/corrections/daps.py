@@ -8,11 +8,11 @@ Decoupled Noise Annealing*, CVPR 2025 (Algorithm 1), with the one-step (Tweedie)
 
     x0 <- x0_hat; for n in 0 .. N-1 (Langevin on p(x0 | x_t, y) ~ N(x0; x0_hat, r_t^2) p(y | x0)):
         g   = (x0_hat - x0) / r_t^2 + constraint.error(x0) / sigma_y^2
-        x0 <- x0 + gamma g + sqrt(2 gamma) z_n,      gamma = lr / (1 / r_t^2 + 1 / sigma_y^2)
+        x0 <- x0 + gamma g + sqrt(2 gamma) z_n,      gamma = step_scale / (1 / r_t^2 + 1 / sigma_y^2)
     x_prev = alpha_prev x0 + sigma_prev z            # decoupled: fresh noise, no DDIM memory
 
 (``constraint.error`` is ``A^T (y - A x0)`` for a linear constraint, ``-grad loss`` for others;
-the step ``gamma`` is preconditioned by the two curvatures so that ``lr`` in ``(0, 1]`` is stable
+the step ``gamma`` is preconditioned by the two curvatures so that ``step_scale`` in ``(0, 1]`` is stable
 for operators with ``||A|| <= 1``, e.g. masks and averaging down-samplers.)
 
 Cost per step: 1 NFE, 0 NBE (``N`` evaluations of the constraint only); no solver. Any
@@ -40,18 +40,18 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
-class DAPSConfig(BaseModel):
+class DAPSConfig(RenamedOptions):
     """Options of `DAPS`.
 
     Attributes:
         langevin_steps: ``N`` Langevin steps per denoising step (``>= 0``).
-        lr: ``gamma`` relative to the preconditioner, in ``(0, 1]``.
+        step_scale: ``gamma`` relative to the preconditioner, in ``(0, 1]``.
         noise_std: ``sigma_y`` when the constraint has none (``> 0``; the likelihood's width).
         r_scale: ``r_t = r_scale sigma_t / alpha_t``, the width of the prior around ``x0_hat``.
         langevin_noise: add the Langevin noise ``sqrt(2 gamma) z`` (``False``: gradient ascent, MAP-like).
@@ -59,7 +59,7 @@ class DAPSConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     langevin_steps: int = Field(20, ge=0)
-    lr: float = Field(0.5, gt=0.0, le=1.0)
+    step_scale: float = Field(0.5, gt=0.0, le=1.0)
     noise_std: float = Field(0.05, gt=0.0)
     r_scale: float = Field(1.0, gt=0.0)
     langevin_noise: bool = True
@@ -73,7 +73,7 @@ class DAPS(Correction):
     uses_solver = False
     moves_x_t = False
     langevin_steps: int
-    lr: float
+    step_scale: float
     noise_std: float
     r_scale: float
     langevin_noise: bool
@@ -89,7 +89,7 @@ class DAPS(Correction):
         sy = step.constraint.noise_std
         sigma_y = self.noise_std if sy is None or float(sy.max()) == 0 else float(sy.max())
         r2 = (self.r_scale * sigma / alpha) ** 2
-        gamma = self.lr / (1.0 / r2 + 1.0 / sigma_y**2)
+        gamma = self.step_scale / (1.0 / r2 + 1.0 / sigma_y**2)
         x0 = x0_hat.clone()
         shape = tuple(x0.shape[1:])
         for _ in range(self.langevin_steps):

@@ -4,7 +4,7 @@ Patel, Wen, Metaxas & Yang, *Steering Rectified Flow Models in the Vector Field 
 Image Generation* (FlowChef), 2024, Algorithm 1. For a rectified flow the denoiser's Jacobian
 ``d x0_hat / d x_t`` is close to the identity (straight paths), so the error ``e`` of the
 constraint at ``x0_hat`` moves ``x_t`` itself, without any network derivative. With
-``v = (x_t - x0_hat) / s`` fixed (no re-evaluation), ``k = 0 .. K-1`` and ``lambda_k`` from ``lr``:
+``v = (x_t - x0_hat) / s`` fixed (no re-evaluation), ``k = 0 .. K-1`` and ``lambda_k`` from ``step_scale``:
 
     e_k     = constraint.error(x0_k)              # -grad_x0 L(x0_k)
     x_t     <- x_t + lambda_k e_k
@@ -46,11 +46,11 @@ from constrained_diffusion.sampling.step import DenoisingStep
 
 
 class FlowChefConfig(CorrectionConfig):
-    """Options of `FlowChef`: ``inner_steps`` ``K`` and ``lr`` (``lambda``, constant or ``(start, end)``); the rule is constant."""
+    """Options of `FlowChef`: ``inner_steps`` ``K`` and ``step_scale`` (``lambda``, constant or ``(start, end)``); the rule is constant."""
 
     inner_steps: int = Field(1, ge=0)
-    lr: float | tuple[float, float] = 0.5
-    step_size: str = "constant"
+    step_scale: float | tuple[float, float] = 0.5
+    step_rule: str = "constant"
 
 
 @register_correction("flowchef")
@@ -60,14 +60,14 @@ class FlowChef(Correction):
     Config: ClassVar[type[BaseModel]] = FlowChefConfig
     uses_solver = False
     moves_x_t = False
-    lr: float | tuple[float, float]
-    step_size: str
+    step_scale: float | tuple[float, float]
+    step_rule: str
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """``K`` identity-Jacobian steps on ``(x_t, x0_hat)``, then the update."""
         x_t, x0 = step.evaluate(x_t)
         x_t, x0, rows = x_t.detach(), x0.detach(), []
-        for lam in step_sizes(self.lr, self.inner_steps):
+        for lam in step_sizes(self.step_scale, self.inner_steps):
             e, residual = step.constraint.error_and_residual(x0)
             rows.append(residual.detach().float())
             x_t, x0 = x_t + lam * e.detach(), x0 + lam * e.detach()

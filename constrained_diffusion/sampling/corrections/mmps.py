@@ -8,7 +8,7 @@ posterior of ``x0`` given ``x_t`` has mean ``x0_hat = D(x_t, t)`` and covariance
 
     u      = (sigma_y^2 I + A V_t A^T)^-1 (y - A x0_hat)        # GMRES, one JVP J v per iteration
     e      = A^T u
-    x0'    = x0_hat + lr (sigma_t^2 / alpha_t) J^T e            # E[x0 | x_t, y]; J^T e: solver.direction(e)
+    x0'    = x0_hat + step_scale (sigma_t^2 / alpha_t) J^T e            # E[x0 | x_t, y]; J^T e: solver.direction(e)
     x_prev = update(x_t, x0')
 
 The Krylov solve uses the library's kernels (`constrained_diffusion.linalg.gmres` on
@@ -45,24 +45,24 @@ from torch import Tensor
 from constrained_diffusion.constraints.base import LinearConstraint
 from constrained_diffusion.linalg.finite_difference import fd_jvp
 from constrained_diffusion.linalg.gmres import gmres
-from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
-class MMPSConfig(BaseModel):
+class MMPSConfig(RenamedOptions):
     """Options of `MMPS`.
 
     Attributes:
         iterations: GMRES iterations (JVPs) per step (``>= 1``).
-        lr: the weight of the correction (paper: 1).
+        step_scale: the weight of the correction (paper: 1).
         noise_std: ``sigma_y`` when the constraint has none (``> 0``; keeps the system definite).
         h: the finite-difference step of the JVPs (``None``: the solver's ``h``, else precision-aware).
     """
 
     model_config = ConfigDict(extra="forbid")
     iterations: int = Field(3, ge=1)
-    lr: float = Field(1.0, ge=0.0)
+    step_scale: float = Field(1.0, ge=0.0)
     noise_std: float = Field(0.05, gt=0.0)
     h: float | None = Field(None, gt=0.0)
 
@@ -73,7 +73,7 @@ class MMPS(Correction):
 
     Config: ClassVar[type[BaseModel]] = MMPSConfig
     iterations: int
-    lr: float
+    step_scale: float
     noise_std: float
     h: float | None
 
@@ -105,5 +105,5 @@ class MMPS(Correction):
         u = gmres(matvec, r.reshape(r.shape[0], -1), self.iterations).x.reshape(shape).to(x0d)
         e = c.adjoint(u)
         d = step.direction(x_t, e.expand_as(x0d).detach(), x0)
-        x0p = x0d + self.lr * v_t * d.detach()
+        x0p = x0d + self.step_scale * v_t * d.detach()
         return CorrectionResult(step.update(xt, x0p).detach(), x0p, torch.stack([before, c.residual(x0p).float()]))

@@ -8,7 +8,7 @@ ICLR 2023 (Algorithm 1). With ``x0 = D(x_t, t)``, the operator's SVD ``A = U S V
     e      = A^T (r_t^2 A A^T + sigma_y^2 I)^-1 (y - A x0)          (sigma_y > 0)
            = A^+ (y - A x0)                                          (sigma_y = 0, the paper's noiseless form)
     g      = (d x0 / d x_t)^T e                                      # solver.direction(e)
-    x_prev = update(x_t, x0) + lr alpha_t g
+    x_prev = update(x_t, x0) + step_scale alpha_t g
 
 (``alpha_t`` is the paper's ``sqrt(alpha_bar_t)``.) The Jacobian product is the solver's:
 ``gradient-descent`` gives the paper's ``J^T e`` (1 NBE per step); ``inexact-newton`` swaps it
@@ -44,29 +44,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from constrained_diffusion.constraints.base import LinearConstraint
-from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.operators import svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
-class PiGDMConfig(BaseModel):
+class PiGDMConfig(RenamedOptions):
     """Options of `PiGDM`.
 
     Attributes:
-        lr: the guidance weight (paper: 1).
+        step_scale: the guidance weight (paper: 1).
     """
 
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(1.0, ge=0.0)
+    step_scale: float = Field(1.0, ge=0.0)
 
 
 @register_correction("pigdm")
 class PiGDM(Correction):
-    """The update plus ``lr alpha_t`` times the solver's direction for the pseudo-inverse error (see the module docstring)."""
+    """The update plus ``step_scale alpha_t`` times the solver's direction for the pseudo-inverse error (see the module docstring)."""
 
     Config: ClassVar[type[BaseModel]] = PiGDMConfig
-    lr: float
+    step_scale: float
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """One guided step; refuses a constraint without a closed-form SVD."""
@@ -89,6 +89,6 @@ class PiGDM(Correction):
             sy2 = sy.to(r_u).reshape(-1, *([1] * (r_u.ndim - 1))) ** 2
             e = op.from_spectral(s * r_u / (rt2 * s**2 + sy2))
         d = step.direction(x_t, e.detach(), x0)
-        x_prev = step.update(x_t, x0d) + self.lr * alpha * d.detach()
+        x_prev = step.update(x_t, x0d) + self.step_scale * alpha * d.detach()
         before = r.flatten(1).norm(dim=1).float()
         return CorrectionResult(x_prev.detach(), x0d, torch.stack([before, before]))

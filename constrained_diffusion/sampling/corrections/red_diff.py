@@ -7,7 +7,7 @@ estimate ``eps_hat = (x_t - alpha_t D(x_t, t)) / sigma_t`` and takes one gradien
 
     L(mu) = 0.5 ||y - A mu||^2 + lambda_t sg(eps_hat - eps)^T mu,   lambda_t = lam sigma_t / alpha_t
 
-i.e. ``mu <- mu + lr (constraint.error(mu) - lambda_t (eps_hat - eps))`` (the paper uses Adam;
+i.e. ``mu <- mu + step_scale (constraint.error(mu) - lambda_t (eps_hat - eps))`` (the paper uses Adam;
 this is plain gradient descent), then moves on to ``t_prev``. In the engine the state passed
 between steps is ``x_prev = alpha_prev mu + sigma_prev eps'`` with fresh ``eps'``; the
 correction keeps ``mu`` (reset at the first step of every run, ``mu = D(x_T, T)``) and reads
@@ -37,23 +37,23 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
+from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
-class REDDiffConfig(BaseModel):
+class REDDiffConfig(RenamedOptions):
     """Options of `REDDiff`.
 
     Attributes:
-        lr: the gradient step on ``mu`` (``> 0``).
+        step_scale: the gradient step on ``mu`` (``> 0``).
         lam: ``lambda``, the regulariser's weight (``>= 0``; ``lambda_t = lam sigma_t / alpha_t``).
         max_weight: the cap on ``sigma_t / alpha_t`` (``> 0``).
     """
 
     model_config = ConfigDict(extra="forbid")
-    lr: float = Field(0.5, gt=0.0)
+    step_scale: float = Field(0.5, gt=0.0)
     lam: float = Field(0.25, ge=0.0)
     max_weight: float = Field(10.0, gt=0.0)
 
@@ -65,7 +65,7 @@ class REDDiff(Correction):
     Config: ClassVar[type[BaseModel]] = REDDiffConfig
     uses_solver = False
     moves_x_t = False
-    lr: float
+    step_scale: float
     lam: float
     max_weight: float
 
@@ -83,7 +83,7 @@ class REDDiff(Correction):
         eps = (x_t - alpha * mu) / sigma
         weight = self.lam * min(sigma / alpha, self.max_weight) if alpha > 0 else self.lam * self.max_weight
         e, before = step.constraint.error_and_residual(mu)
-        mu = (mu + self.lr * (e.detach() - weight * (eps_hat - eps))).detach()
+        mu = (mu + self.step_scale * (e.detach() - weight * (eps_hat - eps))).detach()
         self._mu = mu
         shape = tuple(mu.shape[1:])
         x_prev = a * mu + (b * randn(mu.shape[0], shape, step.generator, mu.device, mu.dtype) if b > 0 else 0.0)

@@ -15,8 +15,8 @@ Examples:
     >>> import constrained_diffusion as cd
     >>> "inner-loop" in cd.sampling.correction_names()
     True
-    >>> cd.sampling.get_correction("post-step", lr=0.5)
-    PostStep(lr=0.5, step_size='residual', inner_steps=1)
+    >>> cd.sampling.get_correction("post-step", step_scale=0.5)
+    PostStep(step_scale=0.5, step_rule='residual', inner_steps=1)
     >>> cd.sampling.get_correction({"name": "time-travel", "inner": {"name": "post-step"}, "repeats": 2}).repeats
     2
 """
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from constrained_diffusion.sampling.corrections.base import Correction
+from constrained_diffusion.utils.renamed import rename_keys
 
 C = TypeVar("C", bound=type[Correction])
 
@@ -113,6 +114,8 @@ class CorrectionSpec(BaseModel):
             return {"name": data}
         if isinstance(data, dict) and "name" not in data:
             raise ValueError(f"a correction configuration needs a 'name' (one of {names()}), got {data!r}")
+        if isinstance(data, dict) and data["name"] in _REGISTRY:  # the options renamed in 0.2, renamed once here
+            data = rename_keys(data, _REGISTRY[data["name"]].Config.model_fields, "correction: ", stacklevel=6)
         return data
 
     @model_validator(mode="after")

@@ -215,7 +215,7 @@ def test_sampler_reduces_style_residual(clip: CLIPVisionModel, denoiser: cd.Gaus
     ref = denoiser.sample_prior(1, torch.Generator().manual_seed(123)).clamp(-1, 1)
     style = CLIPStyle(ref, clip=clip)
     for seed in (0, 1):
-        guided = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=5, lr=(1.0, 0.2)).sample(
+        guided = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=5, step_scale=(1.0, 0.2)).sample(
             style, generator=torch.Generator().manual_seed(seed), progress=False)
         plain = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=0).sample(
             style, generator=torch.Generator().manual_seed(seed), progress=False)

@@ -225,7 +225,7 @@ def test_sampler_reduces_cross_entropy() -> None:
     y = quadrant_labels()
     guide = SegmentationGuidance(tiny_segnet(), y)
     for seed in (0, 1):
-        guided = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=5, lr=(1.0, 0.2)).sample(
+        guided = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=5, step_scale=(1.0, 0.2)).sample(
             guide, generator=torch.Generator().manual_seed(seed), progress=False)
         plain = cd.ConstrainedSampler(denoiser, "inexact-newton", steps=5, inner_steps=0).sample(
             guide, generator=torch.Generator().manual_seed(seed), progress=False)
