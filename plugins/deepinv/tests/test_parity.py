@@ -140,10 +140,12 @@ def test_svd_with_01_range_needs_validate() -> None:
 # ------------------------------------------------------------------ the docs block
 def test_docs_block_is_replaced_not_duplicated(tmp_path) -> None:
     page = tmp_path / "recipes.md"
-    page.write_text("# Recipes\n\ntext\n")
-    rows = [parity.ParityRow("ddrm", "exact", 10, 2e-6, 11.2, 11.2, 3.0)]
-    parity.write_docs(page, parity.render(rows, "python -m cd_deepinv.parity", 2))
+    page.write_text("# Recipes\n")
+    with pytest.raises(ValueError, match="PARITY-DEEPINV"):
+        parity.write_docs(page, "x")
+    page.write_text("# Recipes\n\n<!-- PARITY-DEEPINV:START -->\nold\n<!-- PARITY-DEEPINV:END -->\n\ntail\n")
+    parity.write_docs(page, parity.render([parity.ParityRow("ddrm", "exact", 10, 2e-6, 11.2, 11.2, 3.0)], "python -m cd_deepinv.parity", 2))
     parity.write_docs(page, parity.render([parity.ParityRow("ddrm", "exact", 10, 3e-6, 12.0, 12.0, 3.0)], "cmd", 2))
     text = page.read_text()
-    assert text.count(parity.BEGIN) == 1 and text.count("## Parity with deepinv") == 1
-    assert "| ddrm | exact | 10 | 3e-06 | 12.00 | 12.00 | 3.0 |" in text and text.startswith("# Recipes\n\ntext\n")
+    assert text.count("PARITY-DEEPINV:START") == 1 and "old" not in text and "2e-06" not in text
+    assert "| ddrm | exact | 10 | 3e-06 | 12.00 | 12.00 | 3.0 |" in text and text.endswith("\n\ntail\n")

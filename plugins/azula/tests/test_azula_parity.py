@@ -113,7 +113,10 @@ def test_library_recipes_run_on_an_azula_denoiser() -> None:
 def test_docs_block_is_replaced_not_duplicated(tmp_path) -> None:
     page = tmp_path / "recipes.md"
     page.write_text("# Recipes\n")
+    with pytest.raises(ValueError, match="PARITY-AZULA"):
+        parity.write_docs(page, "x")
+    page.write_text("# Recipes\n<!-- PARITY-AZULA:START -->\nold\n<!-- PARITY-AZULA:END -->\n")
     for diff in (1e-5, 2e-5):
         parity.write_docs(page, parity.render([parity.ParityRow("dps", "batch 1", 8, diff, 9.1, 9.1, 2.0)], "cmd", 1))
     text = page.read_text()
-    assert text.count(parity.BEGIN) == 1 and "| dps | batch 1 | 8 | 2e-05 | 9.10 | 9.10 | 2.0 |" in text
+    assert text.count("PARITY-AZULA:START") == 1 and "old" not in text and "| dps | batch 1 | 8 | 2e-05 | 9.10 | 9.10 | 2.0 |" in text
