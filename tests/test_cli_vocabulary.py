@@ -101,3 +101,23 @@ def test_a_sub_command_s_options_load_once():
     evaluate.load()
     assert len(evaluate._actions) == n and {"--model", "--out"} <= set(shown_options(evaluate))
     assert SHARED[0] == ("--model", "--models")
+
+
+QUIET = ["demo", "sample", "evaluate", "tune", "tune-study", "compare", "adaptive", "analyze eigvec", "analyze fd-precision",
+         "analyze half-precision", "analyze noisy", "analyze batch-dependence", "analyze secant", "analyze spectra",
+         "analyze fd-vs-backprop"]
+"""The commands that print progress while they run (a bar or a line per finished piece)."""
+
+
+@pytest.mark.parametrize("name", QUIET)
+def test_every_command_that_prints_progress_has_quiet(parsers, name):
+    quiet = next(a for a in parsers[name]._actions if "--quiet" in a.option_strings)
+    assert quiet.dest == "quiet" and quiet.default in (False, None) and quiet.nargs == 0
+
+
+def test_quiet_silences_the_progress_lines(capsys):
+    from constrained_diffusion.cli.vocabulary import progress_log
+
+    progress_log(argparse.Namespace(quiet=True))("finished t=900")
+    progress_log(argparse.Namespace(quiet=False))("finished t=700")
+    assert capsys.readouterr().out == "finished t=700\n"

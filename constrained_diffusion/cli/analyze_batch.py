@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
-from constrained_diffusion.cli.vocabulary import add_alias
+from constrained_diffusion.cli.vocabulary import add_alias, add_quiet, progress_log
 
 OPTIONS = ("--digits", "--steps", "--inner-steps", "--batch", "--task", "--seed", "--methods")
 """Options the documented command repeats."""
@@ -32,6 +32,7 @@ def add_batch_parser(inner: argparse._SubParsersAction) -> None:
     b.add_argument("--methods", nargs="+", choices=[*METHODS, "paired"], default=[*METHODS, "paired"],
                    help=f"solvers with the paper's loop, the dps recipe, and 'paired' ({PAIRED}); default all")
     b.add_argument("--write-docs", type=Path, default=None, help="replace the BATCH-DEPENDENCE block of this markdown file")
+    add_quiet(b)
     add_alias(b, "--batch", dest="batch")
     b.set_defaults(run=run_batch_dependence)
 
@@ -47,7 +48,7 @@ def run_batch_dependence(args: argparse.Namespace) -> int:
     model = load("mnist-ddpm")
     methods = [PAIRED if m == "paired" else m for m in args.methods]
     rows, sensitivity = batch_dependence(model, args.digits, args.steps, args.inner_steps, args.batch, args.task, args.seed, methods,
-                                         log=print)
+                                         log=progress_log(args))
     table = batch_table(rows)
     line = (f"Inexact Newton's own sensitivity: moving every digit's starting noise by 1e-6 x N(0, I) (batch 1) moves its "
             f"result by up to {sensitivity:.3g} in pixel value.")

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, non_negative_int, positive_int, write_block
+from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
 
 DEFAULTS = {"--digits": 32, "--sigmas": [0.05, 0.1, 0.2], "--tau": 1.0, "--steps": 20, "--inner-steps": 5, "--seed": 0}
 """Options left out of the documented command while they have these values."""
@@ -42,6 +43,7 @@ def add_noisy_parser(inner: argparse._SubParsersAction) -> None:
     n.add_argument("--results", type=Path, default=Path("runs/noisy.jsonl"),
                    help="JSONL file of finished records; a rerun resumes from it (default runs/noisy.jsonl)")
     n.add_argument("--write-docs", type=Path, default=None, help="replace the NOISY-TABLE block of this markdown file")
+    add_quiet(n)
     n.set_defaults(run=run_noisy, documented=noisy_command)
 
 
@@ -61,7 +63,7 @@ def run_noisy(args: argparse.Namespace) -> int:
     model = load("mnist-ddpm")
     name = f"mnist-ddpm {weights_digest(weights_path('mnist-ddpm'))}"
     rows = noisy_rows(model, args.sigmas, args.digits, args.steps, args.inner_steps, args.tau, args.seed,  # type: ignore[arg-type]
-                      results=args.results, model_name=name, log=print)
+                      results=args.results, model_name=name, log=progress_log(args))
     table = noisy_table(rows)
     print(table)
     if args.write_docs is not None:

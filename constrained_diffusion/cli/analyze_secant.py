@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
+from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
 
 DEFAULTS = {"--models": ["ddpm", "flow"], "--tasks": ["box", "free-form", "sr4"], "--digits": 16, "--steps": 20,
             "--inner-steps": 5, "--seed": 0}
@@ -29,6 +30,7 @@ def add_secant_parser(inner: argparse._SubParsersAction) -> None:
     s.add_argument("--results", type=Path, default=Path("runs/secant.jsonl"),
                    help="JSONL file of finished runs; a rerun resumes from it (default runs/secant.jsonl)")
     s.add_argument("--write-docs", type=Path, default=None, help="replace the SECANT-TABLE block of this markdown file")
+    add_quiet(s)
     s.set_defaults(run=run_secant, documented=secant_command)
 
 
@@ -47,7 +49,7 @@ def run_secant(args: argparse.Namespace) -> int:
         raise ValueError("--digits must be <= 500 (the test set)")
     names = {m: f"{MODELS[m]} {weights_digest(weights_path(MODELS[m]))}" for m in args.models}
     rows = secant_rows(args.models, args.tasks, args.digits, args.steps, args.inner_steps, args.seed, results=args.results,
-                       model_names=names, log=print)
+                       model_names=names, log=progress_log(args))
     table, verdict = secant_table(rows), secant_summary(rows)
     print(table)
     print(verdict)

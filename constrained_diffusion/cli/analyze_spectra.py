@@ -28,6 +28,7 @@ from constrained_diffusion.cli.args import (
     positive_int,
     write_block,
 )
+from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
 
 TIMES = [900, 700, 500, 300]
 SPECTRA_OPTIONS = ("--model", "--device", "--dtype", "--prompt", "--image", "--digit", "--sample-steps", "--times",
@@ -78,6 +79,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise of time t from seed + t (default 0)")
     p.add_argument("--figure", type=Path, default=None, help="write the figure to this PNG or SVG file")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block of this markdown file")
+    add_quiet(p)
 
 
 def add_spectra_parsers(inner: argparse._SubParsersAction) -> None:
@@ -152,7 +154,7 @@ def run_spectra(args: argparse.Namespace) -> int:
     model, key = _setup(args)
     spectra.check(model)  # bad times raise here, before the clean sample is drawn
     x0, state = _clean(args, model)
-    records = spectra.run(model, x0, args.results, key, state, log=print)
+    records = spectra.run(model, x0, args.results, key, state, log=progress_log(args))
     table = spectra_table(records, paper=True)
     print(table)
     if args.figure is not None:
@@ -198,7 +200,7 @@ def run_fd_backprop(args: argparse.Namespace) -> int:
         analysis_time(model, t)  # bad times raise before any network call
     analysis.probe(model)
     x0, state = _clean(args, model)
-    records = analysis.run(model, x0, args.results, key, state, log=print)
+    records = analysis.run(model, x0, args.results, key, state, log=progress_log(args))
     table = fd_backprop_table(records)
     print(table)
     if args.figure is not None:

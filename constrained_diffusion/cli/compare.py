@@ -27,7 +27,7 @@ from constrained_diffusion.cli.args import (
     summary,
     write_block,
 )
-from constrained_diffusion.cli.vocabulary import add_alias, model_name, out_file
+from constrained_diffusion.cli.vocabulary import add_alias, add_quiet, model_name, out_file, progress_log
 from constrained_diffusion.solvers import registry
 
 MODELS = ("mnist-ddpm", "mnist-flow")
@@ -69,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default results/mnist-evaluation.jsonl; resumed)")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the --block block of this markdown file")
     p.add_argument("--block", default=BLOCK, help=f"name of the marker block --write-docs replaces (default {BLOCK})")
+    add_quiet(p)
     p.add_argument("--model", choices=["mnist"], default="mnist", help=argparse.SUPPRESS)  # the old model family: always mnist
     add_alias(p, "--variants", dest="models")
     add_alias(p, "--solvers", dest="methods")
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                         precision="tf32-emulated" if args.emulate_tf32 else "no-tf32" if args.no_tf32 else "float32")
     with precision_context(models.values(), settings.precision):
         records = evaluate(models, load("mnist-classifier"), images, labels, args.tasks, args.methods, out_file(args.out, "compare.jsonl"), settings,
-                           equal_time=not args.no_equal_time, weights=digests)
+                           equal_time=not args.no_equal_time, weights=digests, log=progress_log(args))
     table = result_table(ordered(summarise(records), variants, args.tasks, args.methods))
     print(table)
     if args.write_docs is not None:

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import device_name, documented_command, int_at_least, positive_int, summary, write_block
+from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
 
 BLOCK = "TUNING-TABLE"
 CHOOSING = "CHOOSING"
@@ -70,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--write-tuned", type=Path, default=None, metavar="DIR",
                    help="also write DIR/<model>-<task>.yaml: each method's best setting, as the demo reads it "
                         "(constrained_diffusion/recipes/tuned/ holds the shipped ones)")
+    add_quiet(p)
     p.set_defaults(run=run, documented=command_line)
 
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                               "test_batch_size", "max_steps", "max_finished_factor", "reference", "phase", "seed",
                                               "storage", "out") if getattr(args, k) is not None}
     study = TuningStudy(**options, stratify=not args.no_stratify, device=args.device or default_device())
-    results = study.run(log=print)
+    results = study.run(log=progress_log(args))
     if not results:
         return 0
     out = Path(study.config.out)

@@ -142,3 +142,13 @@ if __name__ == "__main__":  # python -m constrained_diffusion.cli.vocabulary: re
     from constrained_diffusion.utils.tables import write_block
 
     write_block(Path("docs/cli.md"), "CLI-FLAGS", docs_block())
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` of a command that prints a line per finished piece of work (`progress_log` reads it)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress lines: only the results and the paths written")
+
+
+def progress_log(args: argparse.Namespace) -> Callable[[str], object]:
+    """``print``, or a function that prints nothing with ``--quiet``: the ``log`` a command passes to a long run."""
+    return (lambda line: None) if getattr(args, "quiet", False) else print
