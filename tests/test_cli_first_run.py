@@ -1,4 +1,5 @@
-"""Images smaller than the model by a border (28x28 MNIST digits for a 32x32 model) are padded, not refused (issue 26)."""
+"""A first run of the CLI (issue 26): images smaller than the model by a border (28x28 MNIST digits for 32x32)
+are padded, not refused; the evaluate bar moves per denoising step."""
 
 from __future__ import annotations
 
@@ -39,3 +40,25 @@ def test_a_28x28_png_folder_is_padded(tmp_path):
 def test_smaller_by_more_than_a_border_is_an_error_that_names_the_fix():
     with pytest.raises(ValueError, match=r"20x20 pixels, smaller than the model's resolution 32x32; pad or resize the images to at least 32x32"):
         TensorImages(torch.zeros(1, 1, 20, 20), (1, 32, 32), name="tiny")
+
+
+def test_the_evaluate_progress_bar_moves_per_denoising_step(tmp_path, monkeypatch):
+    """A 1,000-step method must not look hung: the harness's bar moves after every step, not once per batch."""
+    import tqdm.auto
+
+    from constrained_diffusion.cli.main import main
+
+    updates: list[float] = []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n: float = 1) -> bool | None:
+            if getattr(self, "desc", "").startswith("evaluate"):
+                updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    argv = ["evaluate", "--model", "mnist-ddpm", "--data", "mnist-test", "--limit", "2", "--batch-size", "2", "--task", "box",
+            "--method", "identity", "--steps", "3", "--set", "inner_steps=1", "--device", "cpu", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert len([n for n in updates if n > 0]) >= 3  # one per step (2 images / 3 steps each), then the rest of the batch
+    assert sum(updates) == pytest.approx(2)

@@ -10,6 +10,7 @@ tune`` and the demo.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,8 @@ class BatchRun:
     peak_mb: float
 
 
-def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str], seed: int, device: str) -> BatchRun:
+def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str], seed: int, device: str,
+                 callback: Callable[[Any], None] | None = None) -> BatchRun:
     """Run ``recipe`` on one batch under the harness's seeding rule (the module docstring).
 
     Args:
@@ -50,6 +52,8 @@ def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str],
         ids: the images' ids, one per sample.
         seed: the run seed.
         device: where to sample.
+        callback: called with the sampler's `StepInfo` after each denoising step (the harness's
+            progress bar moves per step with it).
 
     Raises:
         UsageError: the method cannot take this task's constraint.
@@ -65,7 +69,8 @@ def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str],
         raise UsageError(f"--method {recipe.name} with this --task: {exc}") from None
     start = time.perf_counter()
     with PeakMemory(device) as peak:
-        result = sampler.sample(adapted, x_T=x_T, generator=generators(seed, ids, "steps"), progress=False)
+        result = sampler.sample(adapted, x_T=x_T, generator=generators(seed, ids, "steps"), progress=False,
+                                callback=callback)
     seconds = time.perf_counter() - start
     residual = result.final_residual.float().cpu() if result.final_residual is not None else None
     return BatchRun(result.images.float().cpu().clamp(-1, 1), result, residual, seconds, peak.megabytes)

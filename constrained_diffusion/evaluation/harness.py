@@ -171,13 +171,21 @@ class Evaluation(Configurable):
                 bar.update(len(listed))
                 continue
             store.reload()  # another process on the same --out may have done some of them meanwhile
+            moved = 0.0  # the bar moves per denoising step: each method's share of this batch, spread over its steps
             for m in methods:
                 rows = [k for k, i in enumerate(batch) if i in todo_sets[m.label] and (i, m.label, m.settings) not in store]
                 if not rows:
                     continue
                 sub = [batch[k] for k in rows]
+                share = len(listed) / len(methods) / max(1, m.recipe.config.steps)
+
+                def tick(_: Any, share: float = share) -> None:
+                    nonlocal moved
+                    moved += share
+                    bar.update(share)
+
                 try:
-                    records = self._sample(cfg, model, m, sub, truth_cpu[rows], prompts, spec, scorer, device, out)
+                    records = self._sample(cfg, model, m, sub, truth_cpu[rows], prompts, spec, scorer, device, out, tick)
                 except Exception as exc:
                     if is_out_of_memory(exc):
                         raise out_of_memory(exc, f"images {sub[0]}..{sub[-1]} ({len(sub)}) of method {m.label!r}",
@@ -188,7 +196,7 @@ class Evaluation(Configurable):
                     store.add(r)  # a record another process wrote meanwhile is kept, not doubled
                 if first is not None and m is methods[0]:
                     running += [r[first] for r in records]
-            bar.update(len(listed))
+            bar.update(len(listed) - moved)  # the rest of the batch: methods done before, rounding
             if running:
                 bar.set_postfix({f"{methods[0].label} {first}": f"{sum(running) / len(running):.3f}"})
         bar.close()
@@ -216,8 +224,8 @@ class Evaluation(Configurable):
 
     def _sample(self, cfg: EvaluationConfig, model: Any, m: Method, ids: list[str], truth: torch.Tensor,
                 prompts: dict[str, str] | None, spec: TaskSpec, scorer: PerImage, device: str,
-                out: Path) -> list[dict[str, Any]]:
-        """Run method ``m`` on one batch; write its images and the observation; return its records."""
+                out: Path, tick: Callable[[Any], None] | None = None) -> list[dict[str, Any]]:
+        """Run method ``m`` on one batch; write its images and the observation; return its records (``tick``: after each step)."""
         from constrained_diffusion.utils.images import save_png, to_uint8
 
         problem = spec.problem(truth, ids, device)
@@ -226,7 +234,7 @@ class Evaluation(Configurable):
             if not image_ok(path):
                 save_png(path, to_uint8(problem.observation[k]))
         den = self._conditioned(model, m, [prompts[i] for i in ids] if prompts is not None else None, cfg.prompt)
-        run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device)
+        run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device, callback=tick)
         scores = scorer(run.outputs, truth)
         records = []
         for k, i in enumerate(ids):
