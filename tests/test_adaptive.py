@@ -34,8 +34,8 @@ def test_residual_tolerance_saves_forwards_and_meets_the_tolerance(gaussian):
 
 def test_no_decrease_stops_and_keeps_the_best_iterate(gaussian):
     pixel = _problem(gaussian)
-    fixed = _run(gaussian, pixel, lr=2.0)  # too large: some inner steps increase the residual
-    adaptive = _run(gaussian, pixel, lr=2.0, min_decrease=0.0)
+    fixed = _run(gaussian, pixel, step_scale=2.0)  # too large: some inner steps increase the residual
+    adaptive = _run(gaussian, pixel, step_scale=2.0, min_decrease=0.0)
     assert adaptive.nfe < fixed.nfe
     # the kept iterate of every step is the best one seen in that step
     rows = adaptive.residuals[..., 0]
@@ -67,8 +67,8 @@ def test_recorded_residual_is_that_of_the_kept_iterate(gaussian):
         seen.append(torch.allclose(pixel.residual(info.x0).float(), info.residual, rtol=1e-5, atol=1e-6))
 
     gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
-    # lr=2 overshoots, so the last iterate is often not the best; residual_tol alone never stops early
-    cd.ConstrainedSampler(gaussian, steps=10, inner_steps=5, lr=2.0, residual_tol=1e-12).sample(pixel, generator=gens, progress=False, callback=check)
+    # step_scale=2 overshoots, so the last iterate is often not the best; residual_tol alone never stops early
+    cd.ConstrainedSampler(gaussian, steps=10, inner_steps=5, step_scale=2.0, residual_tol=1e-12).sample(pixel, generator=gens, progress=False, callback=check)
     assert len(seen) == 10 and all(seen)
 
 

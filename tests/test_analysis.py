@@ -96,7 +96,7 @@ def test_pixel_directions_on_the_analytic_denoiser():
 
     model = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.3, dtype=torch.float64)
     x0 = model.sample_prior(1, torch.Generator().manual_seed(0))
-    out = pixel_directions(model, x0, t=300, pixel=(1, 2), lr=0.5, rcond=1e-12)
+    out = pixel_directions(model, x0, t=300, pixel=(1, 2), step_scale=0.5, rcond=1e-12)
     J = model.jacobian(torch.tensor(300))
     e = out.error
     assert e.shape == (16,) and float(e.sum()) == 1.0 and float(e[1 * 4 + 2]) == 1.0

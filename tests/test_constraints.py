@@ -35,7 +35,7 @@ def test_nonlinear_constraint_is_satisfied_by_sampling(gaussian):
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     free = cd.ConstrainedSampler(gaussian, steps=20, inner_steps=0).sample(c, x_T=x_T, progress=False)
     for solver in ("inexact-newton", "gradient-descent"):
-        fit = cd.ConstrainedSampler(gaussian, solver, steps=20, inner_steps=10, lr=(0.05, 0.005)).sample(c, x_T=x_T, progress=False)
+        fit = cd.ConstrainedSampler(gaussian, solver, steps=20, inner_steps=10, step_scale=(0.05, 0.005)).sample(c, x_T=x_T, progress=False)
         assert float(fit.final_residual.max()) < 0.01 * float(free.final_residual.mean())
 
 
@@ -92,6 +92,6 @@ def test_pixel_constraints_on_a_latent_model_with_an_exact_codec(kind):
     constraint = (C.DecodedConstraint if kind == "decoded" else C.EncodedConstraint)(pixel, codec)
     x_T = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     free = cd.ConstrainedSampler(latent, steps=20, inner_steps=0).sample(constraint, x_T=x_T, progress=False)
-    fit = cd.ConstrainedSampler(latent, steps=20, inner_steps=10, lr=(0.3, 0.01)).sample(constraint, x_T=x_T, progress=False)
+    fit = cd.ConstrainedSampler(latent, steps=20, inner_steps=10, step_scale=(0.3, 0.01)).sample(constraint, x_T=x_T, progress=False)
     assert float(fit.final_residual) < 0.1 * float(free.final_residual)
     assert torch.allclose(fit.images, codec.decode(fit.sample))

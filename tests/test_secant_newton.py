@@ -178,7 +178,7 @@ def test_registry_config_and_direction_kind():
     assert isinstance(solver, cd.SecantNewton) and solver.direction_kind == "inverse" and solver.tol == 0.2
     assert cd.SecantNewton().direction_kind == "jvp"
     with pytest.raises(ValueError, match="arnoldi"):
-        cd.ConstrainedSampler(cd.GaussianDenoiser.smooth((1, 4, 4)), solver, step_size="arnoldi")
+        cd.ConstrainedSampler(cd.GaussianDenoiser.smooth((1, 4, 4)), solver, step_rule="arnoldi")
 
 
 def test_shapes_that_differ_are_rejected(gaussian):

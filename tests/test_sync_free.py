@@ -142,10 +142,10 @@ def test_the_loop_reads_nothing_on_the_host(model, solver, step_size, monkeypatc
     """Clean cases read nothing; the `SYNCING` ones are caught at their host read."""
     if _syncs(solver, step_size):
         with _no_host_reads(monkeypatch), pytest.raises(_HostRead):
-            _sample(model, solver, False, _problem(), step_size=step_size)
+            _sample(model, solver, False, _problem(), step_rule=step_size)
         return
     with _no_host_reads(monkeypatch):
-        result = _sample(model, solver, False, _problem(), step_size=step_size)
+        result = _sample(model, solver, False, _problem(), step_rule=step_size)
     assert torch.isfinite(result.sample).all() and result.residuals.shape == (4, 4, 2)
 
 
@@ -171,8 +171,8 @@ def test_the_guard_catches_the_host_checks(model, monkeypatch):
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("step_size", ["dynamic", "constant"])
 def test_masked_work_gives_the_same_samples_as_the_early_exit(model, solver, step_size):
-    synced = _sample(model, solver, True, _problem(), step_size=step_size)
-    free = _sample(model, solver, False, _problem(), step_size=step_size)
+    synced = _sample(model, solver, True, _problem(), step_rule=step_size)
+    free = _sample(model, solver, False, _problem(), step_rule=step_size)
     assert torch.equal(synced.sample, free.sample) and torch.equal(synced.residuals, free.residuals)
     assert synced.nfe == free.nfe  # one sample with an error keeps the loop going in both
 
@@ -231,7 +231,7 @@ def test_no_cuda_synchronisation_inside_the_loop(solver, step_size, monkeypatch)
     model, constraint = _cuda_problem()
     _strict_inner_loop(monkeypatch)
     sampler = cd.ConstrainedSampler(model, CHEAP.get(solver, solver), steps=3,
-                                    correction=InnerLoop(inner_steps=3, step_size=step_size))
+                                    correction=InnerLoop(inner_steps=3, step_rule=step_size))
     run = lambda: sampler.sample(constraint, generator=torch.Generator().manual_seed(0), batch_size=2, progress=False)  # noqa: E731
     if _syncs(solver, step_size):
         with pytest.raises(RuntimeError, match="synchroniz"):

@@ -56,7 +56,7 @@ def test_bool_mask_is_accepted():
 
 @pytest.mark.parametrize("field,kwargs", [
     ("steps", {"steps": 0}), ("steps", {"steps": -3}), ("inner_steps", {"inner_steps": -1}),
-    ("eta", {"eta": 1.5}), ("lr", {"lr": -0.1}), ("lr", {"lr": (0.5, float("nan"))}),
+    ("eta", {"eta": 1.5}), ("step_scale", {"step_scale": -0.1}), ("step_scale", {"step_scale": (0.5, float("nan"))}),
 ])
 def test_sampler_options_name_the_field(gaussian, field, kwargs):
     with pytest.raises(ValidationError) as info:
