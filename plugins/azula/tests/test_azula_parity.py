@@ -120,3 +120,13 @@ def test_docs_block_is_replaced_not_duplicated(tmp_path) -> None:
         parity.write_docs(page, parity.render([parity.ParityRow("dps", "batch 1", 8, diff, 9.1, 9.1, 2.0)], "cmd", 1))
     text = page.read_text()
     assert text.count("PARITY-AZULA:START") == 1 and "old" not in text and "| dps | batch 1 | 8 | 2e-05 | 9.10 | 9.10 | 2.0 |" in text
+
+
+def test_parity_command_writes_its_block(tmp_path) -> None:
+    page = tmp_path / "recipes.md"
+    page.write_text("<!-- PARITY-AZULA:START -->\n<!-- PARITY-AZULA:END -->\n")
+    assert parity.main(["--digits", "1", "--steps", "3", "--write-docs", str(page)]) == 0
+    text = page.read_text()
+    assert "--digits 1 --steps 3" in text and all(f"| {m} |" in text for m in ("dps", "pigdm", "mmps", "repaint"))
+    with pytest.raises(SystemExit):
+        parity.main(["--digits", "0"])

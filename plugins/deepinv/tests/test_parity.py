@@ -149,3 +149,13 @@ def test_docs_block_is_replaced_not_duplicated(tmp_path) -> None:
     text = page.read_text()
     assert text.count("PARITY-DEEPINV:START") == 1 and "old" not in text and "2e-06" not in text
     assert "| ddrm | exact | 10 | 3e-06 | 12.00 | 12.00 | 3.0 |" in text and text.endswith("\n\ntail\n")
+
+
+def test_parity_command_writes_its_block(tmp_path, capsys) -> None:
+    page = tmp_path / "recipes.md"
+    page.write_text("<!-- PARITY-DEEPINV:START -->\n<!-- PARITY-DEEPINV:END -->\n")
+    assert parity.main(["--digits", "1", "--steps", "3", "--dps-steps", "3", "--write-docs", str(page)]) == 0
+    text = page.read_text()
+    assert "--digits 1 --steps 3" in text and text.count("| ddrm |") == 2 and "| diffpir |" in text and "| dps |" in text
+    with pytest.raises(SystemExit):
+        parity.main(["--steps", "1"])
