@@ -87,7 +87,8 @@ def test_the_top_level_help_lists_each_module_s_own_help():
 def test_building_the_parser_and_help_import_no_torch():
     code = ("import sys, contextlib, io\nimport constrained_diffusion.cli.main as m\nm.build_parser()\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    m.main(['--help'])\n"
-            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    m.main(['evaluate', '--help'])\n"
+            "for c in ('evaluate', 'train', 'adaptive', 'model-card'):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n        m.main([c, '--help'])\n"
             "print(sorted(n for n in ('torch', 'numpy', 'pydantic') if n in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -121,3 +122,12 @@ def test_quiet_silences_the_progress_lines(capsys):
     progress_log(argparse.Namespace(quiet=True))("finished t=900")
     progress_log(argparse.Namespace(quiet=False))("finished t=700")
     assert capsys.readouterr().out == "finished t=700\n"
+
+
+def test_the_device_default_is_resolved_when_the_command_runs():
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    for argv in (["adaptive"], ["model-card", "ddpm"], ["train", "ddpm"], ["compare"], ["bench-sd"]):
+        assert build_parser().parse_args(argv).device == expected
+    assert build_parser().parse_args(["adaptive", "--device", "cpu"]).device == "cpu"

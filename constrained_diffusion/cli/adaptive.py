@@ -12,15 +12,13 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import (
-    default_device,
-    device_name,
     documented_command,
     format_table,
     positive_int,
     summary,
     write_block,
 )
-from constrained_diffusion.cli.vocabulary import model_name
+from constrained_diffusion.cli.vocabulary import AUTO, device_or_auto, model_name
 
 OPTIONS = ("--digits", "--model", "--task", "--device")
 """What the command written with the table repeats."""
@@ -37,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", type=Path, default=Path("runs/adaptive-study.jsonl"), help="JSONL of records (resumable)")
     p.add_argument("--figure", type=Path, default=None, help="write the PSNR-vs-NFE figure (SVG) here")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the ADAPTIVE-TABLE block of this markdown file")
-    p.add_argument("--device", type=device_name, default=default_device(),
+    p.add_argument("--device", type=device_or_auto, default=AUTO,
                    help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="hide the progress bar")

@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from constrained_diffusion.cli.args import (
-    default_device,
     describe_device,
-    device_name,
     documented_command,
     non_negative_int,
     positive_int,
     write_block,
 )
-from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
+from constrained_diffusion.cli.vocabulary import AUTO, add_quiet, device_or_auto, progress_log
 
 TIMES = [900, 700, 500, 300]
 SPECTRA_OPTIONS = ("--model", "--device", "--dtype", "--prompt", "--image", "--digit", "--sample-steps", "--times",
@@ -65,7 +63,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="a shipped model (mnist-ddpm, mnist-flow, ...), a weight file, a diffusers folder, a Hub id, "
                         "or sd15-random (the SD 1.5 UNet architecture with random weights)")
-    p.add_argument("--device", type=device_name, default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
+    p.add_argument("--device", type=device_or_auto, default=AUTO, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "float64"], default="float32", help="dtype of the model (default float32)")
     p.add_argument("--prompt", default="", help="prompt bound to a text-conditioned model (default: empty)")
     p.add_argument("--image", type=Path, default=None, help="clean image whose forward process gives x_t")

@@ -34,15 +34,14 @@ from constrained_diffusion.benchmarks.end_to_end import METHODS, MODES, EndToEnd
 from constrained_diffusion.benchmarks.gpu_suite import PART_NAMES
 from constrained_diffusion.benchmarks.sd_unet import SDStepCosts, measure_sd_step_costs
 from constrained_diffusion.cli.args import (
-    default_device,
     describe_device,
-    device_name,
     documented_command,
     format_table,
     positive_int,
     summary,
     write_block,
 )
+from constrained_diffusion.cli.vocabulary import AUTO, device_or_auto
 from constrained_diffusion.denoisers.compiled import COMPILE_MODES
 
 BLOCK = "SD-BENCH-TABLE"
@@ -62,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "prints a table (--write-docs PAGE: into that page)", description=summary(__doc__))
     p.add_argument("--size", type=positive_int, default=64, help="latent side (default 64, i.e. 512x512 images)")
     p.add_argument("--inner-steps", type=positive_int, default=2, help="constraint iterations timed (default 2)")
-    p.add_argument("--device", type=device_name, default=default_device(), help="cpu or cuda[:N] (default: cuda if available)")
+    p.add_argument("--device", type=device_or_auto, default=AUTO, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="dtype of the UNet (default float32)")
     p.add_argument("--arch", choices=ARCHES, default="sd15",
                    help="sd15 (default: the SD 1.5 UNet), sd3 (SD3 Medium's transformer), flux (FLUX.1-dev's)")

@@ -18,16 +18,14 @@ from pathlib import Path
 import torch
 
 from constrained_diffusion.cli.args import (
-    default_device,
     describe_device,
-    device_name,
     documented_command,
     format_table,
     positive_int,
     summary,
     write_block,
 )
-from constrained_diffusion.cli.vocabulary import add_alias, add_quiet, model_name, out_file, progress_log
+from constrained_diffusion.cli.vocabulary import AUTO, add_alias, add_quiet, device_or_auto, model_name, out_file, progress_log
 from constrained_diffusion.solvers import registry
 
 MODELS = ("mnist-ddpm", "mnist-flow")
@@ -56,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=500, help="number of test digits (default all 500)")
     p.add_argument("--batch-size", type=positive_int, default=100, help="digits per batch (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    p.add_argument("--device", type=device_name, default=default_device(),
+    p.add_argument("--device", type=device_or_auto, default=AUTO,
                    help="where to sample: cpu or cuda (default cuda when available)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--emulate-tf32", action="store_true",

@@ -15,15 +15,14 @@ import os
 from pathlib import Path
 
 from constrained_diffusion.cli.args import (
-    default_device,
     describe_device,
-    device_name,
     documented_command,
     format_table,
     positive_int,
     summary,
     write_block,
 )
+from constrained_diffusion.cli.vocabulary import AUTO, device_or_auto
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=50, help="sampling steps (default 50)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="samples per batch (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
-    p.add_argument("--device", type=device_name, default=default_device(),
+    p.add_argument("--device", type=device_or_auto, default=AUTO,
                    help="where to sample: cpu or cuda (default cuda when available)")
     p.add_argument("--grid", type=Path, default=None, help="write a 10x10 grid of samples to this PNG")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the DDPM-CARD / FLOW-CARD / CLASSIFIER-CARD block")

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from constrained_diffusion.cli.args import device_name, positive_int, summary
+from constrained_diffusion.cli.args import positive_int, summary
+from constrained_diffusion.cli.vocabulary import AUTO, device_or_auto
 
 #: The flag of each parameter a `TrainArgumentError` can name.
 FLAGS = {"init_from": "--init-from", "log_path": "--log", "out_dir": "--out", "steps": "--steps"}
@@ -40,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes (with a checkpoint)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
-    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_or_auto, default=AUTO, help="cpu or cuda[:N] (default: cuda if available)")
     p.add_argument("--export", type=Path, default=None, help="write the (EMA) weights to this safetensors file")
     p.add_argument("--export-only", action="store_true",
                    help="with --export: write the weights of the run's last checkpoint without training (safe while it trains)")
@@ -83,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.training.checkpoint import TrainArgumentError
 
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         init = init_path(args.init_from, args.model)

@@ -152,3 +152,21 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def progress_log(args: argparse.Namespace) -> Callable[[str], object]:
     """``print``, or a function that prints nothing with ``--quiet``: the ``log`` a command passes to a long run."""
     return (lambda line: None) if getattr(args, "quiet", False) else print
+
+
+AUTO = "auto"
+"""The ``--device`` default: resolved to `default_device` when the command runs, not when ``--help`` is built (torch-free)."""
+
+
+def device_or_auto(text: str) -> str:
+    """``--device``: `constrained_diffusion.cli.args.device_name`, and ``auto`` (the default) = cuda where available, else cpu.
+
+    argparse passes a string default through the type at the end of parsing, so the default
+    costs a torch import only when a command runs.
+    """
+    from constrained_diffusion.cli.args import default_device, device_name
+
+    return default_device() if text == AUTO else device_name(text)
+
+
+device_or_auto.__name__ = "device"
