@@ -87,7 +87,7 @@ def test_the_top_level_help_lists_each_module_s_own_help():
 def test_building_the_parser_and_help_import_no_torch():
     code = ("import sys, contextlib, io\nimport constrained_diffusion.cli.main as m\nm.build_parser()\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    m.main(['--help'])\n"
-            "for c in ('evaluate', 'train', 'adaptive', 'model-card'):\n"
+            "for c in ('demo', 'evaluate', 'train', 'adaptive', 'model-card'):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n        m.main([c, '--help'])\n"
             "print(sorted(n for n in ('torch', 'numpy', 'pydantic') if n in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -17,12 +17,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from constrained_diffusion.cli.args import device_name, format_table, int_at_least, non_negative_int, positive_int, summary
 from constrained_diffusion.cli.vocabulary import add_alias, out_file
+
+if TYPE_CHECKING:  # torch loads when the demo runs, not for --help
+    from torch import Tensor
 
 MODELS = ("mnist-ddpm", "mnist-flow")
 ALIASES = {"mnist": "mnist-ddpm"}
@@ -41,9 +42,7 @@ def model_name(text: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``demo`` and its options on the sub-command parsers ``sub``."""
-    from constrained_diffusion.solvers import registry
-
+    """Register ``demo`` and its options on the sub-command parsers ``sub`` (imports no torch: ``--help`` is instant)."""
     p = sub.add_parser("demo", help="inpaint real test digits with every method at its tuned setting; writes OUT/demo.png",
                        description=summary(__doc__))
     p.add_argument("--model", type=model_name, default="mnist-ddpm",
@@ -52,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"how many test digits to inpaint, in one batch (1 to {MAX_DIGITS}; default 10: one of each class)")
     p.add_argument("--methods", dest="solver", nargs="+", metavar="NAME", default=None,
                    help="methods to run: names from the tuned-settings file (recipes such as dps, mpgd, or solvers), "
-                        f"any registered solver ({', '.join(registry.names())}), or 'all' = every tuned method plus "
+                        "any registered solver (sample --list lists them), or 'all' = every tuned method plus "
                         f"{', '.join(SLOW)} (default: every tuned method)")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the steps the methods were tuned at)")
     p.add_argument("--inner-steps", type=non_negative_int, default=None,
@@ -170,6 +169,8 @@ def labelled_grid(columns: dict[str, Tensor], notes: dict[str, str], scale: int 
     Returns:
         ``uint8`` ``(1, height, width)``.
     """
+    import torch
+
     from constrained_diffusion.utils.images import make_grid, to_uint8
 
     images = torch.stack([c.float().cpu().clamp(-1, 1) for c in columns.values()], dim=1).flatten(0, 1)  # row-major: image by image
@@ -198,11 +199,13 @@ def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding:
         ``uint8`` ``(C, H + strip, W)``: the strip (black text on white) above (below) the grid.
 
     Examples:
+        >>> import torch
         >>> grid = torch.zeros(1, 36, 70, dtype=torch.uint8)
         >>> labelled = label_columns(grid, ["truth", "inexact-newton"], cell_width=32)
         >>> labelled.shape[1] > 36, labelled.shape[2], bool((labelled[:, :-36] < 128).any())
         (True, 70, True)
     """
+    import torch
     from PIL import Image, ImageDraw, ImageFont
 
     if grid.dtype != torch.uint8 or grid.ndim != 3 or grid.shape[0] not in (1, 3):
