@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from constrained_diffusion.cli.args import device_name, documented_command, positive_int, summary, write_block
+from constrained_diffusion.cli.vocabulary import add_alias
 from constrained_diffusion.utils.paths import safe_name, under
 
 FIELDS = ("model", "data", "task", "method", "limit", "batch_size", "steps", "set", "metrics", "noise_std", "prompts", "prompt",
           "style_image", "seed", "device", "dtype", "fid_features", "feature_weights", "out", "quiet")
 """The flags that are also `EvaluationConfig` fields (``--config`` YAML keys, with ``_`` for ``-``)."""
 
-OPTIONS = ("--config", "--model", "--data", "--task", "--method", "--limit", "--batch-size", "--steps", "--set", "--metrics",
+OPTIONS = ("--config", "--model", "--data", "--task", "--methods", "--limit", "--batch-size", "--steps", "--set", "--metrics",
            "--noise-std", "--prompts", "--prompt", "--style-image", "--seed", "--device", "--dtype", "--fid-features",
            "--feature-weights", "--out", "--block")
 """What the command written with a ``--write-docs`` summary repeats."""
@@ -43,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="mnist-ddpm, mnist-flow, a diffusers folder or a Hub id")
     p.add_argument("--data", help="an image folder (recursive; PNG/JPEG/WebP), an image file, or mnist-held-out, mnist-validation, mnist-test")
     p.add_argument("--task", help="box, top-half, random-box, free-form, sr4, sr8, style, or a registered constraint")
-    p.add_argument("--method", action="extend", nargs="+", default=None, metavar="METHOD",
-                   help="a recipe or solver name (repeatable; the methods share observations and noise)")
+    p.add_argument("--methods", dest="method", action="extend", nargs="+", default=None, metavar="METHOD",
+                   help="recipe or solver names (repeatable; the methods share observations and noise; "
+                        "the --config YAML field is 'method')")
     p.add_argument("--limit", type=positive_int, default=None, help="the first N images (sorted by id)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per batch (default 4)")
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps of every method (default: each recipe's)")
@@ -65,12 +67,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar and no summary print")
     p.add_argument("--write-docs", type=Path, default=None, help="put the summary table in the --block block of this markdown file")
     p.add_argument("--block", default=None, help="name of the marker block --write-docs replaces")
+    add_alias(p, "--method", dest="method")
     p.set_defaults(run=run, documented=command_line)
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The command written with a summary (it regenerates the block)."""
-    return documented_command("evaluate", args, OPTIONS)
+    return documented_command("evaluate", argparse.Namespace(**{**vars(args), "methods": args.method}), OPTIONS)
 
 
 def read_config(path: Path) -> list[dict[str, Any]]:
