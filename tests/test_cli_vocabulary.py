@@ -53,6 +53,10 @@ def test_no_sub_command_shows_an_old_spelling(parsers):
     (["compare", "--variants", "flow", "--device", "cpu"], "models", ["mnist-flow"]),
     (["compare", "--solvers", "identity", "--device", "cpu"], "methods", ["identity"]),
     (["adaptive", "--model", "ddpm", "--device", "cpu"], "model", "mnist-ddpm"),
+    (["analyze", "secant", "--models", "ddpm", "flow"], "models", ["mnist-ddpm", "mnist-flow"]),
+    (["analyze", "half-precision", "--models", "flow"], "models", ["mnist-flow"]),
+    (["evaluate", "--method", "dps", "--method", "mpgd"], "method", ["dps", "mpgd"]),
+    (["analyze", "batch-dependence", "--batch", "4"], "batch", 4),
 ])
 def test_old_spellings_still_parse_to_the_new_option(argv, dest, value):
     assert getattr(build_parser().parse_args(argv), dest) == value

@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
-from constrained_diffusion.cli.vocabulary import add_quiet, progress_log
+from constrained_diffusion.cli.vocabulary import add_quiet, model_name, progress_log
 
-DEFAULTS = {"--models": ["ddpm", "flow"], "--tasks": ["box", "free-form", "sr4"], "--digits": 16, "--steps": 20,
+DEFAULTS = {"--models": ["mnist-ddpm", "mnist-flow"], "--tasks": ["box", "free-form", "sr4"], "--digits": 16, "--steps": 20,
             "--inner-steps": 5, "--seed": 0}
 """Options left out of the documented command while they have these values."""
 
@@ -21,7 +21,8 @@ def add_secant_parser(inner: argparse._SubParsersAction) -> None:
     """Register ``analyze secant`` on the ``analyze`` sub-parsers ``inner``."""
     s = inner.add_parser("secant", help="secant Newton vs inexact/exact Newton and identity, equal steps and equal NFE (MNIST)",
                          description=summary(__doc__))
-    s.add_argument("--models", nargs="+", choices=["ddpm", "flow"], default=["ddpm", "flow"], help="shipped MNIST models (default ddpm flow)")
+    s.add_argument("--models", nargs="+", type=model_name(["mnist-ddpm", "mnist-flow"]), default=["mnist-ddpm", "mnist-flow"],
+                   metavar="MODEL", help="shipped MNIST models (default mnist-ddpm mnist-flow; records name them ddpm, flow)")
     s.add_argument("--tasks", nargs="+", choices=["box", "free-form", "sr4"], default=["box", "free-form", "sr4"], help="tasks (default all three)")
     s.add_argument("--digits", type=positive_int, default=16, help="test digits spread over the classes, one batch (default 16)")
     s.add_argument("--steps", type=positive_int, default=20, help="denoising steps at equal steps (default 20)")
@@ -47,8 +48,9 @@ def run_secant(args: argparse.Namespace) -> int:
 
     if args.digits > 500:
         raise ValueError("--digits must be <= 500 (the test set)")
-    names = {m: f"{MODELS[m]} {weights_digest(weights_path(MODELS[m]))}" for m in args.models}
-    rows = secant_rows(args.models, args.tasks, args.digits, args.steps, args.inner_steps, args.seed, results=args.results,
+    variants = [m.removeprefix("mnist-") for m in args.models]  # the records' model names: ddpm, flow
+    names = {m: f"{MODELS[m]} {weights_digest(weights_path(MODELS[m]))}" for m in variants}
+    rows = secant_rows(variants, args.tasks, args.digits, args.steps, args.inner_steps, args.seed, results=args.results,
                        model_names=names, log=progress_log(args))
     table, verdict = secant_table(rows), secant_summary(rows)
     print(table)
