@@ -185,7 +185,7 @@ def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], method: str | 
     """
     name = recipe.name if method is None else method
     try:
-        overrides = renamed_overrides(recipe.config, overrides, f"{flag}: ", stacklevel=5)
+        overrides = renamed_overrides(recipe.config, overrides, f"{flag}: ")
     except ValueError as exc:
         raise ValueError(f"{flag} for method {name!r}: {exc}") from None
     flat = nest(join_pairs(overrides), recipe.config.model_dump(), name)

@@ -164,7 +164,7 @@ class Recipe:
         return f"{self.name}: {self.summary} ({self.reference}). Config: {cfg}"
 
 
-def renamed_overrides(config: SamplerConfig, overrides: Mapping[str, Any], where: str = "", stacklevel: int = 5) -> dict[str, Any]:
+def renamed_overrides(config: SamplerConfig, overrides: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """``overrides`` of ``config`` with the option names renamed in 0.2 replaced (`constrained_diffusion.utils.renamed`).
 
     ``lr``, ``lr.0``/``lr.1`` and ``step_size`` become ``step_scale``, ``step_scale.0``/``.1`` and
@@ -176,9 +176,9 @@ def renamed_overrides(config: SamplerConfig, overrides: Mapping[str, Any], where
     """
     name = overrides.get("correction.name", config.correction.name if config.correction is not None else None)
     nested = set(correction_class(name).Config.model_fields) if name in correction_names() else set()
-    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, nested, where, stacklevel, "correction.")
+    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, nested, where, "correction.")
     top = rename_keys({k: v for k, v in overrides.items() if not k.startswith("correction.")},
-                      set(SamplerConfig.model_fields) | nested, where, stacklevel)
+                      set(SamplerConfig.model_fields) | nested, where)
     return {**top, **{f"correction.{k}": v for k, v in inner.items()}}
 
 

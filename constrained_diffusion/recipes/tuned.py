@@ -166,7 +166,6 @@ def write_tuned(results: Mapping[str, Any] | str | os.PathLike[str], folder: str
 
 def _renamed(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``overrides`` with the option names renamed in 0.2 (``lr``, ``lr.0``, ``correction.lr``, ...) replaced, one warning each."""
-    top = rename_keys({k: v for k, v in overrides.items() if not k.startswith("correction.")}, where=where, stacklevel=5)
-    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, where=where, stacklevel=5,
-                        prefix="correction.")
+    top = rename_keys({k: v for k, v in overrides.items() if not k.startswith("correction.")}, where=where)
+    inner = rename_keys({k[11:]: v for k, v in overrides.items() if k.startswith("correction.")}, where=where, prefix="correction.")
     return {**top, **{f"correction.{k}": v for k, v in inner.items()}}

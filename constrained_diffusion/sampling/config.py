@@ -147,7 +147,7 @@ class SamplerConfig(StepOptions):
     def _nested_correction(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = rename_keys(data, cls.model_fields, f"{cls.__name__}: ", stacklevel=6)
+        data = rename_keys(data, cls.model_fields, f"{cls.__name__}: ")
         if data.get("correction") is None:
             return data
         for key in CORRECTION_FIELDS:

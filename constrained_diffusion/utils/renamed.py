@@ -31,18 +31,37 @@ Examples:
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import warnings
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
+
+import pydantic
+import pydantic_core
 
 RENAMED: dict[str, str] = {"lr": "step_scale", "step_size": "step_rule"}
 """Old option name -> new option name (renamed in 0.2; the old names are accepted until 0.3)."""
 
 
-def deprecated(old: str, new: str, where: str = "", stacklevel: int = 3) -> None:
-    """Warn (`DeprecationWarning`) that ``old`` is now called ``new``; ``where`` prefixes the message (``"--set: "``)."""
+_INTERNAL = tuple(str(d) + os.sep for d in (Path(__file__).resolve().parents[1], Path(pydantic.__file__).parent,
+                                               Path(pydantic_core.__file__).parent)) + (argparse.__file__,)
+"""Where the library's own frames live: a warning is attributed to the first frame outside them."""
+
+
+def deprecated(old: str, new: str, where: str = "") -> None:
+    """Warn (`DeprecationWarning`) that ``old`` is now called ``new``; ``where`` prefixes the message (``"--set: "``).
+
+    The warning is attributed to the first caller outside this package and pydantic (the user's
+    line), so Python's default filters show it in a script's ``__main__`` as they should.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
     warnings.warn(f"{where}{old!r} is deprecated: it is called {new!r} since 0.2 (the old name goes in 0.3)",
-                  DeprecationWarning, stacklevel=stacklevel)
+                  DeprecationWarning, stacklevel=level)
 
 
 def _head(key: str) -> tuple[str, str]:
@@ -51,8 +70,7 @@ def _head(key: str) -> tuple[str, str]:
     return head, dot + tail
 
 
-def rename_keys(data: Mapping[str, Any], fields: Collection[str] | None = None, where: str = "", stacklevel: int = 4,
-                prefix: str = "") -> dict[str, Any]:
+def rename_keys(data: Mapping[str, Any], fields: Collection[str] | None = None, where: str = "", prefix: str = "") -> dict[str, Any]:
     """``data`` with each old option name (`RENAMED`) replaced by its new name, in place in the key order.
 
     A key is renamed by its first dotted part, so ``lr.0`` becomes ``step_scale.0``. Each old
@@ -64,7 +82,6 @@ def rename_keys(data: Mapping[str, Any], fields: Collection[str] | None = None, 
             new name is one of them and the old name itself is not (a user's correction with an
             option of its own called ``lr`` keeps it).
         where: a prefix for the warnings (``"--set: "``, ``"SamplerConfig: "``).
-        stacklevel: passed to `warnings.warn`.
         prefix: how the keys are spelled in the messages (``"correction."``: ``'correction.lr'``).
 
     Raises:
@@ -81,5 +98,5 @@ def rename_keys(data: Mapping[str, Any], fields: Collection[str] | None = None, 
             raise ValueError(f"both {old!r} (the deprecated name) and {new!r} were given; give only {new!r}")
         renames[key] = new + rest
     for head in dict.fromkeys(_head(key)[0] for key in renames):
-        deprecated(prefix + head, prefix + RENAMED[head], where, stacklevel)
+        deprecated(prefix + head, prefix + RENAMED[head], where)
     return {renames.get(k, k): v for k, v in data.items()} if renames else dict(data)

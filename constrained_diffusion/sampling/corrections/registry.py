@@ -115,7 +115,7 @@ class CorrectionSpec(BaseModel):
         if isinstance(data, dict) and "name" not in data:
             raise ValueError(f"a correction configuration needs a 'name' (one of {names()}), got {data!r}")
         if isinstance(data, dict) and data["name"] in _REGISTRY:  # the options renamed in 0.2, renamed once here
-            data = rename_keys(data, _REGISTRY[data["name"]].Config.model_fields, "correction: ", stacklevel=6)
+            data = rename_keys(data, _REGISTRY[data["name"]].Config.model_fields, "correction: ")
         return data
 
     @model_validator(mode="after")
