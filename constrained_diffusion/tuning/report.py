@@ -55,7 +55,7 @@ def fmt_overrides(overrides: Mapping[str, Any]) -> str:
     """
     parts = []
     for k, v in overrides.items():
-        k = {"step_scale": "λ", "lr": "λ"}.get(k, k)  # lr: results written before 0.2
+        k = "λ" if k.removeprefix("correction.") in ("step_scale", "lr") else k  # lr: results written before 0.2
         if isinstance(v, (list, tuple)):
             parts.append(f"{k}=({', '.join(f'{x:.3g}' for x in v)})")
         elif isinstance(v, float):
@@ -283,8 +283,10 @@ def choosing_block(results: Mapping[str, Any], command: str, full_command: str, 
                     f"{random} The intervals are wide and the winners may change in the full run. The full run (hours on a CPU; "
                     "`--device cpu` runs it without a GPU) is:\n\n"
                     f"    ```bash\n    {full_command}\n    ```")
-    head.append(f"**Budget.** {budget} Machine: {results.get('machine', 'not recorded')}. Scoring took "
-                f"{results.get('score_seconds', float('nan')) / 60:.1f} min of this run.")
+    took = [f"{what} took {results[key] / 60:.1f} min" for what, key in (("Tuning", "tune_seconds"), ("scoring", "score_seconds"))
+            if results.get(key) is not None]
+    head.append(f"**Budget.** {budget} Machine: {results.get('machine', 'not recorded')}."
+                + (f" {', '.join(took).capitalize()} of wall time in the run that wrote this." if took else ""))
     head.append(f"Made, and regenerated (resuming whatever is missing), by:\n\n```bash\n{command}\n```")
     body = ["### Verdict per task", verdict(results).strip()]
     if figure:

@@ -237,6 +237,7 @@ class TuningStudy(Configurable):
         """Bring every study to ``trials`` complete trials (shared with any other process on the storage)."""
         cfg: StudyConfig = self.config  # type: ignore[assignment]
         import_optuna()
+        started = time.time()
         cap = cfg.max_finished_factor * cfg.trials
         for model in cfg.models:
             for task in cfg.tasks:
@@ -250,6 +251,7 @@ class TuningStudy(Configurable):
                     say(f"tune {model} {task} {method}: {done['complete']} -> {cfg.trials} complete trials "
                         f"({done['finished']} finished so far, at most {cap})")
                     self.tuner(model, task, method).run(log=lambda line: None, complete=cfg.trials, max_finished=cap)
+        self._tune_seconds = round(time.time() - started, 1)
 
     # -- 2, 3, 4. scoring ----------------------------------------------------------------------
     def best(self, model: str, task: str, method: str) -> tuple[dict[str, Any], Any]:
@@ -325,6 +327,7 @@ class TuningStudy(Configurable):
                 self.figures(model, task, {m: s for m, (_, s) in best.items()})
         results["machine"] = _machine(cfg.device)
         results["score_seconds"] = round(time.time() - started, 1)
+        results["tune_seconds"] = getattr(self, "_tune_seconds", None)  # this process's tuning (None: --phase score)
         write_json(cfg.out / "results.json", results, default=str)
         return self.report(results)
 
