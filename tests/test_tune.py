@@ -73,7 +73,7 @@ def test_the_best_trial_is_a_config_that_evaluate_runs(tmp_path, capsys):
     best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert doc["data"] == "mnist-test" and doc["steps"] == 2  # tuned on validation, scored on the other half
     (method,) = doc["method"]
-    assert method["set"]["solver.h"] == best.params["solver.h"] and method["set"]["lr"] == [best.params["lr.0"], best.params["lr.1"]]
+    assert method["set"]["solver.h"] == best.params["solver.h"] and method["set"]["step_scale"] == [best.params["step_scale.0"], best.params["step_scale.1"]]
     assert (tmp_path / "fig" / "history.png").stat().st_size > 1000 and (tmp_path / "fig" / "importance.png").stat().st_size > 1000
     out = tmp_path / "scored"
     assert main(["evaluate", "--config", str(cfg), "--limit", "2", "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
@@ -112,7 +112,7 @@ def test_failed_trials_are_recorded_not_raised(tmp_path, flaky):
     db = tmp_path / "f.db"
     # a constant step: the dynamic rule's safe ratio would turn a NaN direction into a zero step
     summary = Tuner(**SMALL, method="flaky-test-solver", trials=8, storage=f"sqlite:///{db}",
-                    set={"inner_steps": 1, "step_size": "constant"}).run()
+                    set={"inner_steps": 1, "step_rule": "constant"}).run()
     trials = _study(db).trials
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert len(trials) == 8 and summary["fail"] == len(failed) >= 1
@@ -139,7 +139,7 @@ def test_a_dead_process_trial_is_failed_and_its_setting_queued_again(tmp_path):
     (["--metric", "fid"], "--metric: fid is a set-level metric"),
     (["--metric", "accuracy"], "--metric: unknown metric 'accuracy'"),
     (["--trials", "0"], "--trials: expected an integer >= 1"),
-    (["--method", "gradient-descent", "--set", "lr=0.1", "inner_steps=2"], "empty search space"),
+    (["--method", "gradient-descent", "--set", "step_scale=0.1", "inner_steps=2"], "empty search space"),
     (["--method", "dps", "--set", "inner_steps=3"], "inner_steps must be 0 or 1"),
     (["--storage", "nosuchdialect://x"], "--storage: cannot open nosuchdialect://x"),
     (["--task", "paint"], "--task: unknown task 'paint'"),
@@ -226,7 +226,7 @@ def test_a_study_with_failing_trials_still_reaches_n_complete_trials(tmp_path, f
     from constrained_diffusion.tuning.tuner import count_trials
 
     db = f"sqlite:///{tmp_path / 'n.db'}"
-    tuner = Tuner(**SMALL, method="flaky-test-solver", trials=1, storage=db, set={"inner_steps": 1, "step_size": "constant"})
+    tuner = Tuner(**SMALL, method="flaky-test-solver", trials=1, storage=db, set={"inner_steps": 1, "step_rule": "constant"})
     tuner.run(complete=4, max_finished=40)
     done = count_trials(tuner.open())
     assert done["complete"] == 4 and done["fail"] >= 1 and done["finished"] == done["complete"] + done["fail"] + done["pruned"]
@@ -234,7 +234,7 @@ def test_a_study_with_failing_trials_still_reaches_n_complete_trials(tmp_path, f
     assert count_trials(tuner.open()) == done
     # a method whose every setting fails stops at the finished-trial cap instead of running forever
     always = Tuner(**SMALL, method="flaky-test-solver", trials=1, storage=db, study="always-fails",
-                   set={"inner_steps": 1, "step_size": "constant", "solver.bad": 0.9})
+                   set={"inner_steps": 1, "step_rule": "constant", "solver.bad": 0.9})
     always.run(complete=2, max_finished=3)
     stuck = count_trials(always.open())
     assert (stuck["complete"], stuck["fail"], stuck["finished"]) == (0, 3, 3)
