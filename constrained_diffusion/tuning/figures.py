@@ -128,8 +128,9 @@ def pareto_figure(results: Mapping[str, Any], path: str | Path) -> Path:
     """PSNR against seconds per image and against peak memory per image, one row of two panels per (model, task).
 
     Each point is one (method, steps) run of the study (its tuning's steps, its steps at the
-    reference's NFE + NBE, its steps at the reference's time); a method keeps its colour, the
-    budget its marker, and a grey line joins the Pareto set (`constrained_diffusion.tuning.report.pareto`).
+    reference's NFE + NBE, its steps at the reference's time; drawn once, with the first budget's
+    marker, when two budgets gave the same steps, as the verdict counts it); a method keeps its
+    colour, the budget its marker, and a grey line joins the Pareto set (`constrained_diffusion.tuning.report.pareto`).
 
     Args:
         results: what `constrained_diffusion.tuning.study.TuningStudy.score` returns.
@@ -150,14 +151,16 @@ def pareto_figure(results: Mapping[str, Any], path: str | Path) -> Path:
     fig, axes = plt.subplots(len(pairs), 2, figsize=(11, 3.6 * len(pairs)), squeeze=False)
     for row, pair in zip(axes, pairs):
         for ax, cost, label in ((row[0], "seconds", "seconds per image"), (row[1], "peak_mb_per_image", "peak MB per image")):
-            points = []
+            points: dict[str, tuple[str, float, float]] = {}  # a run at the same steps under two budgets is one run, drawn once
             for m, r in pair["methods"].items():
                 for b in BUDGETS:
                     s = r[b]
-                    ax.scatter(s[cost], s["psnr"], color=colours[m], marker=markers[b], s=28, zorder=3)
-                    points.append((f"{m}@{s['steps']}", float(s[cost]), float(s["psnr"])))
-            front = set(pareto(points))
-            line = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
+                    run = f"{m}@{s['steps']}"
+                    if run not in points:
+                        ax.scatter(s[cost], s["psnr"], color=colours[m], marker=markers[b], s=28, zorder=3)
+                        points[run] = (run, float(s[cost]), float(s["psnr"]))
+            front = set(pareto(list(points.values())))
+            line = sorted((p for p in points.values() if p[0] in front), key=lambda p: p[1])
             ax.plot([p[1] for p in line], [p[2] for p in line], color="0.6", lw=1, zorder=2)
             for p in line:
                 ax.annotate(p[0], (p[1], p[2]), fontsize=6, xytext=(3, 3), textcoords="offset points")
