@@ -92,7 +92,7 @@ def documented_command(command: str, args: argparse.Namespace, options: Sequence
             option out, ``True`` writes the bare flag, a list its values after one flag.
         omit: options left out while their value is the one given (a default block name).
 
-    Example:
+    Examples:
         >>> args = argparse.Namespace(model="ddpm", steps=50, tasks=["box", "sr4"], quick=True, grid=None)
         >>> documented_command("model-card", args, ["model", "--steps", "--tasks", "--quick", "--grid"])
         'constrained-diffusion model-card ddpm --steps 50 --tasks box sr4 --quick'
@@ -119,3 +119,20 @@ def _token(value: Any) -> str:
 def summary(doc: str | None) -> str | None:
     """First line of a module docstring, without reST literal markers, for ``--help``."""
     return doc.splitlines()[0].replace("``", "") if doc else None
+
+
+def renamed_flag(new: str) -> type[argparse.Action]:
+    """An argparse action for a flag renamed in 0.2: stores under ``new``'s destination and warns (`DeprecationWarning`).
+
+    Register it hidden beside the new flag, e.g. ``p.add_argument("--lr", dest="step_scale",
+    nargs="+", type=float, action=renamed_flag("--step-scale"), help=argparse.SUPPRESS)``.
+    """
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+            from constrained_diffusion.utils.renamed import deprecated
+
+            deprecated(str(option_string), new)
+            setattr(namespace, self.dest, values)
+
+    return Renamed

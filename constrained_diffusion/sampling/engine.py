@@ -38,6 +38,7 @@ from constrained_diffusion.sampling.result import SampleResult, StepInfo
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.solvers import registry
 from constrained_diffusion.solvers.base import Solver
+from constrained_diffusion.utils.renamed import rename_keys
 
 __all__ = ["ConstrainedSampler", "randn"]
 
@@ -54,25 +55,26 @@ class ConstrainedSampler:
             ``"inexact-newton"``, or no solver for a correction that calls none.
         steps: denoising steps (``>= 1``).
         inner_steps: constraint iterations per step ``K`` (``>= 0``; default 5).
-        lr: ``(start, end)`` of the linear step-size schedule over inner steps, or a constant
-            (default ``(0.5, 0.1)``).
+        step_scale: the step scale ``lambda``: ``(start, end)`` of a linear schedule over the
+            inner steps, or a constant (default ``(0.5, 0.1)``). Called ``lr`` before 0.2: the
+            old keyword still works, with a `DeprecationWarning`.
         eta: DDIM stochasticity in ``[0, 1]``.
         correction: a `Correction` to use instead of the one the config fields describe; its
-            options are its own (passing ``inner_steps``, ``lr``, ``target``, ... as well is an
+            options are its own (passing ``inner_steps``, ``step_scale``, ``target``, ... as well is an
             error). Or a registered correction by configuration: a name, ``{"name": ..., **options}``
             or a `CorrectionSpec` (`SamplerConfig.correction`).
-        **options: the other `SamplerConfig` fields: ``step_size``, ``target``, ``window``,
+        **options: the other `SamplerConfig` fields: ``step_rule`` (``step_size`` before 0.2), ``target``, ``window``,
             ``time_travel``, ``time_travel_window``, ``residual_tol`` (a number, or ``"discrepancy"``:
             stop at the constraint's noise level), ``discrepancy_tau``, ``min_decrease``,
             ``arnoldi_iterations``.
 
     Raises:
-        pydantic.ValidationError: an invalid ``steps``, ``inner_steps``, ``lr``, ``eta`` or
+        pydantic.ValidationError: an invalid ``steps``, ``inner_steps``, ``step_scale``, ``eta`` or
             solver option, naming the field.
-        ValueError: a correction that does not fit the solver (e.g. ``step_size="arnoldi"``
+        ValueError: a correction that does not fit the solver (e.g. ``step_rule="arnoldi"``
             with a solver whose direction is not ``J e``).
 
-    Example:
+    Examples:
         >>> import constrained_diffusion as cd
         >>> model = cd.GaussianDenoiser.smooth((1, 8, 8))
         >>> truth = model.sample_prior(1, torch.Generator().manual_seed(0))
@@ -87,15 +89,18 @@ class ConstrainedSampler:
     """
 
     def __init__(self, denoiser: Denoiser, solver: SolverLike = None, steps: int = 20, inner_steps: int | None = None,
-                 lr: float | tuple[float, float] | None = None, eta: float = 0.0,
+                 step_scale: float | tuple[float, float] | None = None, eta: float = 0.0,
                  correction: Correction | CorrectionSpec | dict[str, Any] | str | None = None, **options: Any) -> None:
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be a constrained_diffusion.Denoiser, got {type(denoiser).__name__}")
+        options = rename_keys({**options, **({} if step_scale is None else {"step_scale": step_scale})},
+                              SamplerConfig.model_fields, "ConstrainedSampler: ")  # lr=, step_size= (before 0.2)
+        step_scale = options.pop("step_scale", None)
         if isinstance(correction, (CorrectionSpec, dict, str)):
             options["correction"], correction = correction, None
         if correction is not None:
-            _check_correction(correction, inner_steps, lr, options)
-        fields = {k: v for k, v in {"inner_steps": inner_steps, "lr": lr}.items() if v is not None}
+            _check_correction(correction, inner_steps, step_scale, options)
+        fields = {k: v for k, v in {"inner_steps": inner_steps, "step_scale": step_scale}.items() if v is not None}
         if isinstance(solver, Solver):
             fields["solver"] = solver.config
         elif solver is not None:
@@ -172,7 +177,7 @@ class ConstrainedSampler:
             # for the step's queued kernels, so the engine synchronises twice per denoising step and the inner loop never
             if not bool(x_t.isfinite().all()):
                 raise FloatingPointError(f"non-finite values in the sample at step {i} (t={float(t):g}); "
-                                         "check the constraint's error and the step sizes (lr)")
+                                         "check the constraint's error and the step scale (step_scale)")
             if constraint is not None:
                 bar.set_postfix(residual=f"{float(residuals[i, -1].mean()):.4g}")
             bar.update(1)
@@ -240,10 +245,10 @@ def _check_grid(times: Tensor, alpha: Tensor, sigma: Tensor) -> None:
                          "the grid needs sigma > 0")
 
 
-def _check_correction(correction: Correction, inner_steps: int | None, lr: object, options: dict[str, Any]) -> None:
+def _check_correction(correction: Correction, inner_steps: int | None, step_scale: object, options: dict[str, Any]) -> None:
     if not isinstance(correction, Correction):
         raise TypeError(f"correction must be a constrained_diffusion.sampling.Correction, got {type(correction).__name__}")
-    given = [k for k, v in (("inner_steps", inner_steps), ("lr", lr)) if v is not None]
+    given = [k for k, v in (("inner_steps", inner_steps), ("step_scale", step_scale)) if v is not None]
     given += [k for k in options if k in CORRECTION_FIELDS]
     if given:
         raise ValueError(f"{', '.join(given)}: options of the correction; with correction= pass them to "

@@ -2,7 +2,7 @@
 
 A rule is a small function of a `StepContext` that returns the per-sample factor ``s``
 (shape ``(B,)``); the update is ``x <- x + s d``. Rules live in a registry: a user rule plugs
-in by name (``step_size="my-rule"``) after one `register_step_size` call. What a rule reads
+in by name (``step_rule="my-rule"``) after one `register_step_size` call. What a rule reads
 beyond ``lambda`` and ``d`` (the residual, the unguided update, the spectral radius of ``J``)
 is computed only when it reads it.
 
@@ -27,7 +27,7 @@ Built-in rules:
   ``lambda = 0.5, 1.5, 3``, against the dynamic rule on Stable Diffusion. It applies to
   solvers whose ``direction_kind`` is ``"jvp"`` and to corrections that move ``x_t``.
 
-Example:
+Examples:
     >>> import torch
     >>> @register_step_size("half-dynamic")
     ... def half_dynamic(ctx: StepContext) -> torch.Tensor:
@@ -49,7 +49,7 @@ from constrained_diffusion.linalg.reductions import per_sample, safe_ratio
 
 __all__ = [
     "STEP_SIZE_RULES", "StepContext", "StepSizeRule", "get_step_size", "largest_eigenvalue", "register_step_size",
-    "step_factor", "step_size_names",
+    "describe_step", "step_factor", "step_size_names",
 ]
 
 
@@ -149,7 +149,7 @@ def get_step_size(name: str) -> StepSizeRule:
         ValueError: an unknown name (lists the known ones).
     """
     if name not in _RULES:
-        raise ValueError(f"step_size must be one of {tuple(step_size_names())}, got {name!r}")
+        raise ValueError(f"step_rule must be one of {tuple(step_size_names())}, got {name!r}")
     return _RULES[name]
 
 
@@ -166,6 +166,19 @@ def step_factor(rule: str, lam: float, d: Tensor, residual: Tensor | None = None
         mu: ``(B,)`` largest ``|eigenvalue|`` of ``J`` (rule ``"arnoldi"``).
     """
     return factor_of(get_step_size(rule), StepContext(lam, d, residual=residual, update=update, mu=mu))
+
+
+def describe_step(step_scale: float | tuple[float, float], step_rule: str | None = None) -> str:
+    """How a log line or a table names the step scale ``lambda`` and the step rule.
+
+    Examples:
+        >>> describe_step((0.5, 0.1), "dynamic")
+        "λ=0.5→0.1 by the 'dynamic' step rule"
+        >>> describe_step(0.25)
+        'λ=0.25'
+    """
+    scale = "→".join(f"{v:.3g}" for v in step_scale) if isinstance(step_scale, (tuple, list)) else f"{step_scale:.3g}"
+    return f"λ={scale}" + ("" if step_rule is None else f" by the {step_rule!r} step rule")
 
 
 def factor_of(rule: StepSizeRule, ctx: StepContext) -> Tensor:

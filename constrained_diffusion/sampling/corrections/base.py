@@ -13,7 +13,7 @@ walks the grid; everything a method does inside a step is its correction:
 
 A correction owns and validates its options (a pydantic ``Config``, like a solver's).
 
-Example:
+Examples:
     >>> import torch
     >>> import constrained_diffusion as cd
     >>> class Nudge(cd.sampling.Correction):
@@ -21,11 +21,11 @@ Example:
     ...     uses_solver = False
     ...     class Config(cd.sampling.CorrectionConfig):
     ...         inner_steps: int = 1
-    ...         lr: float = 0.1
+    ...         step_scale: float = 0.1
     ...     def apply(self, step, x_t):
     ...         x_t, x0 = step.evaluate(x_t)
     ...         e, r = step.constraint.error_and_residual(x0)
-    ...         return cd.sampling.CorrectionResult(step.update(x_t, x0) + self.lr * e, x0, torch.stack([r, r]))
+    ...         return cd.sampling.CorrectionResult(step.update(x_t, x0) + self.step_scale * e, x0, torch.stack([r, r]))
     >>> model = cd.GaussianDenoiser.smooth((1, 4, 4))
     >>> c = cd.Inpainting(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4))
     >>> result = cd.ConstrainedSampler(model, correction=Nudge(), steps=3).sample(c, progress=False)
@@ -40,13 +40,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 
 from constrained_diffusion.configurable import Configurable
 from constrained_diffusion.sampling.step import DenoisingStep
 from constrained_diffusion.sampling.step_size import StepSizeRule, get_step_size
 from constrained_diffusion.solvers.base import Solver
+from constrained_diffusion.utils.renamed import RENAMED, deprecated, rename_keys
 
 
 @dataclass
@@ -65,28 +66,51 @@ class CorrectionResult:
     residuals: Tensor
 
 
-class StepOptions(BaseModel):
+class RenamedOptions(BaseModel):
+    """A config that still accepts the option names renamed in 0.2 (``lr`` -> ``step_scale``,
+    ``step_size`` -> ``step_rule``; `constrained_diffusion.utils.renamed`), with one
+    `DeprecationWarning` each; the old and the new name of one option together are an error.
+    Reading ``config.lr`` / ``config.step_size`` also warns and returns the new field.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return rename_keys(data, cls.model_fields, f"{cls.__name__}: ")
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # only reached for a missing attribute: the names renamed in 0.2
+        new = RENAMED.get(name)
+        if new is not None and new in type(self).model_fields:
+            deprecated(f"{type(self).__name__}.{name}", f"{type(self).__name__}.{new}")
+            return getattr(self, new)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+class StepOptions(RenamedOptions):
     """The step-size options, validated once for `CorrectionConfig` and `SamplerConfig`.
 
     Attributes:
-        lr: step size ``lambda``: ``(start, end)`` interpolated linearly over the inner steps,
-            or one constant; each value finite and ``>= 0``.
-        step_size: a registered step-size rule (`constrained_diffusion.sampling.step_size`).
+        step_scale: the step scale ``lambda`` (``lr`` before 0.2): ``(start, end)`` interpolated
+            linearly over the inner steps, or one constant; each value finite and ``>= 0``.
+        step_rule: the name of a registered step-size rule (`constrained_diffusion.sampling.step_size`;
+            ``step_size`` before 0.2), which turns ``lambda`` into each step's factor.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    lr: float | tuple[float, float] = 1.0
-    step_size: str = "constant"
+    step_scale: float | tuple[float, float] = 1.0
+    step_rule: str = "constant"
 
-    @field_validator("lr")
+    @field_validator("step_scale")
     @classmethod
-    def _lr_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+    def _scale_non_negative(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
         values = value if isinstance(value, tuple) else (value,)
         if any(not v >= 0 or v == float("inf") for v in values):
-            raise ValueError(f"every step size must be finite and >= 0, got {value!r}")
+            raise ValueError(f"every step scale must be finite and >= 0, got {value!r}")
         return value
 
-    @field_validator("step_size")
+    @field_validator("step_rule")
     @classmethod
     def _known_rule(cls, value: str) -> str:
         get_step_size(value)
@@ -111,17 +135,17 @@ class CorrectionConfig(StepOptions):
     inner_steps: int = Field(1, ge=0)
 
 
-def step_sizes(lr: float | tuple[float, float], n: int) -> list[float]:
+def step_sizes(step_scale: float | tuple[float, float], n: int) -> list[float]:
     """``lambda_k`` for ``k = 0 .. n - 1``: ``linspace(start, end, n)`` for a pair, else constant.
 
-    Example:
+    Examples:
         >>> step_sizes((1.0, 0.0), 5)
         [1.0, 0.75, 0.5, 0.25, 0.0]
     """
-    if isinstance(lr, tuple):
-        start, end = lr
+    if isinstance(step_scale, tuple):
+        start, end = step_scale
         return [start + (end - start) * k / (n - 1) if n > 1 else start for k in range(n)]
-    return [float(lr)] * n
+    return [float(step_scale)] * n
 
 
 class Correction(Configurable, ABC):
@@ -155,10 +179,20 @@ class Correction(Configurable, ABC):
         """``R``: residuals per step in the result's table (``K + 1`` by default)."""
         return self.inner_steps + 1
 
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **rename_keys(options, self.Config.model_fields, f"{type(self).__name__}: "))
+
+    def __getattr__(self, name: str) -> Any:  # only reached for a missing attribute: the names renamed in 0.2
+        new = RENAMED.get(name)
+        if new is None or name in type(self).__dict__ or "config" not in self.__dict__ or new not in type(self.config).model_fields:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        deprecated(f"{type(self).__name__}.{name}", f"{type(self).__name__}.{new}")
+        return getattr(self.config, new)
+
     @property
     def rule(self) -> StepSizeRule:
-        """The registered step-size rule named by the ``step_size`` option."""
-        return get_step_size(str(getattr(self.config, "step_size", "constant")))
+        """The registered step-size rule named by the ``step_rule`` option."""
+        return get_step_size(str(getattr(self.config, "step_rule", "constant")))
 
     def validate(self, solver: Solver | None) -> None:
         """Check that this correction can run with ``solver``, before any network call.
@@ -169,17 +203,17 @@ class Correction(Configurable, ABC):
         """
         if self.uses_solver and solver is None:
             raise ValueError(f"{type(self).__name__} needs a solver")
-        if not hasattr(self.config, "step_size"):
+        if "step_rule" not in type(self.config).model_fields:
             return
         rule = self.rule
         if rule.needs_jacobian and not self.moves_x_t:
-            raise ValueError(f"step_size={rule.name!r} estimates the denoiser Jacobian's spectrum; "
+            raise ValueError(f"step_rule={rule.name!r} estimates the denoiser Jacobian's spectrum; "
                              f"{type(self).__name__} never uses it")
         kind = getattr(solver, "direction_kind", None)
         if rule.direction_kinds is not None and self.uses_solver and kind not in rule.direction_kinds:
-            raise ValueError(f"step_size={rule.name!r} is meant for directions of kind {sorted(rule.direction_kinds)}; "
+            raise ValueError(f"step_rule={rule.name!r} is meant for directions of kind {sorted(rule.direction_kinds)}; "
                              f"solver {getattr(solver, 'name', None)!r} has another direction (direction_kind={kind!r}); "
-                             "use another solver or another step_size")
+                             "use another solver or another step_rule")
 
     @abstractmethod
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:

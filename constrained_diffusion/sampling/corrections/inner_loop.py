@@ -3,7 +3,7 @@
 Graikos, Jojic & Samaras, *Fast constrained sampling in pre-trained diffusion models*,
 NeurIPS 2025, Algorithm 1. At time ``t``, from ``x0 = D(x_t, t)``:
 
-    for k in 0 .. K-1:                       # lambda_k = linspace(lr[0], lr[1], K)[k]
+    for k in 0 .. K-1:                       # lambda_k = linspace(step_scale[0], step_scale[1], K)[k]
         e   = constraint.error(x0)           # direction in x0-space
         d   = solver.direction(D, x_t, t, e, x0)
         x_t = x_t + s_k d                    # s_k from the step-size rule, per sample
@@ -51,7 +51,7 @@ class InnerLoopConfig(CorrectionConfig):
     """Options of `InnerLoop` (see `CorrectionConfig`).
 
     Attributes:
-        arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``step_size="arnoldi"``.
+        arnoldi_iterations: Arnoldi steps (JVPs) per denoising step for ``step_rule="arnoldi"``.
         stop: an `AdaptiveStop`, or ``None`` for the full ``K`` iterations.
         host_checks: whether the loop may read device values on the host to end early when
             every sample's error or step factor is zero. ``None`` (default): only where the
@@ -61,8 +61,8 @@ class InnerLoopConfig(CorrectionConfig):
     """
 
     inner_steps: int = Field(5, ge=0)
-    lr: float | tuple[float, float] = PAPER_STEP_SCHEDULE
-    step_size: str = "dynamic"
+    step_scale: float | tuple[float, float] = PAPER_STEP_SCHEDULE
+    step_rule: str = "dynamic"
     arnoldi_iterations: int = Field(10, ge=1)
     stop: AdaptiveStop | None = None
     host_checks: bool | None = None
@@ -72,21 +72,21 @@ class InnerLoopConfig(CorrectionConfig):
 class InnerLoop(Correction):
     """``K`` solver steps on ``x_t`` with re-evaluation, then the update (the paper's method).
 
-    Example:
-        >>> InnerLoop(inner_steps=3, lr=(1.0, 0.0)).step_sizes()
+    Examples:
+        >>> InnerLoop(inner_steps=3, step_scale=(1.0, 0.0)).step_sizes()
         [1.0, 0.5, 0.0]
     """
 
     Config: ClassVar[type[BaseModel]] = InnerLoopConfig
-    lr: float | tuple[float, float]
-    step_size: str
+    step_scale: float | tuple[float, float]
+    step_rule: str
     arnoldi_iterations: int
     stop: AdaptiveStop | None
     host_checks: bool | None
 
     def step_sizes(self) -> list[float]:
         """``lambda_k`` for ``k = 0 .. K - 1``."""
-        return step_sizes(self.lr, self.inner_steps)
+        return step_sizes(self.step_scale, self.inner_steps)
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """Run the inner loop at ``step`` from ``x_t``; see the module docstring."""

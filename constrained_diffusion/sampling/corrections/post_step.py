@@ -28,21 +28,21 @@ class PostStepConfig(CorrectionConfig):
 
     inner_steps: int = Field(1, ge=0, le=1, description="target='x_prev' applies one correction per step (DPS-style); "
                                                          "inner_steps must be 0 or 1")
-    step_size: str = "residual"
+    step_rule: str = "residual"
 
 
 @register_correction("post-step")
 class PostStep(Correction):
     """``x_prev = update(x_t, x0) + s d(x_t)`` (DPS, PSLD, FreeDoM).
 
-    Example:
-        >>> PostStep(lr=0.5)
-        PostStep(lr=0.5, step_size='residual', inner_steps=1)
+    Examples:
+        >>> PostStep(step_scale=0.5)
+        PostStep(step_scale=0.5, step_rule='residual', inner_steps=1)
     """
 
     Config: ClassVar[type[BaseModel]] = PostStepConfig
-    lr: float | tuple[float, float]
-    step_size: str
+    step_scale: float | tuple[float, float]
+    step_rule: str
 
     def __init__(self, *args: object, **options: object) -> None:
         if "inner_steps" in options and options["inner_steps"] not in (0, 1):
@@ -57,7 +57,7 @@ class PostStep(Correction):
         e, residual = step.constraint.error_and_residual(x0.detach())
         d = step.direction(x_t, e.detach(), x0)
         x_prev = step.update(x_t, x0)
-        ctx = StepContext(step_sizes(self.lr, 1)[0], d, residual=residual,
+        ctx = StepContext(step_sizes(self.step_scale, 1)[0], d, residual=residual,
                           update=lambda: step.unguided_update(x_t, x0))
         x_prev = x_prev + factor_of(self.rule, ctx) * d.detach()
         rows = residual.detach().float().expand(self.residual_rows, -1)

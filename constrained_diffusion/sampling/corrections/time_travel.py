@@ -45,7 +45,7 @@ class TimeTravel(Correction):
         repeats: extra repetitions per step (``>= 0``).
         window: ``(start, end)`` fractions of the run.
 
-    Example:
+    Examples:
         >>> from constrained_diffusion.sampling.corrections.post_step import PostStep
         >>> TimeTravel(PostStep(), repeats=3, window=(0.3, 0.7)).inner_steps
         1
@@ -86,7 +86,7 @@ class TimeTravel(Correction):
     def __repr__(self) -> str:
         return f"TimeTravel({self.inner!r}, repeats={self.repeats}, window={self.window})"
 
-    def __getattr__(self, name: str) -> Any:  # options of the wrapped correction (lr, step_size, ...)
+    def __getattr__(self, name: str) -> Any:  # options of the wrapped correction (step_scale, step_rule, ...)
         if name in ("inner", "config") or name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.inner, name)

@@ -28,16 +28,16 @@ from constrained_diffusion.sampling.step_size import StepContext, factor_of
 class X0Edit(Correction):
     """``K`` steps on ``x0_hat`` along ``e``, then the update with the unedited noise estimate.
 
-    Example:
-        >>> X0Edit(inner_steps=2, lr=0.5).uses_solver
+    Examples:
+        >>> X0Edit(inner_steps=2, step_scale=0.5).uses_solver
         False
     """
 
     Config: ClassVar[type[BaseModel]] = CorrectionConfig
     uses_solver = False
     moves_x_t = False
-    lr: float | tuple[float, float]
-    step_size: str
+    step_scale: float | tuple[float, float]
+    step_rule: str
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """Edit ``x0`` ``K`` times; see the module docstring."""
@@ -46,7 +46,7 @@ class X0Edit(Correction):
         eps = (x_t.detach() - alpha * x0.detach()) / sigma
         x0 = x0.detach()
         rows = []
-        for lam in step_sizes(self.lr, self.inner_steps):
+        for lam in step_sizes(self.step_scale, self.inner_steps):
             e, residual = step.constraint.error_and_residual(x0)
             rows.append(residual.detach().float())
             ctx = StepContext(lam, e.detach(), residual=residual,
