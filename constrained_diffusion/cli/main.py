@@ -13,24 +13,17 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import NoReturn
 
-from pydantic import ValidationError
-
-from constrained_diffusion.cli import adaptive, analyze, bench, bench_sd, compare, demo, evaluate, model_card, sample, train, tune, tune_study
-from constrained_diffusion.errors import OutOfMemoryError, OutputError, UsageError, is_out_of_memory, output_error
-from constrained_diffusion.training.checkpoint import RunInUseError
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from constrained_diffusion.cli.commands import Parser as _Parser
+from constrained_diffusion.cli.commands import add_commands
+from constrained_diffusion.errors import OutputError, output_error
 
 
 def _one_line(exc: Exception) -> str:
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         parts = []
         for err in exc.errors():
@@ -50,31 +43,30 @@ _WRITE_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.ENOSPC, errno.E
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``constrained-diffusion`` parser with every sub-command."""
+    """The ``constrained-diffusion`` parser with every sub-command.
+
+    A sub-command's options are added when it is parsed or its help printed (`cli.commands.LazyParser`), so
+    building the parser and ``--help`` import neither torch nor the library; `cli.commands.subparsers` loads them all.
+    """
     from constrained_diffusion import __version__
 
     parser = _Parser(prog="constrained-diffusion", description="Training-free constrained sampling from diffusion models.")
     parser.add_argument("--version", action="version", version=f"constrained-diffusion {__version__}", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    demo.add_parser(sub)
-    sample.add_parser(sub)
-    bench.add_parser(sub)
-    bench_sd.add_parser(sub)
-    train.add_parser(sub)
-    evaluate.add_parser(sub)
-    tune.add_parser(sub)
-    tune_study.add_parser(sub)
-    compare.add_parser(sub)
-    analyze.add_parser(sub)
-    adaptive.add_parser(sub)
-    model_card.add_parser(sub)
+    add_commands(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    # an option or flag renamed in 0.2 (lr -> step_scale, ...; utils.renamed) is shown, not hidden like other DeprecationWarnings
+    warnings.filterwarnings("default", message=r".*is deprecated: it is called", category=DeprecationWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
+    from constrained_diffusion.errors import OutOfMemoryError, UsageError, is_out_of_memory
+    from constrained_diffusion.training.checkpoint import RunInUseError
+
     try:
         return int(args.run(args) or 0)
     except (UsageError, ValueError, ValidationError, OSError, FloatingPointError, RunInUseError, OutOfMemoryError) as exc:

@@ -6,8 +6,9 @@ with ``--constraint NAME --arg key=value ...``. Values are JSON where they parse
 lists, ``true``) and strings otherwise; ``@digit`` stands for the chosen test digit
 ``(1, 1, 32, 32)`` in ``[-1, 1]`` (with ``--model gaussian``: an image drawn from the analytic
 prior). The models are 1-channel 32x32: constraints for RGB images (``clip-style``) are
-listed but need a model of your own in Python. The method is a recipe (``--recipe dps``) or a solver with
-the paper's loop (``--solver``); ``--steps``, ``--inner-steps`` and ``--lr`` override either.
+listed but need a model of your own in Python. The method (``--method``) is a recipe (``dps``) or, where no recipe has the
+name, a solver with the paper's loop (``--solver`` and ``--recipe`` are the old spellings); ``--steps``,
+``--inner-steps`` and ``--step-scale`` (``--lr`` before 0.2) override either.
 Prints residual, NFE, NBE, seconds (and the digit the shipped classifier reads) per sample
 and writes a PNG of the samples.
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 import torch
 
-from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, summary
+from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, renamed_flag, summary
+from constrained_diffusion.cli.vocabulary import add_alias, model_name, out_file
 from constrained_diffusion.constraints import Constraint
 from constrained_diffusion.constraints import registry as constraint_registry
 from constrained_diffusion.denoisers import Denoiser
@@ -30,6 +32,7 @@ from constrained_diffusion.recipes import names as recipe_names
 from constrained_diffusion.recipes.overrides import apply_overrides, paper_loop
 from constrained_diffusion.recipes.overrides import parse_value as parse_json_or_text
 from constrained_diffusion.sampling import SampleResult
+from constrained_diffusion.sampling.step_size import describe_step
 from constrained_diffusion.solvers import registry as solver_registry
 from constrained_diffusion.utils.images import make_grid, save_png, to_uint8
 
@@ -38,23 +41,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``sample`` and its options on the sub-command parsers ``sub``."""
     p = sub.add_parser("sample", help="sample under a named constraint with a named recipe or solver", description=summary(__doc__))
     p.add_argument("--list", action="store_true", help="list constraints, recipes and solvers, then exit")
-    p.add_argument("--model", choices=["mnist", "mnist-flow", "gaussian"], default="mnist",
-                   help="mnist: the shipped DDPM (default); mnist-flow: the shipped flow model; gaussian: the analytic 1x32x32 model")
+    p.add_argument("--model", type=model_name(["mnist-ddpm", "mnist-flow", "gaussian"]), default="mnist-ddpm",
+                   help="mnist-ddpm: the shipped DDPM (default; 'mnist' is accepted); mnist-flow: the shipped flow model; "
+                        "gaussian: the analytic 1x32x32 model")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--task", choices=["box", "free-form", "sr4"], help="a built-in task on the test digit")
     what.add_argument("--constraint", help="a registered constraint name (see --list)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="keyword argument of --constraint (repeatable)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--recipe", help=f"a recipe: {', '.join(recipe_names())} (default inexact-newton)")
-    how.add_argument("--solver", help=f"a solver with the paper's loop: {', '.join(solver_registry.names())}")
+    how.add_argument("--method", dest="recipe", help=f"a recipe: {', '.join(recipe_names())} (default inexact-newton); "
+                                                     f"or a solver with the paper's loop: {', '.join(solver_registry.names())}")
+    how.add_argument("--solver", help=argparse.SUPPRESS)  # the old spelling of a solver's --method
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps (default: the recipe's)")
     p.add_argument("--inner-steps", type=non_negative_int, default=None, help="constraint iterations per step")
-    p.add_argument("--lr", type=float, nargs="+", default=None, metavar="LAMBDA", help="lambda: one value, or start and end of a linear schedule")
+    p.add_argument("--step-scale", type=float, nargs="+", default=None, metavar="LAMBDA",
+                   help="the step scale lambda: one value, or start and end of a linear schedule")
+    p.add_argument("--lr", dest="step_scale", type=float, nargs="+", action=renamed_flag("--step-scale"), help=argparse.SUPPRESS)
     p.add_argument("--digit", type=non_negative_int, default=0, help="index of the shipped test digit (0-9, default 0)")
-    p.add_argument("--batch", "--batch-size", dest="batch", type=positive_int, default=1, help="samples to draw, in one batch (default 1)")
+    p.add_argument("--batch-size", dest="batch", type=positive_int, default=1, help="samples to draw, in one batch (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
-    p.add_argument("--out", type=Path, default=Path("sample.png"), help="PNG of the samples (default sample.png)")
+    p.add_argument("--out", type=Path, default=Path("."),
+                   help="folder to write sample.png in (default: the current folder); a path ending in .png is the image file itself")
     p.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    add_alias(p, "--recipe", dest="recipe")
+    add_alias(p, "--batch", dest="batch")
     p.set_defaults(run=run)
 
 
@@ -159,20 +169,22 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
         overrides["steps"] = args.steps
     if args.inner_steps is not None:
         overrides["inner_steps"] = args.inner_steps
-    if args.lr is not None:
-        overrides["lr"] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
+    if args.step_scale is not None:
+        overrides["step_scale"] = args.step_scale[0] if len(args.step_scale) == 1 else tuple(args.step_scale)
     if args.solver is not None:
-        return apply_overrides(paper_loop(args.solver), overrides, args.solver, "--steps/--inner-steps/--lr"), f"solver {args.solver}"
+        return apply_overrides(paper_loop(args.solver), overrides, args.solver, "--steps/--inner-steps/--step-scale"), f"solver {args.solver}"
     name = args.recipe or "inexact-newton"
-    return apply_overrides(get_recipe(name), overrides, name, "--steps/--inner-steps/--lr"), f"recipe {name}"
+    if name not in recipe_names() and name in solver_registry.names():
+        return apply_overrides(paper_loop(name), overrides, name, "--steps/--inner-steps/--step-scale"), f"solver {name}"
+    return apply_overrides(get_recipe(name), overrides, name, "--steps/--inner-steps/--step-scale"), f"recipe {name}"
 
 
 def _loop(recipe: Recipe) -> str:
-    """The sampler's loop in words: steps, and the correction's options (lambda and the step rule for the built-in loop)."""
+    """The sampler's loop in words: steps, and the correction's options (λ and the step rule for the built-in loop)."""
     cfg = recipe.config
     if cfg.correction is not None:
         return f"steps={cfg.steps}, correction {cfg.correction.name}"
-    return f"steps={cfg.steps}, inner steps={cfg.inner_steps}, lambda={cfg.lr} by the {cfg.step_size!r} step rule, target {cfg.target}"
+    return f"steps={cfg.steps}, inner steps={cfg.inner_steps}, {describe_step(cfg.step_scale, cfg.step_rule)}, target {cfg.target}"
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -182,8 +194,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--arg needs --constraint")
     if args.constraint is not None:  # before loading the model: @digit's value only matters by its type here
         check_constraint_args(args.constraint, parse_args_list(args.arg, torch.zeros(1, 1, 32, 32)))
-    if args.lr is not None and len(args.lr) not in (1, 2):
-        raise ValueError(f"--lr takes one value or two (start end), got {len(args.lr)}")
+    if args.step_scale is not None and len(args.step_scale) not in (1, 2):
+        raise ValueError(f"--step-scale takes one value or two (start end), got {len(args.step_scale)}")
 
 
 def _result_table(args: argparse.Namespace, result: SampleResult) -> str:
@@ -229,6 +241,6 @@ def run(args: argparse.Namespace) -> int:
     if images.shape[1] not in (1, 3):
         images = images[:, :1]
     big = images.repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
-    path = save_png(args.out, to_uint8(make_grid(big, nrow=min(args.batch, 8), pad_value=1.0)))
+    path = save_png(out_file(args.out, "sample.png"), to_uint8(make_grid(big, nrow=min(args.batch, 8), pad_value=1.0)))
     print(f"wrote {path}")
     return 0
