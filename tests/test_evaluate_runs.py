@@ -115,7 +115,7 @@ def test_a_diffusers_folder_an_image_folder_prompts_and_dataset_metrics(tmp_path
     recs = _records(out)
     assert len(recs) == 6 and {r["image"] for r in recs} == {"d0/img0.png", "d1/img1.png", "d2/img2.png"}
     by_method = {r["method"]: r["settings"] for r in recs}
-    assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png.png").exists()
+    assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["methods"]:
         assert row["n"] == 3 and math.isfinite(row["fid"]) and row["fid"] > 0 and math.isfinite(row["kid"])

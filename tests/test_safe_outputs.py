@@ -268,3 +268,14 @@ def test_out_of_memory_anywhere_else_is_one_line_and_other_runtime_errors_keep_t
     monkeypatch.setattr(sample, "run", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["sample", "--model", "gaussian", "--task", "box"])
+
+
+def test_image_files_keep_one_extension_and_unicode_ids_stay_distinct(tmp_path):
+    from constrained_diffusion.evaluation.records import image_file
+
+    png = image_file(tmp_path, "dps", "cats/cat.png", "abc")
+    assert png.name == "cat.png" and png.parent == tmp_path / "images" / "dps" / "abc" / "cats"
+    assert image_file(tmp_path, "dps", "cat.jpg", "abc").name == "cat.jpg.png"
+    a, b = image_file(tmp_path, "dps", "é.png", "abc"), image_file(tmp_path, "dps", "è.png", "abc")
+    assert a != b and a.name.endswith(".png") and not a.name.endswith(".png.png")
+    assert a.parent == b.parent == tmp_path / "images" / "dps" / "abc"

@@ -53,7 +53,10 @@ def settings_hash(parts: Mapping[str, Any]) -> str:
 def image_file(out: Path, label: str, image_id: str, settings: str | None = None) -> Path:
     """``out/images/<label>/<settings>/<image id>.png``, every part a `safe_name` (``settings=None``: the layout before 0.x, without it).
 
-    An id's ``/`` keeps its sub-folders (ids of image folders are relative paths).
+    An id's ``/`` keeps its sub-folders (ids of image folders are relative paths); an id that
+    already ends in ``.png`` (a PNG of an image folder) keeps its one extension; a part that
+    `safe_name` had to change (unicode, spaces) gets 8 hex digits of its SHA-256, so two ids
+    never share a file.
 
     Raises:
         UsageError: the path would leave ``out`` (it cannot once the parts are safe names).
@@ -61,11 +64,20 @@ def image_file(out: Path, label: str, image_id: str, settings: str | None = None
     Examples:
         >>> image_file(Path("out"), "inexact-newton", "digits/7", "abc").as_posix()
         'out/images/inexact-newton/abc/digits/7.png'
+        >>> image_file(Path("out"), "dps", "chats/é.png", "abc").as_posix()
+        'out/images/dps/abc/chats/_-4a99557e.png'
     """
-    parts = [safe_name(p) for p in str(image_id).split("/")]
-    parts[-1] += ".png"
+    *folders, name = str(image_id).split("/")
+    stem = name[:-4] if name.lower().endswith(".png") else name
+    parts = [_id_part(p) for p in folders] + [_id_part(stem) + ".png"]
     return under(out, "images", safe_name(label), *([safe_name(settings)] if settings is not None else []), *parts,
                  option="--method")
+
+
+def _id_part(text: str) -> str:
+    """``text`` as a file name: itself when safe, else its `safe_name` and 8 hex digits of its SHA-256."""
+    name = safe_name(text)
+    return name if name == text else f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def record_file(out: Path, record: Mapping[str, Any]) -> Path:
