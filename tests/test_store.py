@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from constrained_diffusion.utils.jsonl_store import JsonlStore
@@ -37,6 +37,7 @@ def _unique(records: list[dict]) -> list[dict]:
 
 
 @given(records=_records, cut=st.floats(0.0, 1.0))
+@example(records=[{"id": 0, "task": "box", "value": 0.0}], cut=0.984375)  # cut just before the last newline
 def test_a_kill_at_any_byte_keeps_every_complete_record_once_and_a_rerun_adds_the_rest(records, cut):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "runs.jsonl"

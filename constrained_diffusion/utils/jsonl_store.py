@@ -71,6 +71,29 @@ class JsonlStore:
         self._lock = FileLock(str(lock_path(self.path)), timeout=LOCK_TIMEOUT)
         self._reset()
         self._refresh()
+        if self._needs_newline:
+            self._complete_last_line()
+
+    def _complete_last_line(self) -> None:
+        """Under the lock, add the newline a kill left off the last (complete) record; a read-only file stays as it is."""
+        try:
+            with self._lock:
+                self._reset()
+                self._refresh()  # under the lock no append is half-written: the record really ends there
+                if not self._needs_newline:
+                    return
+                fd = os.open(self.path, os.O_RDWR)
+                try:
+                    os.ftruncate(fd, self._valid_end)
+                    os.lseek(fd, self._valid_end, os.SEEK_SET)
+                    os.write(fd, b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._reset()
+                self._refresh()
+        except (OSError, Timeout):
+            pass  # a reader without write access: the next append adds the newline
 
     # --- reading ---------------------------------------------------------------------------
     def _reset(self) -> None:
