@@ -8,6 +8,7 @@ The engine builds one `DenoisingStep` per grid point and hands it to the sampler
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,24 @@ class DenoisingStep:
         """``x_prev - x_t`` of the deterministic update from ``(x_t, x0)`` (FreeDoM's scale)."""
         (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
         return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev) - x_t.detach()
+
+    def mixed_update(self, x0: Tensor, eps: Tensor | None, zeta: float) -> Tensor:
+        """``x_prev = alpha_prev x0 + sigma_prev (sqrt(1 - zeta) eps + sqrt(zeta) z)``; shapes ``(B, *sample_shape)``.
+
+        The update of the methods that re-noise an edited ``x0`` with a share ``zeta`` in
+        ``[0, 1]`` of fresh noise ``z``: DDNM (``zeta = eta^2``), DiffPIR (its ``zeta``), DAPS and
+        RED-diff (``zeta = 1``: no memory of ``eps``, which may then be ``None``). ``z`` is drawn
+        only when ``sigma_prev > 0`` and ``zeta > 0``.
+        """
+        alpha_prev, sigma_prev = self.prev
+        x_prev = alpha_prev * x0
+        if zeta < 1:
+            if eps is None:
+                raise ValueError(f"zeta={zeta} < 1 keeps a share of eps, so eps must be given")
+            x_prev = x_prev + sigma_prev * math.sqrt(1 - zeta) * eps
+        if sigma_prev > 0 and zeta > 0:
+            x_prev = x_prev + sigma_prev * math.sqrt(zeta) * randn(x0.shape[0], tuple(x0.shape[1:]), self.generator, x0.device, x0.dtype)
+        return x_prev
 
     @property
     def can_renoise(self) -> bool:

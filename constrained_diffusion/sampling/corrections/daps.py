@@ -82,7 +82,7 @@ class DAPS(Correction):
         """One annealing step: ``N`` Langevin steps on ``x0``, then ``x_prev = alpha_prev x0 + sigma_prev z``."""
         x_t, x0_hat = step.evaluate(x_t)
         x0_hat = x0_hat.detach()
-        (alpha, sigma), (a, b) = step.now, step.prev
+        alpha, sigma = step.now
         before = step.constraint.residual(x0_hat).float()
         if alpha <= 0:  # a flow's pure-noise point: nothing to anneal around
             return CorrectionResult(step.update(x_t, x0_hat).detach(), x0_hat, torch.stack([before, before]))
@@ -97,5 +97,5 @@ class DAPS(Correction):
             x0 = x0 + gamma * g
             if self.langevin_noise:
                 x0 = x0 + math.sqrt(2 * gamma) * randn(x0.shape[0], shape, step.generator, x0.device, x0.dtype)
-        x_prev = a * x0 + (b * randn(x0.shape[0], shape, step.generator, x0.device, x0.dtype) if b > 0 else 0.0)
+        x_prev = step.mixed_update(x0, None, 1.0)
         return CorrectionResult(x_prev.detach(), x0.detach(), torch.stack([before, step.constraint.residual(x0).float()]))

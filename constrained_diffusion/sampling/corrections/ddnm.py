@@ -30,7 +30,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -40,7 +39,6 @@ from torch import Tensor
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
 from constrained_diffusion.sampling.corrections.operators import svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
-from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
@@ -69,11 +67,9 @@ class DDNM(Correction):
         op = svd_of(step.constraint, "DDNM")
         x_t, x0 = step.evaluate(x_t)
         before = step.constraint.residual(x0).float()
-        (alpha, sigma), (a, b) = step.now, step.prev
+        alpha, sigma = step.now
         eps = (x_t - alpha * x0.detach()) / sigma
         x0 = op.project(x0.detach(), self.weight)
-        x_prev = a * x0 + b * math.sqrt(max(0.0, 1 - step.eta**2)) * eps
-        if b > 0 and step.eta > 0:
-            x_prev = x_prev + b * step.eta * randn(x_t.shape[0], tuple(x_t.shape[1:]), step.generator, x_t.device, x_t.dtype)
+        x_prev = step.mixed_update(x0, eps, step.eta**2)
         rows = torch.stack([before, step.constraint.residual(x0).float()])
         return CorrectionResult(x_prev.detach(), x0, rows)

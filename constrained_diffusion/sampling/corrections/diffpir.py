@@ -40,7 +40,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -50,7 +49,6 @@ from torch import Tensor
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
 from constrained_diffusion.sampling.corrections.operators import svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
-from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
@@ -85,7 +83,7 @@ class DiffPIR(Correction):
         op = svd_of(step.constraint, "DiffPIR")
         x_t, x0 = step.evaluate(x_t)
         x0 = x0.detach()
-        (alpha, sigma), (a, b) = step.now, step.prev
+        alpha, sigma = step.now
         sy = step.constraint.noise_std
         sigma_y = self.noise_std if sy is None or float(sy.max()) == 0 else float(sy.max())
         rho = self.lam * sigma_y**2 * alpha**2 / sigma**2
@@ -96,8 +94,6 @@ class DiffPIR(Correction):
             torch.where(s > 0, op.y_bar(x_bar), x_bar)
         x0p = op.from_spectral(prox)
         eps = (x_t - alpha * x0p) / sigma
-        x_prev = a * x0p + b * math.sqrt(1 - self.zeta) * eps
-        if b > 0 and self.zeta > 0:
-            x_prev = x_prev + b * math.sqrt(self.zeta) * randn(x_t.shape[0], tuple(x_t.shape[1:]), step.generator, x_t.device, x_t.dtype)
+        x_prev = step.mixed_update(x0p, eps, self.zeta)
         rows = torch.stack([step.constraint.residual(x0).float(), step.constraint.residual(x0p).float()])
         return CorrectionResult(x_prev.detach(), x0p.detach(), rows)

@@ -39,7 +39,6 @@ from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.registry import register_correction
-from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
 
 
@@ -75,7 +74,7 @@ class REDDiff(Correction):
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """One gradient step on ``mu``, then ``x_prev = alpha_prev mu + sigma_prev eps'``."""
-        (alpha, sigma), (a, b) = step.now, step.prev
+        alpha, sigma = step.now
         x_t, x0 = step.evaluate(x_t)
         x0 = x0.detach()
         mu = self._mu if step.index > 0 and self._mu is not None and self._mu.shape == x0.shape else x0
@@ -85,6 +84,5 @@ class REDDiff(Correction):
         e, before = step.constraint.error_and_residual(mu)
         mu = (mu + self.step_scale * (e.detach() - weight * (eps_hat - eps))).detach()
         self._mu = mu
-        shape = tuple(mu.shape[1:])
-        x_prev = a * mu + (b * randn(mu.shape[0], shape, step.generator, mu.device, mu.dtype) if b > 0 else 0.0)
+        x_prev = step.mixed_update(mu, None, 1.0)
         return CorrectionResult(x_prev.detach(), mu, torch.stack([before.detach().float(), step.constraint.residual(mu).float()]))
