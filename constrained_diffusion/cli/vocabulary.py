@@ -138,12 +138,6 @@ def docs_block() -> str:
     return f"{flag_table(parsers)}\n\nThe old spellings, still accepted and hidden from `--help`:\n\n{alias_table(parsers)}"
 
 
-if __name__ == "__main__":  # python -m constrained_diffusion.cli.vocabulary: rewrite the block of docs/cli.md
-    from constrained_diffusion.utils.tables import write_block
-
-    write_block(Path("docs/cli.md"), "CLI-FLAGS", docs_block())
-
-
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """``--quiet`` of a command that prints a line per finished piece of work (`progress_log` reads it)."""
     parser.add_argument("--quiet", action="store_true", help="no progress lines: only the results and the paths written")
@@ -170,3 +164,9 @@ def device_or_auto(text: str) -> str:
 
 
 device_or_auto.__name__ = "device"
+
+
+if __name__ == "__main__":  # python -m constrained_diffusion.cli.vocabulary: rewrite the block of docs/cli.md
+    from constrained_diffusion.utils.tables import write_block
+
+    write_block(Path(__file__).resolve().parents[2] / "docs" / "cli.md", "CLI-FLAGS", docs_block())

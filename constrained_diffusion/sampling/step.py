@@ -101,6 +101,11 @@ class DenoisingStep:
         (alpha, sigma), (alpha_prev, sigma_prev) = self.now, self.prev
         return ddim_update(x_t.detach(), x0.detach(), alpha, sigma, alpha_prev, sigma_prev) - x_t.detach()
 
+    @property
+    def needs_graph(self) -> bool:
+        """Whether `evaluate` must keep the network's graph: the solver takes ``J^T e`` by backprop."""
+        return bool(self.solver is not None and self.solver.requires_graph)
+
     def mixed_update(self, x0: Tensor, eps: Tensor | None, zeta: float) -> Tensor:
         """``x_prev = alpha_prev x0 + sigma_prev (sqrt(1 - zeta) eps + sqrt(zeta) z)``; shapes ``(B, *sample_shape)``.
 

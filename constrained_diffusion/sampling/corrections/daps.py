@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
+from constrained_diffusion.sampling.corrections.operators import noise_level
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.noise import randn
 from constrained_diffusion.sampling.step import DenoisingStep
@@ -86,8 +87,7 @@ class DAPS(Correction):
         before = step.constraint.residual(x0_hat).float()
         if alpha <= 0:  # a flow's pure-noise point: nothing to anneal around
             return CorrectionResult(step.update(x_t, x0_hat).detach(), x0_hat, torch.stack([before, before]))
-        sy = step.constraint.noise_std
-        sigma_y = self.noise_std if sy is None or float(sy.max()) == 0 else float(sy.max())
+        sigma_y = noise_level(step.constraint, self.noise_std)
         r2 = (self.r_scale * sigma / alpha) ** 2
         gamma = self.step_scale / (1.0 / r2 + 1.0 / sigma_y**2)
         x0 = x0_hat.clone()

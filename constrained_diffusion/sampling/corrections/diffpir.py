@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult
-from constrained_diffusion.sampling.corrections.operators import svd_of
+from constrained_diffusion.sampling.corrections.operators import noise_level, svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 
@@ -84,8 +84,7 @@ class DiffPIR(Correction):
         x_t, x0 = step.evaluate(x_t)
         x0 = x0.detach()
         alpha, sigma = step.now
-        sy = step.constraint.noise_std
-        sigma_y = self.noise_std if sy is None or float(sy.max()) == 0 else float(sy.max())
+        sigma_y = noise_level(step.constraint, self.noise_std)
         rho = self.lam * sigma_y**2 * alpha**2 / sigma**2
         x_bar = op.to_spectral(x0)
         s = op.singular_values(x_bar).to(x_bar)

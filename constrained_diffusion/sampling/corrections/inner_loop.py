@@ -90,8 +90,8 @@ class InnerLoop(Correction):
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """Run the inner loop at ``step`` from ``x_t``; see the module docstring."""
-        K, solver = self.inner_steps, step.solver
-        graph = bool(solver is not None and solver.requires_graph)
+        K = self.inner_steps
+        graph = step.needs_graph
         x_t, x0 = step.evaluate(x_t, graph=graph and K > 0)
         mu = _once(lambda: step.spectral_radius(x_t, x0, self.arnoldi_iterations))
         run = self.stop.start(step.constraint) if self.stop is not None else None

@@ -46,6 +46,7 @@ from constrained_diffusion.constraints.base import LinearConstraint
 from constrained_diffusion.linalg.finite_difference import fd_jvp
 from constrained_diffusion.linalg.gmres import gmres
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
+from constrained_diffusion.sampling.corrections.operators import noise_level
 from constrained_diffusion.sampling.corrections.registry import register_correction
 from constrained_diffusion.sampling.step import DenoisingStep
 
@@ -82,7 +83,7 @@ class MMPS(Correction):
         c = step.constraint
         if not isinstance(c, LinearConstraint):
             raise TypeError(f"MMPS needs a LinearConstraint (A x = y with forward and adjoint), got {type(c).__name__}")
-        graph = bool(step.solver is not None and step.solver.requires_graph)
+        graph = step.needs_graph
         (alpha, sigma) = step.now
         x_t, x0 = step.evaluate(x_t, graph=graph)
         x0d, xt = x0.detach(), x_t.detach()
@@ -90,8 +91,7 @@ class MMPS(Correction):
         before = r.flatten(1).norm(dim=1).float()
         if alpha <= 0:
             return CorrectionResult(step.update(xt, x0d).detach(), x0d, torch.stack([before, before]))
-        sy = c.noise_std
-        sy2 = self.noise_std**2 if sy is None or float(sy.max()) == 0 else float(sy.max()) ** 2
+        sy2 = noise_level(c, self.noise_std) ** 2
         v_t = sigma**2 / alpha
         h = self.h if self.h is not None else getattr(step.solver, "h", None)
         shape = r.shape

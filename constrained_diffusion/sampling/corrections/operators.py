@@ -146,6 +146,16 @@ class SeparableOperator(SpectralOperator):
         return self.measurement_u(self.y, self.y.new_zeros((), dtype=self.y.dtype))
 
 
+def noise_level(constraint: Constraint, default: float) -> float:
+    """``sigma_y`` of the methods that need one number: the constraint's largest ``noise_std``, or ``default`` when it has none (or 0).
+
+    Reads the device once (one host synchronisation per call).
+    """
+    sy = constraint.noise_std
+    level = 0.0 if sy is None else float(sy.max())
+    return default if level == 0 else level
+
+
 def svd_of(constraint: Constraint, method: str = "this method") -> SpectralOperator:
     """The `SpectralOperator` of ``constraint`` (see the module docstring).
 

@@ -43,7 +43,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from constrained_diffusion.constraints.base import LinearConstraint
 from constrained_diffusion.sampling.corrections.base import Correction, CorrectionResult, RenamedOptions
 from constrained_diffusion.sampling.corrections.operators import svd_of
 from constrained_diffusion.sampling.corrections.registry import register_correction
@@ -72,12 +71,10 @@ class PiGDM(Correction):
         """One guided step; refuses a constraint without a closed-form SVD."""
         c = step.constraint
         op = svd_of(c, "ΠGDM")
-        graph = bool(step.solver is not None and step.solver.requires_graph)
+        graph = step.needs_graph
         x_t, x0 = step.evaluate(x_t, graph=graph)
         (alpha, sigma) = step.now
         x0d = x0.detach()
-        if not isinstance(c, LinearConstraint):
-            raise TypeError(f"ΠGDM needs a LinearConstraint with an SVD, got {type(c).__name__}")
         r = c.measurement_residual(x0d)
         r_u = op.measurement_u(r, x0d)
         s = op.singular_values(r_u).to(r_u)

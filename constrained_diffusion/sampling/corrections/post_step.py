@@ -52,7 +52,7 @@ class PostStep(Correction):
 
     def apply(self, step: DenoisingStep, x_t: Tensor) -> CorrectionResult:
         """One guided step; see the module docstring."""
-        graph = bool(step.solver is not None and step.solver.requires_graph)
+        graph = step.needs_graph
         x_t, x0 = step.evaluate(x_t, graph=graph)
         e, residual = step.constraint.error_and_residual(x0.detach())
         d = step.direction(x_t, e.detach(), x0)
