@@ -24,7 +24,7 @@ def test_list_shows_constraints_recipes_and_solvers(capsys):
 
 def test_recipe_by_name_on_a_task(tmp_path, capsys):
     out = tmp_path / "s.png"
-    assert main(["sample", "--model", "gaussian", "--task", "box", "--recipe", "dps", "--steps", "6", "--out", str(out), "--quiet"]) == 0
+    assert main(["sample", "--model", "gaussian", "--task", "top-half", "--recipe", "dps", "--steps", "6", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "recipe dps" in text and "target x_prev" in text
     (row,) = _rows(text)
@@ -41,13 +41,13 @@ def test_registered_constraint_by_name_with_args(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["sample", "--task", "box", "--recipe", "nope"], "unknown recipe 'nope'"),
+    (["sample", "--task", "top-half", "--recipe", "nope"], "unknown recipe 'nope'"),
     (["sample", "--constraint", "nope"], "unknown constraint 'nope'"),
     (["sample", "--constraint", "mnist-class", "--arg", "label"], "--arg must be KEY=VALUE"),
-    (["sample", "--task", "box", "--arg", "a=1"], "--arg needs --constraint"),
+    (["sample", "--task", "top-half", "--arg", "a=1"], "--arg needs --constraint"),
     (["sample"], "give --task or --constraint"),
-    (["sample", "--task", "box", "--recipe", "dps", "--inner-steps", "3"], "inner_steps must be 0 or 1"),
-    (["sample", "--task", "box", "--step-scale", "1", "2", "3"], "--step-scale takes one value or two"),
+    (["sample", "--task", "top-half", "--recipe", "dps", "--inner-steps", "3"], "inner_steps must be 0 or 1"),
+    (["sample", "--task", "top-half", "--step-scale", "1", "2", "3"], "--step-scale takes one value or two"),
 ])
 def test_sample_errors_are_one_line(argv, needle, capsys):
     assert main([*argv, "--model", "gaussian", "--quiet"]) == 2
@@ -57,7 +57,7 @@ def test_sample_errors_are_one_line(argv, needle, capsys):
 
 def test_the_step_scale_flag_and_its_old_spelling(tmp_path, capsys):
     """``--step-scale`` is printed as ``λ=... by the '...' step rule``; the hidden ``--lr`` (before 0.2) is the same flag and warns once."""
-    base = ["sample", "--model", "gaussian", "--task", "box", "--steps", "3", "--inner-steps", "2", "--quiet"]
+    base = ["sample", "--model", "gaussian", "--task", "top-half", "--steps", "3", "--inner-steps", "2", "--quiet"]
     assert main([*base, "--step-scale", "0.3", "0.1", "--out", str(tmp_path / "new.png")]) == 0
     new = capsys.readouterr().out
     assert "λ=0.3→0.1 by the 'dynamic' step rule" in new and "lambda=" not in new and "step size" not in new

@@ -173,12 +173,12 @@ def test_invalid_options_are_rejected_naming_them(option, value):
         cd.SecantNewton(**{option: value})
 
 
-def test_registry_config_and_direction_kind():
+def test_registry_config_and_direction_kind(gaussian32):
     solver = cd.solvers.get("secant-newton", mode="inverse", tol=0.2)
     assert isinstance(solver, cd.SecantNewton) and solver.direction_kind == "inverse" and solver.tol == 0.2
     assert cd.SecantNewton().direction_kind == "jvp"
     with pytest.raises(ValueError, match="arnoldi"):
-        cd.ConstrainedSampler(cd.GaussianDenoiser.smooth((1, 4, 4)), solver, step_rule="arnoldi")
+        cd.ConstrainedSampler(gaussian32, solver, step_rule="arnoldi")
 
 
 def test_shapes_that_differ_are_rejected(gaussian):
@@ -227,7 +227,9 @@ def test_study_resumes_from_its_store_and_summarises_paired_differences(tmp_path
                           "psnr": [psnr[method], psnr[method] + 1], "ssim": [0.5, 0.7], "correct": [True, False],
                           "residual": [1.0, 2.0] if method != "unconstrained" else [20.0, 40.0],
                           **({"fd_fraction": 0.25} if method == "secant-newton" else {})})
-    rows = secant_rows(["ddpm"], ["box"], digits=2, steps=4, inner_steps=2, results=tmp_path / "s.jsonl")
+    # records written before 0.2 (no task_names; 'box' was the top half) serve the task under its new name
+    rows = secant_rows(["ddpm"], ["top-half"], digits=2, steps=4, inner_steps=2, results=tmp_path / "s.jsonl")
+    assert {r.task for r in rows} == {"top-half"}
     assert [(r.regime, r.method) for r in rows][:4] == [("equal steps", m) for m in
                                                          ("secant-newton", "inexact-newton", "exact-newton", "identity")]
     inexact = next(r for r in rows if r.method == "inexact-newton" and r.regime == "equal NFE")

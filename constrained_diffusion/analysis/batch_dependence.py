@@ -97,7 +97,7 @@ def _recipe(method: str, steps: int, inner_steps: int) -> Any:
 def _draw(model: Denoiser, method: str, truth: Tensor, positions: Sequence[int], batch: int, steps: int, inner_steps: int,
           task: str, seed: int, perturb: float = 0.0) -> tuple[Tensor, int, float]:
     """The digits ``truth`` restored ``batch`` at a time: images ``(N, C, H, W)``, NFE of the first batch, seconds."""
-    from constrained_diffusion.evaluation.tasks import make_constraint
+    from constrained_diffusion.evaluation.image_tasks import make_problem
 
     recipe = _recipe(method, steps, inner_steps)
     out, nfe, seconds = [], 0, 0.0
@@ -112,7 +112,8 @@ def _draw(model: Denoiser, method: str, truth: Tensor, positions: Sequence[int],
         sampler = recipe.sampler(model)
         if method == PAIRED:
             sampler.solver = PairedInexactNewton(h=sampler.solver.h)  # type: ignore[union-attr]
-        constraint = recipe.constraint(make_constraint(task, truth[idx], first_index=pos[0], seed=seed), sampler.denoiser)  # type: ignore[arg-type]
+        problem = make_problem(task, truth[idx], [str(p) for p in pos], seed)
+        constraint = recipe.constraint(problem.constraint, sampler.denoiser)  # type: ignore[arg-type]
         gens = [torch.Generator().manual_seed(seed * NOISE_SEED + STEP_SEED + p) for p in pos]
         begin = time.perf_counter()
         result = sampler.sample(constraint, x_T=x_T.to(model.device, model.dtype), generator=gens, progress=False)
@@ -133,7 +134,8 @@ def batch_dependence(model: Denoiser, digits: int = 8, steps: int = 10, inner_st
         steps: denoising steps.
         inner_steps: inner steps of the paper's loop (``dps`` takes its own single step).
         batch: the batch size compared with 1.
-        task: ``box``, ``free-form`` or ``sr4`` (`constrained_diffusion.evaluation.tasks`).
+        task: an MNIST task of `constrained_diffusion.evaluation.image_tasks` (`task_names.MNIST_TASKS`);
+            digit ``i``'s id is its test-set position.
         seed: the seed of every digit's streams.
         methods: names from `METHODS`, and `PAIRED`.
         perturbation: the size of the starting-noise change of the sensitivity figure (0: skip it).
@@ -144,10 +146,17 @@ def batch_dependence(model: Denoiser, digits: int = 8, steps: int = 10, inner_st
         at batch 1 when every ``x_T`` moves by ``perturbation`` times a standard normal draw.
 
     Raises:
-        ValueError: an unknown method, ``digits`` or ``batch`` below 1, ``digits`` above the test set.
+        ValueError: an unknown method or task, ``digits`` or ``batch`` below 1, ``digits`` above the test set.
+
+    Warns:
+        FutureWarning: ``task`` is ``box`` or ``free-form``, whose meaning changed in 0.2 (`task_names.renamed_task`).
     """
     from constrained_diffusion.data.mnist import mnist
+    from constrained_diffusion.evaluation.task_names import MNIST_TASKS, renamed_task
     from constrained_diffusion.metrics.images import psnr
+
+    if renamed_task(task, "task=") not in MNIST_TASKS:
+        raise ValueError(f"task: unknown {task!r}; expected one of {list(MNIST_TASKS)}")
 
     unknown = [m for m in methods if m not in (*METHODS, PAIRED)]
     if unknown:

@@ -1,4 +1,4 @@
-"""Inexact Newton end to end in half precision: PSNR of box inpainting per dtype.
+"""Inexact Newton end to end in half precision: PSNR of top-half inpainting per dtype.
 
 The shipped MNIST models are cast to each dtype (network weights and samples) and run the
 paper's loop (``InexactNewton()`` with the precision-aware step, 20 steps x 5 inner steps) on
@@ -59,7 +59,7 @@ def half_precision_rows(models: Sequence[str] = ("ddpm", "flow"),
         ValueError: ``limit < 1``.
     """
     import constrained_diffusion as cd
-    from constrained_diffusion.evaluation.tasks import make_constraint
+    from constrained_diffusion.evaluation.image_tasks import make_problem
 
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -74,7 +74,8 @@ def half_precision_rows(models: Sequence[str] = ("ddpm", "flow"),
             x_T = torch.cat([torch.randn(1, *model.sample_shape, generator=torch.Generator().manual_seed(seed + i))
                              for i in range(limit)])
             sampler = cd.ConstrainedSampler(model, cd.InexactNewton(), steps=steps, inner_steps=inner_steps)
-            result = sampler.sample(make_constraint("box", truth), x_T=x_T, progress=False)
+            constraint = make_problem("top-half", truth, [str(i) for i in range(limit)]).constraint
+            result = sampler.sample(constraint, x_T=x_T, progress=False)
             value = float(psnr(result.images.float().clamp(-1, 1), truth).mean())
             reference = value if reference is None else reference
             rows.append(HalfPrecisionRow(name, dtype, value, value - reference, limit))

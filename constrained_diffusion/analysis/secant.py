@@ -1,7 +1,7 @@
 r"""The secant solver against inexact Newton, exact Newton and the identity on the MNIST models.
 
 For each shipped model (``"ddpm"``: `mnist-ddpm`, ``"flow"``: `mnist-flow`) and each MNIST task
-(`constrained_diffusion.evaluation.tasks`: ``box``, ``free-form``, ``sr4``), ``digits`` test digits
+(`constrained_diffusion.evaluation.image_tasks`; by default ``top-half``, ``mnist-free-form``, ``sr4``), ``digits`` test digits
 spread over the classes are restored by the paper's inner loop (dynamic step, ``lr = (0.5, 0.1)``)
 with each direction:
 
@@ -24,7 +24,8 @@ whether the shipped classifier reads the right label, and the final constraint r
 run: NFE (a batched forward counts once; all digits are one batch) and seconds. Digit ``i``'s
 initial noise comes from seed ``seed * 1_000_003 + index``, the same for every method. Records
 (one per model, task, method and regime) are appended to a JSONL file as they are made and a
-rerun resumes from it.
+rerun resumes from it (records written before 0.2, whose ``box`` was ``top-half``, are reused
+under the new name: `constrained_diffusion.evaluation.task_names.find_record`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ METHODS = ("secant-newton", "inexact-newton", "exact-newton", "identity")
 JVPS_PER_INNER = {"secant-newton": 1, "inexact-newton": 1, "exact-newton": 3, "identity": 0}
 """Worst-case Jacobian-vector products per inner step (sets the equal-NFE steps)."""
 REGIMES = ("equal steps", "equal NFE")
-KEY_FIELDS = ("model", "task", "method", "regime", "digits", "steps", "inner_steps", "seed")
-"""What identifies a record."""
+KEY_FIELDS = ("model", "task", "method", "regime", "digits", "steps", "inner_steps", "seed", "task_names")
+"""What identifies a record (``task_names``: ``image_tasks`` since 0.2, absent on older records; `task_names.NAMES_FIELD`)."""
+TASKS = ("top-half", "mnist-free-form", "sr4")
+"""The default tasks (`image_tasks` names; before 0.2 ``box``, ``free-form``, ``sr4``)."""
 
 
 def spread_indices(n: int, total: int = 500) -> list[int]:
@@ -100,7 +103,7 @@ def run_method(model: Denoiser, task: str, method: str, images: Tensor, labels: 
 
     Args:
         model: the denoiser.
-        task: ``"box"``, ``"free-form"`` or ``"sr4"``.
+        task: an `image_tasks` task of `task_names.MNIST_TASKS` (digit ``i``'s id is its test-set index).
         method: one of `METHODS` or ``"unconstrained"``.
         images: clean digits ``(B, 1, 32, 32)`` in ``[-1, 1]``.
         labels: their labels ``(B,)``.
@@ -115,22 +118,14 @@ def run_method(model: Denoiser, task: str, method: str, images: Tensor, labels: 
         for secant Newton, ``fd_fraction`` (the share of its calls that paid a finite difference).
     """
     from constrained_diffusion.evaluation.digits import read_digits
-    from constrained_diffusion.evaluation.tasks import make_constraint
+    from constrained_diffusion.evaluation.image_tasks import make_problem
     from constrained_diffusion.metrics.images import psnr, ssim
     from constrained_diffusion.sampling.engine import ConstrainedSampler
     from constrained_diffusion.sampling.noise import randn
 
     images = images.float().cpu()
     clean = images.to(model.device, model.dtype)
-    if task == "free-form":  # digit i's mask from its test-set index (as `make_constraint` with first_index)
-        from constrained_diffusion.constraints.inpainting import Inpainting
-        from constrained_diffusion.constraints.masks import free_form_mask
-
-        H, W = images.shape[-2:]
-        masks = [free_form_mask((H, W), 0.3, torch.Generator().manual_seed(seed * 100_003 + i)) for i in indices]
-        constraint: Any = Inpainting(clean, torch.cat(masks).to(model.device, model.dtype))
-    else:
-        constraint = make_constraint(task, clean, seed=seed)  # type: ignore[arg-type]
+    constraint = make_problem(task, clean, [str(i) for i in indices], seed).constraint
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in indices]
     x_T = randn(len(indices), model.sample_shape, gens, model.device, model.dtype)
     solver = make_solver("identity" if method == "unconstrained" else method)
@@ -195,7 +190,7 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return m, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
 
 
-def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] = ("box", "free-form", "sr4"),
+def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] = TASKS,
                 digits: int = 16, steps: int = 20, inner_steps: int = 5, seed: int = 0,
                 methods: Sequence[str] = METHODS, results: str | Path | None = None, model_names: dict[str, str] | None = None,
                 log: Callable[[str], None] | None = None,
@@ -204,7 +199,7 @@ def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] =
 
     Args:
         models: keys of `MODELS`.
-        tasks: MNIST tasks.
+        tasks: `image_tasks` tasks of `task_names.MNIST_TASKS` (``box`` is the centred box, warned once).
         digits: test digits spread over the classes (``1..500``).
         steps: denoising steps at equal steps.
         inner_steps: ``K`` for every method.
@@ -223,11 +218,12 @@ def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] =
         ValueError: an unknown model, task or method, or ``digits`` outside ``[1, 500]``.
     """
     from constrained_diffusion.data.mnist import mnist
-    from constrained_diffusion.evaluation.tasks import TASKS
+    from constrained_diffusion.evaluation.task_names import MNIST_TASKS, find_record, renamed_task, stored_key
 
-    bad = [m for m in models if m not in MODELS] + [t for t in tasks if t not in TASKS] + [m for m in methods if m not in METHODS]
+    bad = [m for m in models if m not in MODELS] + [t for t in tasks if renamed_task(t, "tasks=") not in MNIST_TASKS]
+    bad += [m for m in methods if m not in METHODS]
     if bad:
-        raise ValueError(f"unknown model, task or method {bad}; models {sorted(MODELS)}, tasks {list(TASKS)}, methods {list(METHODS)}")
+        raise ValueError(f"unknown model, task or method {bad}; models {sorted(MODELS)}, tasks {list(MNIST_TASKS)}, methods {list(METHODS)}")
     order = ["secant-newton", *[m for m in METHODS if m in methods and m != "secant-newton"]]
     indices = spread_indices(digits)
     all_images, all_labels = mnist("held-out")
@@ -237,9 +233,9 @@ def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] =
     rows: list[SecantRow] = []
 
     def record(model_key: str, task: str, method: str, regime: str, run_steps: int) -> dict[str, Any]:
-        key = {"model": model_key, "task": task, "method": method, "regime": regime, "digits": digits, "steps": steps,
-               "inner_steps": inner_steps, "seed": seed}
-        found = store.get(tuple(key[f] for f in KEY_FIELDS)) if store is not None else None
+        key = stored_key({"model": model_key, "task": task, "method": method, "regime": regime, "digits": digits, "steps": steps,
+                          "inner_steps": inner_steps, "seed": seed})
+        found = find_record(store, key) if store is not None else None
         if found is not None:
             return found
         if model_key not in loaded:

@@ -5,7 +5,7 @@
   of ``J`` and the alignment of ``Je``, ``J^T e`` and ``e`` with ``J^+ e`` per time.
 * ``analyze directions`` — a figure: for a single-pixel error ``e``, the maps ``Je``,
   ``J^+ e`` and ``J^T e``, and the ``x0`` estimate that one step along each produces.
-* ``analyze half-precision`` — inexact-Newton box-inpainting PSNR of the MNIST models per dtype;
+* ``analyze half-precision`` — inexact-Newton top-half-inpainting PSNR of the MNIST models per dtype;
 * ``analyze fd-precision`` — the cosine of the finite-difference direction with the float32
   JVP against ``h``, per dtype, on tiny SD 1.x / SD3 / Flux pipelines.
 * ``analyze spectra`` / ``analyze fd-vs-backprop`` — on any model: the largest eigenvalues of
@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--write-docs", type=Path, default=None, help="replace the FD-PRECISION block of this markdown file")
     add_quiet(f)
     f.set_defaults(run=run_fd_precision, documented=fd_precision_command)
-    h = inner.add_parser("half-precision", help="box-inpainting PSNR of inexact Newton per dtype on the MNIST models")
+    h = inner.add_parser("half-precision", help="top-half-inpainting PSNR of inexact Newton per dtype on the MNIST models")
     h.add_argument("--models", nargs="+", type=model_name(["mnist-ddpm", "mnist-flow"]), default=["mnist-ddpm", "mnist-flow"],
                    metavar="MODEL", help="shipped MNIST models (default mnist-ddpm mnist-flow; the table names them ddpm, flow)")
     h.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32", "bfloat16"],

@@ -1,6 +1,7 @@
 """``constrained-diffusion sample``: any registered constraint, any recipe or solver, by name.
 
-The constraint is a built-in task on a shipped test digit (``--task box|free-form|sr4``) or
+The constraint is a built-in task of ``evaluate`` on a shipped test digit (``--task top-half|box|mnist-free-form|sr4|...``;
+``box`` is the centred box, ``top-half`` what ``--task box`` was before 0.2) or
 any registered constraint — built-ins and installed plugins (``--list`` shows them) — built
 with ``--constraint NAME --arg key=value ...``. Values are JSON where they parse (numbers,
 lists, ``true``) and strings otherwise; ``@digit`` stands for the chosen test digit
@@ -26,6 +27,7 @@ from constrained_diffusion.cli.vocabulary import add_alias, model_name, out_file
 from constrained_diffusion.constraints import Constraint
 from constrained_diffusion.constraints import registry as constraint_registry
 from constrained_diffusion.denoisers import Denoiser
+from constrained_diffusion.evaluation.task_names import MNIST_TASKS
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
@@ -45,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="mnist-ddpm: the shipped DDPM (default; 'mnist' is accepted); mnist-flow: the shipped flow model; "
                         "gaussian: the analytic 1x32x32 model")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--task", choices=["box", "free-form", "sr4"], help="a built-in task on the test digit")
+    what.add_argument("--task", choices=MNIST_TASKS,
+                      help="a built-in task (image_tasks) on the test digit; 'box' is the centred box, the top half is 'top-half'")
     what.add_argument("--constraint", help="a registered constraint name (see --list)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="keyword argument of --constraint (repeatable)")
     how = p.add_mutually_exclusive_group()
@@ -102,9 +105,10 @@ def _model(name: str) -> Denoiser:
 def _constraint(args: argparse.Namespace, digit: torch.Tensor) -> tuple[Constraint, str]:
     """The pixel-space constraint of ``--task`` or ``--constraint``/``--arg``, and how to name it."""
     if args.task is not None:
-        from constrained_diffusion.evaluation.tasks import make_constraint
+        from constrained_diffusion.evaluation.image_tasks import make_problem
 
-        return make_constraint(args.task, digit, first_index=args.digit), f"task {args.task}"
+        ids = [str(args.digit + i) for i in range(digit.shape[0])]  # the digit's position seeds the strokes of mnist-free-form
+        return make_problem(args.task, digit, ids).constraint, f"task {args.task}"
     return constraint_registry.load(args.constraint, **parse_args_list(args.arg, digit)), f"constraint {args.constraint}"
 
 
@@ -190,6 +194,10 @@ def _loop(recipe: Recipe) -> str:
 def _check(args: argparse.Namespace) -> None:
     if args.task is None and args.constraint is None:
         raise ValueError("give --task or --constraint (see --list)")
+    if args.task is not None:  # before loading the model: a name whose meaning changed in 0.2 is warned once
+        from constrained_diffusion.evaluation.task_names import renamed_task
+
+        renamed_task(args.task, "--task")
     if args.arg and args.constraint is None:
         raise ValueError("--arg needs --constraint")
     if args.constraint is not None:  # before loading the model: @digit's value only matters by its type here

@@ -4,7 +4,9 @@ Each setting samples the same test digits (one at a time, so NFE is per sample) 
 noise, with the same 20 steps; a setting is a fixed number of inner steps ``K`` or ``K = 5``
 with an early stop (`SamplerConfig.residual_tol`, `SamplerConfig.min_decrease`). The
 reference is the paper's fixed ``K = 5``. Records are appended to a JSONL file as they are
-made, keyed by setting and digit, so a rerun resumes where an interrupted one stopped.
+made, keyed by setting and digit, so a rerun resumes where an interrupted one stopped. The task
+is an `image_tasks` task (default ``top-half``); records written before 0.2, whose ``box`` was
+``top-half``, are reused under the new name (`constrained_diffusion.evaluation.task_names`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 import torch
 
 from constrained_diffusion.denoisers import Denoiser
-from constrained_diffusion.evaluation.tasks import Task, make_constraint
+from constrained_diffusion.evaluation.image_tasks import make_problem
+from constrained_diffusion.evaluation.task_names import MNIST_TASKS, NAMES_FIELD, find_record, renamed_task, stored_key
 from constrained_diffusion.metrics.images import psnr, ssim
 from constrained_diffusion.sampling import ConstrainedSampler
 from constrained_diffusion.utils.jsonl_store import JsonlStore
@@ -44,8 +47,9 @@ DEFAULT_SETTINGS: tuple[Setting, ...] = (
 )
 
 
-KEY_FIELDS = ("model", "task", "steps", "solver", "seed", "device", "setting", "options", "digit")
-"""What identifies a record (a record without ``device`` was written before devices were recorded: a CPU one)."""
+KEY_FIELDS = ("model", "task", "steps", "solver", "seed", "device", "setting", "options", "digit", NAMES_FIELD)
+"""What identifies a record (a record without ``device`` was written before devices were recorded: a CPU one; one
+without ``task_names`` before 0.2, its ``task`` named the old way: `task_names.find_record`)."""
 
 
 def study_store(path: str | Path) -> JsonlStore:
@@ -58,7 +62,7 @@ def _setting_key(s: Setting) -> str:
 
 
 def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settings: tuple[Setting, ...] = DEFAULT_SETTINGS,
-              task: Task = "box", steps: int = 20, solver: str = "inexact-newton", seed: int = 0,
+              task: str = "top-half", steps: int = 20, solver: str = "inexact-newton", seed: int = 0,
               model_name: str = "model", progress: bool = True) -> list[dict]:
     """Sample every digit under every setting, appending one JSON record per (setting, digit).
 
@@ -68,7 +72,8 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
         results: JSONL file; records already there (same setting, digit, task, steps, solver,
             seed) are kept and not recomputed.
         settings: the rows.
-        task: the MNIST task (see `make_constraint`).
+        task: an `image_tasks` task of `task_names.MNIST_TASKS` (digit ``i``'s id is ``str(i)``;
+            ``box`` is the centred box, warned once: `task_names.renamed_task`).
         steps: denoising steps for every setting.
         solver: the solver for every setting.
         seed: noise seed (digit ``i`` uses ``seed * 1_000_003 + i``).
@@ -79,28 +84,31 @@ def run_study(model: Denoiser, images: torch.Tensor, results: str | Path, settin
 
     Returns:
         All records of this configuration, each with ``setting``, ``digit``, ``psnr``, ``ssim``,
-        ``residual`` and ``nfe``.
+        ``residual`` and ``nfe``, in settings order.
+
+    Raises:
+        ValueError: ``task`` is not one of `task_names.MNIST_TASKS`.
     """
+    if renamed_task(task, "task=") not in MNIST_TASKS:
+        raise ValueError(f"task: unknown {task!r}; expected one of {list(MNIST_TASKS)}")
     store = study_store(results)
-    key = {"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed,
-           "device": model.device.type}
-    todo = [(s, i) for s in settings for i in range(images.shape[0])
-            if {**key, "setting": s.label, "options": _setting_key(s), "digit": i} not in store]
+    key = stored_key({"model": model_name, "task": task, "steps": steps, "solver": solver, "seed": seed,
+                      "device": model.device.type})
+    cells = [(s, i, {**key, "setting": s.label, "options": _setting_key(s), "digit": i}) for s in settings for i in range(images.shape[0])]
+    todo = [(s, i, cell) for s, i, cell in cells if find_record(store, cell) is None]
     from tqdm.auto import tqdm
 
-    for s, i in tqdm(todo, disable=not progress, desc="adaptive study", leave=False):
-        store.append({**key, "setting": s.label, "options": _setting_key(s), "digit": i,
-                      **_sample_digit(model, images[i:i + 1], i, s, task, steps, solver, seed)})
-    wanted = {(s.label, _setting_key(s)) for s in settings}
-    n = images.shape[0]
-    return [r for r in store.records(**key) if (r["setting"], r["options"]) in wanted and r["digit"] < n]
+    for s, i, cell in tqdm(todo, disable=not progress, desc="adaptive study", leave=False):
+        store.append({**cell, **_sample_digit(model, images[i:i + 1], i, s, task, steps, solver, seed)})
+    found = [find_record(store, cell) for _, _, cell in cells]
+    return [r for r in found if r is not None]
 
 
-def _sample_digit(model: Denoiser, truth: torch.Tensor, i: int, s: Setting, task: Task, steps: int, solver: str,
+def _sample_digit(model: Denoiser, truth: torch.Tensor, i: int, s: Setting, task: str, steps: int, solver: str,
                   seed: int) -> dict[str, float]:
     """Sample test digit ``i`` (``truth``, ``(1, 1, H, W)``) under setting ``s``: PSNR, SSIM, residual, NFE."""
     sampler = ConstrainedSampler(model, solver, steps=steps, inner_steps=s.inner_steps, **s.options)
-    result = sampler.sample(make_constraint(task, truth, first_index=i, seed=seed),
+    result = sampler.sample(make_problem(task, truth, [str(i)], seed).constraint,
                             generator=torch.Generator().manual_seed(seed * 1_000_003 + i), progress=False)
     out = result.images.float().clamp(-1, 1)
     return {"psnr": float(psnr(out, truth)[0]), "ssim": float(ssim(out, truth)[0]),
