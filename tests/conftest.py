@@ -43,6 +43,13 @@ def skewed4() -> cd.GaussianDenoiser:
     return cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=0.5, dtype=torch.float64)
 
 
+@pytest.fixture(scope="session")
+def gaussian32() -> cd.GaussianDenoiser:
+    """``GaussianDenoiser.smooth((1, 8, 8))`` as it comes: its defaults (length_scale 3, jitter 1e-3), float32 (the
+    dtype of the networks; the validation, finite-difference-floor and DDRM/DDNM tests)."""
+    return cd.GaussianDenoiser.smooth((1, 8, 8))
+
+
 def tiny_unet(sample_size: int = 8, attention: tuple[int, ...] = (4,)) -> cd.models.UNet:
     """The tiny random UNet of the network tests (8 base channels, two levels, one res block), built after
     ``torch.manual_seed(0)``: the same weights in every test; eval mode, no grad."""

@@ -122,27 +122,25 @@ def test_malformed_parts_are_rejected():
         c + 1.0
 
 
-def test_batch_sizes_are_delegated_and_must_agree():
+def test_batch_sizes_are_delegated_and_must_agree(gaussian):
     two = cd.Inpainting(_x(1, batch=2), _mask(slice(0, 4)))
     three = cd.Inpainting(_x(1, batch=3), _mask(slice(0, 4)))
     shared = cd.Inpainting(_x(1, batch=1), _mask(slice(4, 8)))
     assert (two + shared).batch_size == 2 and (shared + shared).batch_size is None
     with pytest.raises(ValueError, match=r"batch sizes disagree: part 0 \(Inpainting\) has 2, part 1 \(Inpainting\) has 3"):
         two + three
-    model = cd.GaussianDenoiser.smooth(SHAPE, dtype=torch.float64)
-    sampler = cd.ConstrainedSampler(model, cd.InexactNewton(), steps=2, inner_steps=1)
+    sampler = cd.ConstrainedSampler(gaussian, cd.InexactNewton(), steps=2, inner_steps=1)
     with pytest.raises(ValueError, match="batch sizes disagree"):
         sampler.sample(two + shared, batch_size=3, progress=False)
 
 
-def test_validate_names_the_part_that_does_not_fit():
+def test_validate_names_the_part_that_does_not_fit(gaussian32):
     good = cd.Inpainting(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
     bad = cd.SuperResolution(torch.zeros(1, 1, 3, 3), 2)
     with pytest.raises(ValueError, match=r"part 1 \(SuperResolution\)"):
         (good + bad).validate(SHAPE)
-    model = cd.GaussianDenoiser.smooth(SHAPE)
     with pytest.raises(ValueError, match=r"part 1 \(SuperResolution\)"):
-        cd.ConstrainedSampler(model, cd.InexactNewton(), steps=2).sample(good + bad, progress=False)
+        cd.ConstrainedSampler(gaussian32, cd.InexactNewton(), steps=2).sample(good + bad, progress=False)
 
 
 def test_part_outputs_of_the_wrong_shape_are_caught():

@@ -81,7 +81,7 @@ class InvertibleCodec:
 def test_pixel_constraints_on_a_latent_model_with_an_exact_codec(kind):
     import constrained_diffusion.constraints as C
 
-    prior = cd.GaussianDenoiser.smooth((2, 4, 4), length_scale=1.5, dtype=torch.float64)
+    prior = cd.GaussianDenoiser.smooth((2, 4, 4), length_scale=1.5, dtype=torch.float64)  # two latent channels, as the codec needs
     codec = InvertibleCodec()
     latent = cd.NetworkDenoiser(lambda x, t: prior.predict_x0(x, t), prior.schedule, (2, 4, 4), prediction="sample",
                                 space="latent", codec=codec)

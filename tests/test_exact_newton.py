@@ -172,7 +172,7 @@ def test_sampler_inpainting_reduces_the_residual_tenfold():
     step of max-norm lr barely moves x0 (every solver also misses 10x there with 5 steps x 3
     inner steps); a near-white prior (length_scale 0.5, cond(J) < 2) shows the solver working.
     """
-    model = cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=0.5, skew=0.3, dtype=torch.float64)
+    model = cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=0.5, skew=0.3, dtype=torch.float64)  # near-white: see above
     truth = model.sample_prior(2, torch.Generator().manual_seed(0))
     mask = torch.zeros(1, 1, 8, 8, dtype=truth.dtype)
     mask[..., :4] = 1

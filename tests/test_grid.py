@@ -180,7 +180,7 @@ def test_space_follows_the_codec_and_decode_uses_it():
 
 
 def test_the_shipped_denoisers_read_their_schedule():
-    g = cd.GaussianDenoiser.smooth((1, 4, 4), schedule=VPSchedule.linear(spacing="leading"))
+    g = cd.GaussianDenoiser.smooth((1, 4, 4), schedule=VPSchedule.linear(spacing="leading"))  # built here: the schedule it is given is the point
     assert g.grid(7) == VPSchedule.linear(spacing="leading").grid(7) and g.space == "pixel"
     net = cd.NetworkDenoiser(lambda x, t: x, FlowSchedule(shift=2.0), (1, 2, 2), prediction="velocity")
     assert net.grid(4) == FlowSchedule(shift=2.0).grid(4)

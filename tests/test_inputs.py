@@ -113,21 +113,21 @@ def test_8bit_reading_is_unchanged() -> None:
 # A finite-difference step below the rounding floor of the model's dtype
 
 
-def _gaussian_inpainting(dtype: torch.dtype = torch.float32):
+def _gaussian_inpainting(model):
+    """Left-half inpainting of two draws from ``model``'s prior (seed 0), in the model's dtype."""
     import constrained_diffusion as cd
 
-    model = cd.GaussianDenoiser.smooth((1, 8, 8), dtype=dtype)
     truth = model.sample_prior(2, torch.Generator().manual_seed(0))
-    mask = torch.zeros(1, 1, 8, 8, dtype=dtype)
+    mask = torch.zeros(1, 1, 8, 8, dtype=model.dtype)
     mask[..., :4] = 1
     return model, cd.Inpainting(truth, mask)
 
 
 @pytest.mark.parametrize("solver", ["inexact-newton", "secant-newton", "exact-newton"])
-def test_h_below_the_float32_rounding_floor_is_refused_before_sampling(solver: str) -> None:
+def test_h_below_the_float32_rounding_floor_is_refused_before_sampling(gaussian32, solver: str) -> None:
     import constrained_diffusion as cd
 
-    model, constraint = _gaussian_inpainting()
+    model, constraint = _gaussian_inpainting(gaussian32)
     sampler = cd.ConstrainedSampler(model, cd.solvers.get(solver, h=1e-12), steps=3, inner_steps=2)
     nfe = model.nfe
     with pytest.raises(ValueError, match=r"h=1e-12 is below the rounding floor 5\.96e-08 of torch\.float32"):
@@ -135,14 +135,15 @@ def test_h_below_the_float32_rounding_floor_is_refused_before_sampling(solver: s
     assert model.nfe == nfe  # refused before any network call
 
 
-def test_h_near_the_floor_is_warned_and_float64_takes_it() -> None:
+def test_h_near_the_floor_is_warned_and_float64_takes_it(gaussian32) -> None:
     import constrained_diffusion as cd
 
-    model, constraint = _gaussian_inpainting()
+    model, constraint = _gaussian_inpainting(gaussian32)
     sampler = cd.ConstrainedSampler(model, cd.InexactNewton(h=5e-7), steps=2, inner_steps=1)
     with pytest.warns(UserWarning, match=r"h=5e-07 is within 20x of the rounding floor 5\.96e-08 of torch\.float32 arithmetic: .* about 24 % rounding error"):
         sampler.sample(constraint, generator=torch.Generator().manual_seed(0), progress=False)
-    model64, constraint64 = _gaussian_inpainting(torch.float64)  # float64's floor is 2.2e-16: 1e-12 is a valid step there
+    # the same prior built in float64 (the dtype is the point): float64's floor is 2.2e-16, so 1e-12 is a valid step there
+    model64, constraint64 = _gaussian_inpainting(cd.GaussianDenoiser.smooth((1, 8, 8), dtype=torch.float64))
     cd.ConstrainedSampler(model64, cd.InexactNewton(h=1e-12), steps=2, inner_steps=1).sample(
         constraint64, generator=torch.Generator().manual_seed(0), progress=False)
 
@@ -186,10 +187,10 @@ def test_encoded_constraint_refuses_h_below_the_floor() -> None:
 
 
 @pytest.mark.parametrize("what", ["x_T", "generator", "constraint", "labels"])
-def test_an_empty_batch_is_a_one_line_error_naming_it(what: str) -> None:
+def test_an_empty_batch_is_a_one_line_error_naming_it(gaussian32, what: str) -> None:
     import constrained_diffusion as cd
 
-    model, constraint = _gaussian_inpainting()
+    model, constraint = _gaussian_inpainting(gaussian32)
     sampler = cd.ConstrainedSampler(model, cd.InexactNewton(), steps=2, inner_steps=1)
     with pytest.raises(ValueError, match=r"empty batch") as info:
         if what == "x_T":

@@ -87,8 +87,8 @@ def mnist_ddpm():
 
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**16), width=st.integers(1, 7), eta=st.floats(0.0, 1.0), method=st.sampled_from(["ddrm", "ddnm"]))
-def test_ddrm_ddnm_reproduce_observed_entries_in_inpainting(seed, width, eta, method):
-    model = cd.GaussianDenoiser.smooth((1, 8, 8))
+def test_ddrm_ddnm_reproduce_observed_entries_in_inpainting(gaussian32, seed, width, eta, method):
+    model = gaussian32
     truth = model.sample_prior(1, torch.Generator().manual_seed(seed))
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., :width] = 1
@@ -100,8 +100,8 @@ def test_ddrm_ddnm_reproduce_observed_entries_in_inpainting(seed, width, eta, me
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**16), factor=st.sampled_from([2, 4]), kernel=st.sampled_from(["box", "bicubic"]),
        method=st.sampled_from(["ddrm", "ddnm"]))
-def test_ddrm_ddnm_reproduce_the_low_resolution_image(seed, factor, kernel, method):
-    model = cd.GaussianDenoiser.smooth((1, 8, 8))
+def test_ddrm_ddnm_reproduce_the_low_resolution_image(gaussian32, seed, factor, kernel, method):
+    model = gaussian32
     c = _sr(model, factor, kernel, seed)
     out = cd.recipes.get(method, steps=4).sampler(model).sample(c, generator=_gens(1, seed), progress=False)
     assert torch.allclose(c.forward(out.sample), c.y, atol=1e-6, rtol=0)

@@ -40,9 +40,8 @@ def test_unknown_name_lists_the_shipped_ones():
         cd.models.load("mnist-vae")
 
 
-def test_weight_file_by_path(tmp_path):
-    torch.manual_seed(0)
-    net = cd.models.UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,), sample_size=16)
+def test_weight_file_by_path(tmp_path, tiny_unet_factory):
+    net = tiny_unet_factory(sample_size=16, attention=(8,))
     path = cd.models.save_weights(tmp_path / "flow.safetensors", net, {"kind": "flow"})
     model = cd.models.load(path)
     assert isinstance(model, cd.MNISTDenoiser) and model.kind == "flow" and model.sample_shape == (1, 16, 16)

@@ -43,15 +43,14 @@ def test_noise_std_must_be_finite_non_negative_numbers(value, error):
         cd.SuperResolution(torch.zeros(2, 1, 4, 4), 2, noise_std=value)
 
 
-def test_noise_std_per_sample_sets_and_must_match_the_batch():
+def test_noise_std_per_sample_sets_and_must_match_the_batch(gaussian32):
     c = cd.Inpainting(torch.zeros(1, 1, 8, 8), _mask(), noise_std=torch.tensor([0.1, 0.2, 0.3]))
     assert c.batch_size == 3 and c.noise_std.tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert cd.Inpainting(torch.zeros(3, 1, 8, 8), _mask(), noise_std=0.1).batch_size == 3
     with pytest.raises(ValueError, match="noise_std has 2 values but y has batch size 3"):
         cd.Inpainting(torch.zeros(3, 1, 8, 8), _mask(), noise_std=torch.tensor([0.1, 0.2]))
-    model = cd.GaussianDenoiser.smooth((1, 8, 8))
     with pytest.raises(ValueError, match="batch sizes disagree"):
-        cd.ConstrainedSampler(model, cd.InexactNewton(), steps=2).sample(c, batch_size=2, progress=False)
+        cd.ConstrainedSampler(gaussian32, cd.InexactNewton(), steps=2).sample(c, batch_size=2, progress=False)
 
 
 def test_noise_std_changes_neither_error_nor_residual():
@@ -134,8 +133,8 @@ def test_discrepancy_without_a_noise_level_is_rejected_before_any_network_call(g
         discrepancy_tolerance(None)
 
 
-def test_discrepancy_options_are_validated():
-    model = cd.GaussianDenoiser.smooth((1, 8, 8))
+def test_discrepancy_options_are_validated(gaussian32):
+    model = gaussian32
     for tau in (0.0, -1.0, float("nan")):
         with pytest.raises(pydantic.ValidationError, match="discrepancy_tau"):
             cd.ConstrainedSampler(model, residual_tol="discrepancy", discrepancy_tau=tau)

@@ -173,7 +173,7 @@ def test_the_stochastic_preset_is_seeded(sd, image):
 
 
 def test_the_one_step_posterior_noise_needs_a_variance_preserving_schedule():
-    model = cd.GaussianDenoiser.smooth((1, 4, 4), schedule=cd.FlowSchedule())
+    model = cd.GaussianDenoiser.smooth((1, 4, 4), schedule=cd.FlowSchedule())  # built here: the flow schedule is the point
     with pytest.raises(ValueError, match="one-step-posterior"):
         cd.ConstrainedSampler(model, steps=2, inner_steps=0, eta=1.0, noise="one-step-posterior").sample(progress=False)
     with pytest.raises(ValueError, match="timestep_spacing"):
@@ -285,7 +285,7 @@ def test_paper_style_equals_the_reference_loop(sd, image, tiny_vision, eta, n):
     assert float(res.final_residual.max()) < float(pixel.loss(sd.decode(x_T)).max())  # the style loss went down
 
 
-def test_paper_style_refuses_a_denoiser_bound_at_another_guidance_scale(sd):
+def test_paper_style_refuses_a_denoiser_bound_at_another_guidance_scale(sd, gaussian32):
     recipe = cd.recipes.get("paper-style")
     with pytest.raises(ValueError, match="guidance_scale=3"):
         recipe.sampler(sd)  # bound with the empty prompt at guidance 1
@@ -293,4 +293,4 @@ def test_paper_style_refuses_a_denoiser_bound_at_another_guidance_scale(sd):
     with pytest.raises(ValueError, match="guidance_scale"):
         recipe.with_config(guidance_scale=-1.0)
     with pytest.raises(TypeError, match="takes no prompt"):
-        recipe.condition(cd.GaussianDenoiser.smooth((1, 4, 4)))
+        recipe.condition(gaussian32)

@@ -80,9 +80,8 @@ def test_noise_scale_is_ddim_sigma(t, gap, eta):
     assert math.isclose(ours, ddim, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def test_gaussian_jacobian_matches_autograd():
-    for skew in (0.0, 0.5):
-        m = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5, skew=skew, dtype=torch.float64)
+def test_gaussian_jacobian_matches_autograd(gaussian4, skewed4):
+    for skew, m in ((0.0, gaussian4), (0.5, skewed4)):
         t = torch.tensor(300)
         x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
         J = torch.autograd.functional.jacobian(lambda z: m.predict_x0(z, t).flatten(), x).reshape(16, 16)

@@ -85,7 +85,7 @@ def test_nonsymmetric_jacobian_separates_Je_from_JTe(skewed, gaussian):
 
 
 def test_float32_inexact_newton_within_1e_3():
-    model = cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=2.0, skew=0.5)
+    model = cd.GaussianDenoiser.smooth((1, 8, 8), length_scale=2.0, skew=0.5)  # `skewed`, but float32: the dtype is the point
     x_t, tt, e, x0, Je, _ = _setup(model, 500, 3, graph=False)
     d = cd.InexactNewton().direction(model, x_t.float(), tt, e.float(), x0.float())
     assert _rel(d.double(), Je) < 1e-3
