@@ -47,7 +47,9 @@ def test_a_run_writes_records_images_summary_grid_and_pareto_and_resumes(tmp_pat
         assert r["file"] == f"images/{r['method']}/{r['settings']}/{r['image']}.png"
         with PIL.Image.open(out / r["file"]) as png:
             assert png.size == (32, 32)
-        assert (out / r["observation"]).exists() and r["observation"].startswith("images/observation/")
+        assert r["observation"].startswith("images/observation/")
+        with PIL.Image.open(out / r["observation"]) as png:
+            assert png.size == (32, 32)
     by = {(r["image"], r["method"]): r for r in recs}
     assert by["00000", "dps"]["nbe"] > 0 and by["00000", "inexact-newton"]["nbe"] == 0
     summary = (out / "summary.md").read_text()
@@ -115,7 +117,9 @@ def test_a_diffusers_folder_an_image_folder_prompts_and_dataset_metrics(tmp_path
     recs = _records(out)
     assert len(recs) == 6 and {r["image"] for r in recs} == {"d0/img0.png", "d1/img1.png", "d2/img2.png"}
     by_method = {r["method"]: r["settings"] for r in recs}
-    assert all(r["resolution"] == [3, 32, 32] for r in recs) and (out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png").exists()
+    assert all(r["resolution"] == [3, 32, 32] for r in recs)
+    with PIL.Image.open(out / "images" / "mpgd" / by_method["mpgd"] / "d1" / "img1.png") as png:
+        assert (png.size, png.mode) == ((32, 32), "RGB")
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["methods"]:
         assert row["n"] == 3 and math.isfinite(row["fid"]) and row["fid"] > 0 and math.isfinite(row["kid"])
@@ -172,7 +176,8 @@ def test_two_processes_shard_the_images_match_one_process_and_resume_after_a_ran
     keys = [(r["image"], r["method"]) for r in recs]
     assert len(keys) == len(set(keys)) == 8 and not list(out.glob("records.rank*.jsonl"))
     assert {r["image"]: r["rank"] for r in recs if r["method"] == "dps"} == {"00000": 0, "00001": 1, "00002": 0, "00003": 1}
-    assert (out / "summary.md").exists()
+    summary = (out / "summary.md").read_text()
+    assert "(4 images, 1x32x32)" in summary and "\n8 records;" in summary  # both ranks' records summarised
     single = tmp_path / "one"  # one process, the same threads per process: the same numbers
     subprocess.run([sys.executable, "-m", "constrained_diffusion", *_argv(single, limit=4, batch=1)], env=_env(), check=True,
                    capture_output=True)

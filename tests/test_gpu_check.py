@@ -227,6 +227,8 @@ def test_stopping_the_suite_stops_its_part_and_still_writes_the_report(tmp_path)
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143 and "== sd15-batch1: stopped" in rest
     assert json.loads((out / "sd15-batch1.json").read_text())["status"] == "stopped"
-    assert (out / "report.md").exists() and (out / "sd15-batch1.md").exists()
+    part = (out / "sd15-batch1.md").read_text()
+    assert part.startswith("#### sd15-batch1") and "Status **stopped**" in part
+    assert part.rstrip() in (out / "report.md").read_text()  # the report still holds the stopped part
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"--suite-part sd15-batch1 --out {out}" not in ps

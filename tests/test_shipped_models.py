@@ -40,7 +40,8 @@ def ddpm(request) -> cd.MNISTDenoiser:
 
 def test_shipped_ddpm_loads_with_its_training_facts(ddpm):
     assert ddpm.kind in ("ddpm", "flow") and ddpm.sample_shape == (1, 32, 32)
-    assert int(ddpm.metadata["train_steps"]) > 0 and float(ddpm.metadata["final_loss"]) > 0
+    # predicting zero scores >= 1 (the noise's own variance, for epsilon and for velocity targets): a trained model is far below
+    assert int(ddpm.metadata["train_steps"]) > 0 and 0 < float(ddpm.metadata["final_loss"]) < 0.5
 
 
 def test_shipped_ddpm_few_step_sample_is_finite_and_in_range(ddpm):

@@ -194,6 +194,7 @@ def test_init_from_shipped_loads_the_shipped_weights_before_any_step(tmp_path, k
     from safetensors import safe_open
 
     from constrained_diffusion.models import pretrained_path
+    from constrained_diffusion.models.pretrained import weights_digest
     from constrained_diffusion.training.diffusion import prepare_run
 
     shipped = pretrained_path(f"mnist_{kind}.safetensors")
@@ -205,7 +206,7 @@ def test_init_from_shipped_loads_the_shipped_weights_before_any_step(tmp_path, k
     assert torch.equal(run.model.state_dict()[name], file_tensors[name])
     for net in (run.model, run.ema.model):
         assert all(torch.equal(net.state_dict()[k], v) for k, v in file_tensors.items())
-    assert run.step == steps and not run.resumed and run.init is not None
+    assert run.step == steps and not run.resumed and run.init == {"path": str(shipped), "digest": weights_digest(shipped)}
     fresh = prepare_run(TrainConfig(kind=kind), tmp_path / "checkpoint.pt")  # without init_from: other weights
     assert not torch.equal(fresh.model.state_dict()[name], file_tensors[name])
 
