@@ -1,4 +1,4 @@
-"""The resumable evaluation runner and the eigenvector experiment, on tiny random models."""
+"""The solver comparison on the harness (``compare``), the eigenvector experiment and the model cards."""
 
 from __future__ import annotations
 
@@ -9,56 +9,168 @@ import torch
 
 import constrained_diffusion as cd
 from constrained_diffusion.analysis import eigvec_rows
-from constrained_diffusion.evaluation import Settings, evaluate, make_constraint, summarise
-from constrained_diffusion.models.classifier import MNISTClassifier
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_unet_factory) -> cd.MNISTDenoiser:
-    return cd.MNISTDenoiser(tiny_unet_factory(sample_size=16, attention=(8,)), "ddpm")
+from constrained_diffusion.evaluation.comparison import EQUAL_TIME, Comparison, equal_time_label
+from constrained_diffusion.evaluation.image_tasks import make_problem
+from constrained_diffusion.evaluation.records import RECORDS
 
 
 @pytest.fixture(scope="module")
 def digits():
     g = torch.Generator().manual_seed(0)
-    return torch.rand(6, 1, 16, 16, generator=g) * 2 - 1, torch.randint(0, 10, (6,), generator=g)
+    return torch.rand(6, 1, 16, 16, generator=g) * 2 - 1
 
 
-@pytest.mark.parametrize("task", ["box", "free-form", "sr4"])
-def test_tasks_are_satisfied_by_the_clean_digits(task, digits):
-    images, _ = digits
-    c = make_constraint(task, images)
-    assert float(c.residual(images).max()) < 1e-5
-    assert float(c.residual(torch.zeros_like(images)).min()) > 0.1
-    # the free-form mask of a digit does not depend on the batching
-    if task == "free-form":
-        assert torch.equal(make_constraint(task, images[2:4], first_index=2).mask, c.mask[2:4])
+@pytest.mark.parametrize("task", ["top-half", "mnist-free-form", "sr4"])
+def test_compare_tasks_are_satisfied_by_the_clean_digits(task, digits):
+    ids = [f"{i:05d}" for i in range(6)]
+    c = make_problem(task, digits, ids).constraint
+    assert float(c.residual(digits).max()) < 1e-5
+    assert float(c.residual(torch.zeros_like(digits)).min()) > 0.1
+    if task == "mnist-free-form":  # a digit's strokes do not depend on its batch
+        assert torch.equal(make_problem(task, digits[2:4], ids[2:4]).constraint.mask, c.mask[2:4])
 
 
-def test_evaluation_resumes_without_loss_or_duplicates(tmp_path, tiny_model, digits):
-    images, labels = digits
-    clf = MNISTClassifier().eval()
-    out = tmp_path / "eval.jsonl"
-    s = Settings(steps=2, inner_steps=1, batch_size=2, limit=4)
-    kwargs = dict(tasks=["box"], solvers=["inexact-newton", "gradient-descent"], out=out, settings=s, log=lambda _: None)
-    first = evaluate({"ddpm": tiny_model}, clf, images, labels, **kwargs)
-    keys = [(r["solver"], r["budget"], r["start"]) for r in first]
-    assert len(keys) == len(set(keys)) == 2 * 2 + 2  # 2 solvers x 2 batches, + equal-time GD x 2 batches
-    lines = out.read_text().splitlines()
-    out.write_text("\n".join(lines[:-2]) + "\n")  # a crash lost the last two records
-    again = evaluate({"ddpm": tiny_model}, clf, images, labels, **kwargs)
-    assert len(out.read_text().splitlines()) == len(lines)
-    assert sorted((r["solver"], r["budget"], r["start"]) for r in again) == sorted(keys)
-    rows = summarise(again)
-    assert {(r["solver"], r["budget"]) for r in rows} == {("inexact-newton", "equal-steps"), ("gradient-descent", "equal-steps"),
-                                                           ("gradient-descent", "equal-time")}
-    for r in rows:
-        assert r["n"] == 4 and r["nfe"] > 0 and 0 <= r["label_accuracy"] <= 1 and r["peak_mb"] == r["peak_mb"]
-    assert json.loads(lines[0])["model"] == "ddpm"
-    # other weights under the same name: nothing is reused, and the old records are not returned
-    retrained = evaluate({"ddpm": tiny_model}, clf, images, labels, weights={"ddpm": "sha256:other"}, **kwargs)
-    assert len(out.read_text().splitlines()) == 2 * len(lines)
-    assert {r["weights"] for r in retrained} == {"sha256:other"} and len(retrained) == len(keys)
+def _comparison(out, **options) -> Comparison:
+    settings = dict(models=["mnist-ddpm"], tasks=["top-half"], solvers=["inexact-newton", "identity"], out=out, steps=2,
+                    inner_steps=1, limit=4, batch_size=2, seed=1, quiet=True)
+    return Comparison(**{**settings, **options})
+
+
+def test_compare_reproduces_the_loop_of_0_1_digit_for_digit(tmp_path):
+    """compare on the harness gives the records of its own loop of 0.1 (runner.py): same noise, masks and batches."""
+    with pytest.warns(DeprecationWarning, match="runner"):
+        from constrained_diffusion.evaluation import runner
+    from constrained_diffusion.data import mnist
+    from constrained_diffusion.models import load
+
+    images, labels = mnist("held-out")
+    solvers = ["inexact-newton", "gradient-descent"]
+    old = runner.summarise(runner.evaluate({"ddpm": load("mnist-ddpm")}, load("mnist-classifier"), images, labels, ["free-form"],
+                                           solvers, tmp_path / "old.jsonl", runner.Settings(steps=2, inner_steps=2, batch_size=2, limit=4, seed=1),
+                                           equal_time=False, log=lambda _: None))
+    rows = _comparison(tmp_path / "new", tasks=["mnist-free-form"], solvers=solvers, inner_steps=2, equal_time=False).run()
+    renamed = {"mnist-free-form": "free-form"}  # top-half is box's mask for mask: tests/test_evaluate_inputs.py
+    assert len(rows) == len(old) == 2
+    for row in rows:
+        (before,) = [r for r in old if (r["task"], r["solver"]) == (renamed[row["task"]], row["solver"])]
+        # the same samples: only the order of the float32 means differs (per batch, then weighted, vs per image)
+        for metric in ("psnr", "ssim", "label_accuracy", "residual"):
+            assert row[metric] == pytest.approx(before[metric], rel=1e-6, abs=1e-7), (row["task"], row["solver"], metric)
+        assert (row["nfe"], row["nbe"], row["n"]) == (before["nfe"], before["nbe"], 4)
+
+
+def test_compare_resumes_and_keeps_its_equal_time_counts(tmp_path):
+    out = tmp_path / "cmp"
+    first = _comparison(out, solvers=["inexact-newton", "gradient-descent"]).run()
+    assert [(r["solver"], r["budget"]) for r in first] == [("inexact-newton", "equal-steps"), ("gradient-descent", "equal-steps"),
+                                                           ("gradient-descent", "equal-time")]
+    folder = out / "mnist-ddpm" / "top-half"
+    records = (folder / RECORDS).read_text().splitlines()
+    assert len(records) == 3 * 4  # three methods x four digits, one record each
+    (kept,) = [json.loads(line) for line in (folder / EQUAL_TIME).read_text().splitlines()]
+    assert first[2]["steps"] == kept["steps"] == max(1, round(2 * kept["reference_seconds_per_step"] / kept["seconds_per_step"]))
+    assert {json.loads(line)["method"] for line in records} == {"inexact-newton", "gradient-descent", equal_time_label("gradient-descent")}
+
+    (folder / RECORDS).write_text("\n".join(records[:-2]) + "\n")  # a crash lost the last two records
+    again = _comparison(out, solvers=["inexact-newton", "gradient-descent"]).run()
+    assert len((folder / RECORDS).read_text().splitlines()) == len(records)  # the two recomputed, nothing doubled
+    assert [json.loads(line) for line in (folder / EQUAL_TIME).read_text().splitlines()] == [kept]
+    keys = [(r["image"], r["method"], r["settings"]) for r in map(json.loads, (folder / RECORDS).read_text().splitlines())]
+    assert len(keys) == len(set(keys))
+    assert [r["steps"] for r in again] == [r["steps"] for r in first]  # the kept counts, not a new timing
+    for a, b in zip(first, again):
+        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-9) and a["label_accuracy"] == b["label_accuracy"]
+
+
+def test_compare_keeps_the_counts_it_was_given_first(tmp_path):
+    """Another process (or an earlier run) that stored its counts first wins: its steps are used, not new timings."""
+    from constrained_diffusion.evaluation.config import MethodSpec
+    from constrained_diffusion.evaluation.methods import resolve_methods
+    from constrained_diffusion.utils.jsonl_store import JsonlStore
+
+    c = _comparison(tmp_path / "cmp", solvers=["inexact-newton", "identity"])
+    same = c.config("mnist-ddpm", "top-half", [MethodSpec(name=s) for s in c.solvers])
+    reference = next(m.settings for m in resolve_methods(same, None, "")[0] if m.label == "inexact-newton")
+    store = JsonlStore(c.folder("mnist-ddpm", "top-half") / EQUAL_TIME, ("reference", "solver"))
+    store.append({"reference": reference, "solver": "identity", "steps": 3, "seconds_per_step": 1.0, "reference_seconds_per_step": 1.5})
+    rows = c.run()
+    assert [(r["solver"], r["budget"], r["steps"]) for r in rows][-1] == ("identity", "equal-time", 3)
+    assert rows[-1]["nfe"] == rows[1]["nfe"] * 3 / 2  # 3 steps where the equal-steps row took 2
+
+
+def test_compare_cli_writes_a_folder_and_warns_on_the_old_names(tmp_path, capsys):
+    from constrained_diffusion.cli.main import main
+
+    with pytest.warns(FutureWarning) as caught:
+        assert main(["compare", "--models", "mnist-ddpm", "--tasks", "box", "--methods", "identity", "--steps", "1",
+                     "--inner-steps", "1", "--limit", "2", "--batch-size", "2", "--device", "cpu", "--no-equal-time",
+                     "--out", str(tmp_path / "old.jsonl"), "--quiet"]) == 0
+    messages = [str(w.message) for w in caught]
+    assert any("'box' is the centred box" in m for m in messages) and any("writing to" in m for m in messages)
+    assert not (tmp_path / "old.jsonl").exists()
+    (record,) = [json.loads(line) for line in (tmp_path / "old" / "mnist-ddpm" / "box" / RECORDS).read_text().splitlines()[:1]]
+    assert record["task"] == "box" and record["method"] == "identity" and 0 <= record["label_accuracy"] <= 1
+    table = capsys.readouterr().out
+    assert "| ddpm  | box  | identity | equal-steps | 1 x 1" in table
+
+
+def test_label_accuracy_is_the_classifier_reading_the_true_label(tmp_path):
+    from constrained_diffusion.data.images import shipped_labels
+    from constrained_diffusion.data.mnist import mnist
+    from constrained_diffusion.evaluation.digits import read_digits
+    from constrained_diffusion.evaluation.harness import Evaluation
+    from constrained_diffusion.evaluation.scores import PerImage
+
+    images, labels = mnist("held-out")
+    ids = ["00003", "00010", "00042"]
+    assert torch.equal(shipped_labels("mnist-held-out", ids), labels[[3, 10, 42]])
+    assert torch.equal(shipped_labels("mnist-test:stratified-10", ids), labels[[3, 10, 42]])
+    truth = images[[3, 10, 42]]
+    wrong = torch.roll(truth, 1, dims=0)  # each image shows its neighbour's digit
+    scores = PerImage(["psnr", "label_accuracy"])
+    expected = (read_digits(wrong) == labels[[3, 10, 42]]).float()
+    assert torch.equal(scores(wrong, truth, labels[[3, 10, 42]])["label_accuracy"], expected)
+    assert scores(truth, truth, labels[[3, 10, 42]])["label_accuracy"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="label_accuracy: needs the images' labels"):
+        scores(truth, truth)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="--metrics label_accuracy: needs labelled images"):
+        Evaluation(model="mnist-ddpm", data=str(folder), task="top-half", method="identity", out=tmp_path / "o",
+                   metrics=["label_accuracy"]).check()
+
+
+def test_the_new_run_options_leave_the_settings_hash_of_a_default_run_alone():
+    from constrained_diffusion.evaluation.config import EvaluationConfig
+    from constrained_diffusion.evaluation.methods import resolve_methods
+
+    base = dict(model="mnist-ddpm", data="mnist-test", task="top-half", method="identity", out="o")
+    settings = lambda **o: resolve_methods(EvaluationConfig(**{**base, **o}), (1, 32, 32), "")[0][0].settings  # noqa: E731
+    default = settings()
+    assert settings(noise_seeding="image-id", precision="float32") == default
+    assert len({default, settings(noise_seeding="position"), settings(precision="tf32-emulated")}) == 3
+
+
+def test_records_of_other_shipped_weights_are_not_reused(monkeypatch):
+    """A shipped model retrained in a new release has another digest, so another settings hash."""
+    from constrained_diffusion.evaluation import methods
+    from constrained_diffusion.evaluation.config import EvaluationConfig
+
+    cfg = EvaluationConfig(model="mnist-ddpm", data="mnist-test", task="top-half", method="identity", out="o")
+    before = methods.resolve_methods(cfg, (1, 32, 32), "")[0][0].settings
+    assert methods.shipped_weights("mnist-ddpm").startswith("sha256:") and methods.shipped_weights("org/model") == ""
+    monkeypatch.setattr(methods, "shipped_weights", lambda model: "sha256:retrained")
+    assert methods.resolve_methods(cfg, (1, 32, 32), "")[0][0].settings != before
+
+
+def test_the_runner_and_task_names_of_0_1_still_import_with_a_warning():
+    import constrained_diffusion.evaluation as evaluation
+
+    for name in ("Settings", "evaluate", "summarise", "make_constraint", "TASKS", "precision_context"):
+        with pytest.warns(DeprecationWarning, match=f"evaluation.{name} is deprecated since 0.2"):
+            assert callable(getattr(evaluation, name)) or name == "TASKS"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        evaluation.nothing  # noqa: B018
 
 
 def test_eigvec_rows_on_a_tiny_model(tiny_mnist):
@@ -87,15 +199,6 @@ def test_eigvec_rows_resume_from_their_results_file(tiny_mnist, tmp_path):
     assert "reused" not in logged[-1] and other[0]["t"] == 900.0  # another k is another row
 
 
-def test_settings_tag_separates_devices_and_keeps_cpu_records():
-    cpu = Settings(steps=20, inner_steps=5, batch_size=25, seed=0)
-    assert cpu.tag() == "steps=20,inner=5,batch=25,seed=0"  # the tag of every CPU record written so far
-    gpu = Settings(steps=20, inner_steps=5, batch_size=25, seed=0, device="cuda")
-    assert gpu.tag() != cpu.tag() and "device=cuda" in gpu.tag()
-    emulated = Settings(steps=20, inner_steps=5, batch_size=25, seed=0, precision="tf32-emulated")
-    assert emulated.tag() == cpu.tag() + ",precision=tf32-emulated"
-
-
 def test_compare_cli_refuses_two_precisions(capsys):
     from constrained_diffusion.cli.main import main
 
@@ -103,14 +206,6 @@ def test_compare_cli_refuses_two_precisions(capsys):
         main(["compare", "--emulate-tf32", "--no-tf32", "--limit", "1"])
     assert exit_info.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
-
-
-def test_evaluation_rejects_a_model_on_another_device(tmp_path, tiny_model, digits):
-    images, labels = digits
-    with pytest.raises(ValueError, match="settings.device"):
-        evaluate({"ddpm": tiny_model}, MNISTClassifier().eval(), images, labels, ["box"], ["inexact-newton"],
-                 tmp_path / "eval.jsonl", Settings(steps=1, inner_steps=1, batch_size=2, limit=2, device="cuda"))
-    assert not (tmp_path / "eval.jsonl").exists()
 
 
 def test_eigvec_rows_resume_after_a_kill_mid_line(tiny_mnist, tmp_path):
@@ -150,17 +245,3 @@ def test_unconditional_samples_do_not_depend_on_the_batching():
     c, _ = unconditional_samples(model, 5, steps=3, batch_size=5, seed=2)
     assert a.shape == (5, 1, 4, 4) and torch.allclose(a, b, atol=1e-6) and not torch.allclose(b, c) and seconds > 0
     assert float(a.abs().max()) <= 1.0
-
-
-def test_evaluation_store_keeps_the_record_format(tmp_path, tiny_model, digits):
-    from constrained_diffusion.evaluation import KEY_FIELDS, results_store
-
-    images, labels = digits
-    out = tmp_path / "eval.jsonl"
-    s = Settings(steps=1, inner_steps=1, batch_size=2, limit=2)
-    evaluate({"ddpm": tiny_model}, MNISTClassifier().eval(), images, labels, ["box"], ["inexact-newton"], out, s,
-             log=lambda _: None, weights={"ddpm": "sha256:x"})
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert list(record)[-len(KEY_FIELDS):] == list(KEY_FIELDS)  # metrics first, then the key, as in runs/*.jsonl
-    assert record["setting"] == s.tag() and record["weights"] == "sha256:x" and record["start"] == 0
-    assert (s.tag(), "ddpm", "sha256:x", "box", "inexact-newton", "equal-steps", 0) in results_store(out)

@@ -77,6 +77,32 @@ STRATIFIED = ":stratified-"
 """``mnist-validation:stratified-N``: the shipped set's class-stratified subset of ``N`` digits (`stratified_set`)."""
 
 
+def shipped_labels(data: str | os.PathLike[str], ids: Sequence[str]) -> Tensor | None:
+    """The class labels ``(B,)`` of images ``ids`` of a shipped MNIST set (or its stratified subset); ``None`` for any other ``data``.
+
+    A shipped digit's id is its held-out position, so its label is the held-out set's label there.
+
+    Examples:
+        >>> shipped_labels("mnist-held-out", ["00000", "00001"]).tolist() == mnist_labels()[:2].tolist()
+        True
+        >>> shipped_labels("my/folder", ["cat.png"]) is None
+        True
+    """
+    return mnist_labels()[[int(i) for i in ids]] if labelled(data) else None
+
+
+def labelled(data: str | os.PathLike[str]) -> bool:
+    """Whether ``data`` is a shipped MNIST set (or its stratified subset), whose labels `shipped_labels` knows (reads no file)."""
+    return os.fspath(data).partition(STRATIFIED)[0] in SHIPPED_SETS
+
+
+def mnist_labels() -> Tensor:
+    """The labels ``(500,)`` of the held-out MNIST digits, by held-out position."""
+    from constrained_diffusion.data.mnist import mnist
+
+    return mnist("held-out")[1]
+
+
 def stratified_set(name: str, n: int) -> tuple[Tensor, list[str]]:
     """The class-stratified ``n`` digits of the shipped MNIST set ``name``, sorted by id (their held-out positions).
 

@@ -1,6 +1,7 @@
 """One method on one batch under the evaluation harness's seeding rule: `sample_batch` and what it returns (`BatchRun`).
 
-The initial noise of image ``id`` comes from ``image_seed(seed, id, "noise")`` and the sampler's
+The initial noise of image ``id`` comes from ``image_seed(seed, id, "noise")`` (or, by
+``compare``'s rule, from its held-out position: `noise_generators`) and the sampler's
 per-step noise from ``"steps"`` (`constrained_diffusion.evaluation.image_tasks.image_seed`),
 so an image's sample does not depend on the batch it is in (up to the network's batched
 kernels). Used by `constrained_diffusion.evaluation.harness.Evaluation`, ``constrained-diffusion
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from constrained_diffusion.errors import UsageError
-from constrained_diffusion.evaluation.image_tasks import generators
+from constrained_diffusion.evaluation.image_tasks import generators, noise_generators
 from constrained_diffusion.recipes import Recipe
 
 
@@ -41,7 +42,7 @@ class BatchRun:
 
 
 def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str], seed: int, device: str,
-                 callback: Callable[[Any], None] | None = None) -> BatchRun:
+                 callback: Callable[[Any], None] | None = None, noise_seeding: str = "image-id") -> BatchRun:
     """Run ``recipe`` on one batch under the harness's seeding rule (the module docstring).
 
     Args:
@@ -54,6 +55,8 @@ def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str],
         device: where to sample.
         callback: called with the sampler's `StepInfo` after each denoising step (the harness's
             progress bar moves per step with it).
+        noise_seeding: how the initial noise is seeded (`noise_generators`): by the image's id
+            (the harness's rule) or by its held-out position (``compare``'s).
 
     Raises:
         UsageError: the method cannot take this task's constraint.
@@ -61,7 +64,7 @@ def sample_batch(denoiser: Any, recipe: Recipe, constraint: Any, ids: list[str],
     from constrained_diffusion.metrics.memory import PeakMemory
     from constrained_diffusion.sampling import randn
 
-    x_T = randn(len(ids), denoiser.sample_shape, generators(seed, ids, "noise"), torch.device(device), denoiser.dtype)
+    x_T = randn(len(ids), denoiser.sample_shape, noise_generators(seed, ids, noise_seeding), torch.device(device), denoiser.dtype)
     sampler = recipe.sampler(denoiser)
     try:
         adapted = recipe.constraint(constraint, sampler.denoiser)

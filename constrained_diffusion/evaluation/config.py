@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -49,14 +49,19 @@ class EvaluationConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="images per batch")
     steps: int | None = Field(None, ge=1, description="denoising steps of every method (default: each recipe's)")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides of every method; 'task.KEY' sets a task option")
-    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"], description="psnr ssim lpips fid kid")
+    metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"], description="psnr ssim lpips label_accuracy fid kid")
     noise_std: float = Field(0.0, description="Gaussian measurement noise on the observation, [-1, 1] pixel scale")
     prompts: Path | None = Field(None, description="JSON or CSV: image id -> caption (text-conditioned models)")
     prompt: str | None = Field(None, description="one caption for every image of a text-conditioned model (default '')")
     style_image: Path | None = Field(None, description="the style task's reference image")
     seed: int = 0
+    noise_seeding: Literal["image-id", "position"] = Field(
+        "image-id", description="how each image's initial noise is seeded: by its id (image-id) or, for held-out digits, "
+                                "by its position as compare does (position)")
     device: str = "cpu"
     dtype: str = "float32"
+    precision: Literal["float32", "tf32-emulated", "no-tf32"] = Field(
+        "float32", description="float32 arithmetic: the device's default, TF32 convolutions emulated, or TF32 off on CUDA")
     fid_features: str | None = Field(None, description="inception (default), mnist-classifier or module:Class")
     feature_weights: Path | None = Field(None, description="folder with feature-network weights (torch hub layout)")
     quiet: bool = False

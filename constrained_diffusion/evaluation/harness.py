@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from constrained_diffusion.configurable import Configurable
+from constrained_diffusion.data.images import labelled, shipped_labels
 from constrained_diffusion.errors import UsageError, is_out_of_memory, out_of_memory
 from constrained_diffusion.evaluation import report
 from constrained_diffusion.evaluation.batch import BatchRun, sample_batch
@@ -76,6 +77,7 @@ from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes.overrides import resolve_recipe, split_set
 from constrained_diffusion.utils.jsonl_store import JsonlStore, lock_path
 from constrained_diffusion.utils.paths import safe_name, under
+from constrained_diffusion.utils.precision import precision_context
 from constrained_diffusion.utils.safe_io import ensure_folder
 
 __all__ = [  # the run loop, and the names defined here before the harness was split into rooms (still importable from here)
@@ -113,6 +115,8 @@ class Evaluation(Configurable):
         _, _, task_options = split_set(cfg.set)
         check_task(cfg.task, task_options, cfg.noise_std, cfg.style_image)
         check_metrics(cfg.metrics, cfg.fid_features, cfg.feature_weights)
+        if "label_accuracy" in cfg.metrics and not labelled(cfg.data):
+            raise ValueError(f"--metrics label_accuracy: needs labelled images, a shipped MNIST --data set, got {cfg.data!r}")
         self._methods(None, "")
         if cfg.prompts is not None:
             read_prompts(cfg.prompts)
@@ -135,10 +139,16 @@ class Evaluation(Configurable):
             ranks.close()
 
     def _run(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object]) -> dict[str, Any]:
-        from constrained_diffusion.data.images import load_available
-
         device = ranks.device(cfg.device)
         model = load_denoiser(cfg.model, device, cfg.dtype)
+        network = getattr(model, "network", None)
+        with precision_context([network] if isinstance(network, torch.nn.Module) else [], cfg.precision):
+            return self._run_model(cfg, ranks, say, model, device)
+
+    def _run_model(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object], model: Any,
+                   device: str) -> dict[str, Any]:
+        from constrained_diffusion.data.images import load_available
+
         resolution = pixel_resolution(model)
         prompts = read_prompts(cfg.prompts) if cfg.prompts is not None else None
         images, ids = open_set(cfg.data, resolution, cfg.limit, report=say if ranks.rank == 0 else None)
@@ -229,13 +239,14 @@ class Evaluation(Configurable):
         from constrained_diffusion.utils.images import save_png, to_uint8
 
         problem = spec.problem(truth, ids, device)
+        labels = shipped_labels(cfg.data, ids) if "label_accuracy" in scorer.metrics else None
         for k, i in enumerate(ids):
             path = image_file(out, "observation", i, m.observation)
             if not image_ok(path):
                 save_png(path, to_uint8(problem.observation[k]))
         den = self._conditioned(model, m, [prompts[i] for i in ids] if prompts is not None else None, cfg.prompt)
-        run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device, callback=tick)
-        scores = scorer(run.outputs, truth)
+        run = sample_batch(den, m.recipe, problem.constraint, ids, cfg.seed, device, callback=tick, noise_seeding=cfg.noise_seeding)
+        scores = scorer(run.outputs, truth, labels)
         records = []
         for k, i in enumerate(ids):
             path = save_png(image_file(out, m.label, i, m.settings), to_uint8(run.outputs[k]))

@@ -64,6 +64,29 @@ def generators(seed: int, ids: Sequence[str], stream: str) -> list[torch.Generat
     return [torch.Generator().manual_seed(image_seed(seed, i, stream)) for i in ids]
 
 
+NOISE_SEEDING: tuple[str, ...] = ("image-id", "position")
+"""How an image's initial noise ``x_T`` is seeded (`noise_generators`)."""
+
+
+def noise_generators(seed: int, ids: Sequence[str], rule: str = "image-id") -> list[torch.Generator]:
+    """One CPU generator per image for its initial noise ``x_T``, by the seeding ``rule``.
+
+    * ``"image-id"`` (the harness's rule): ``image_seed(seed, id, "noise")``, a hash of the id;
+    * ``"position"`` (``compare``'s rule since 0.1): the image at held-out position ``i`` (its id
+      read as an integer) draws from ``seed * 1_000_003 + i``.
+
+    Examples:
+        >>> g = noise_generators(2, ["00007"], "position")[0]
+        >>> torch.equal(torch.randn(3, generator=g), torch.randn(3, generator=torch.Generator().manual_seed(2_000_013)))
+        True
+    """
+    if rule == "position":
+        return [torch.Generator().manual_seed(seed * 1_000_003 + _position(i, "noise_seeding: position")) for i in ids]
+    if rule != "image-id":
+        raise ValueError(f"noise_seeding must be one of {NOISE_SEEDING}, got {rule!r}")
+    return generators(seed, ids, "noise")
+
+
 def check_task(task: str, options: Mapping[str, Any], noise_std: float, style_image: Any = None) -> None:
     """Reject an unknown task, bad options or noise the task cannot take, before anything runs.
 
@@ -98,11 +121,11 @@ def _hole_range(options: Mapping[str, Any]) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def _position(image_id: str) -> int:
+def _position(image_id: str, option: str = "--task mnist-free-form") -> int:
     try:
         return int(image_id)
     except ValueError:
-        raise ValueError(f"--task mnist-free-form: image ids must be held-out positions (integers), got {image_id!r}") from None
+        raise ValueError(f"{option}: image ids must be held-out positions (integers), got {image_id!r}") from None
 
 
 @dataclass

@@ -32,6 +32,28 @@ class Method:
     """The hash of what makes the observation (task, its options, data, seed, noise, resolution): its images' folder."""
 
 
+def shipped_weights(model: str) -> str:
+    """A digest of a shipped model's weight file (`weights_digest`), ``""`` for any other model.
+
+    Part of every settings hash, so records made with other weights (a retrained model in a
+    new release) are computed afresh, never reused.
+
+    Examples:
+        >>> shipped_weights("mnist-ddpm").startswith("sha256:"), shipped_weights("some/hub-id")
+        (True, '')
+    """
+    from constrained_diffusion.models.loading import ALIASES, SHIPPED, weights_path
+    from constrained_diffusion.models.pretrained import weights_digest
+
+    path = weights_path(model) if ALIASES.get(model, model) in SHIPPED else None
+    return weights_digest(path) if path is not None else ""
+
+
+def non_default(cfg: EvaluationConfig, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The ``fields`` of ``cfg`` whose value is not their default (so adding an option keeps the older hashes)."""
+    return {f: getattr(cfg, f) for f in fields if getattr(cfg, f) != EvaluationConfig.model_fields[f].default}
+
+
 def check_labels(cfg: EvaluationConfig, per: dict[str, Any]) -> list[str]:
     """The methods' labels, refusing one given twice, a ``LABEL:KEY`` for no method and two labels with one folder name.
 
@@ -72,6 +94,7 @@ def resolve_methods(cfg: EvaluationConfig, resolution: tuple[int, ...] | None,
     observation = settings_hash({"model": cfg.model, "data": cfg.data, "task": cfg.task, "task_options": task_options,
                                  "style_image": cfg.style_image, "seed": cfg.seed, "noise_std": cfg.noise_std,
                                  "resolution": resolution})
+    run_parts = {"weights": shipped_weights(cfg.model), **non_default(cfg, ("noise_seeding", "precision"))}
     methods = []
     for spec in cfg.method:
         overrides = {**({"steps": cfg.steps} if cfg.steps is not None else {}), **common, **per.get(spec.key, {}), **spec.set}
@@ -81,6 +104,6 @@ def resolve_methods(cfg: EvaluationConfig, resolution: tuple[int, ...] | None,
                  "options": dict(recipe.options), "latent": recipe.latent, "spacing": recipe.timestep_spacing,
                  "guidance": getattr(recipe, "guidance_scale", None),
                  "seed": cfg.seed, "noise_std": cfg.noise_std, "resolution": resolution, "dtype": cfg.dtype,
-                 "prompts": prompts_digest, "batch_size": cfg.batch_size}
+                 "prompts": prompts_digest, "batch_size": cfg.batch_size, **run_parts}
         methods.append(Method(spec.key, recipe, settings_hash(parts), observation))
     return methods, task_options

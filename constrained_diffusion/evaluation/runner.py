@@ -1,4 +1,10 @@
-"""Run the MNIST solver comparison and keep every finished batch on disk.
+"""Deprecated since 0.2 (goes in 0.3): the loop ``compare`` ran before it became a configuration of the harness.
+
+Use `constrained_diffusion.evaluation.comparison.Comparison`, which reproduces these records
+digit for digit (same noise, masks and batches) as harness records, and
+`constrained_diffusion.utils.precision.precision_context`.
+
+Run the MNIST solver comparison and keep every finished batch on disk.
 
 Each record is one batch of test digits for one (settings, model, task, solver, budget); it is appended
 to a JSON-lines file as soon as it is done, and a rerun skips the records already there — an
@@ -13,7 +19,8 @@ sample match InexactNewton's equal-steps figure (estimated from its own equal-st
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +34,14 @@ from constrained_diffusion.metrics.images import psnr, ssim
 from constrained_diffusion.metrics.memory import PeakMemory
 from constrained_diffusion.sampling import ConstrainedSampler, randn
 from constrained_diffusion.utils.jsonl_store import JsonlStore
+from constrained_diffusion.utils.precision import PRECISIONS as PRECISIONS  # re-exported for the old callers
+from constrained_diffusion.utils.precision import precision_context as _precision_context
+
+warnings.warn("constrained_diffusion.evaluation.runner is deprecated since 0.2 and goes in 0.3: compare runs on the harness "
+              "(constrained_diffusion.evaluation.comparison.Comparison)", DeprecationWarning, stacklevel=2)
 
 KEY_FIELDS = ("setting", "model", "weights", "task", "solver", "budget", "start")
 """What identifies a record; ``weights`` is a digest of the model's weight file (empty if unknown)."""
-
-PRECISIONS = ("float32", "tf32-emulated", "no-tf32")
 
 
 @dataclass
@@ -71,24 +81,9 @@ def results_store(path: str | Path) -> JsonlStore:
     return JsonlStore(path, KEY_FIELDS, defaults={k: "" for k in KEY_FIELDS})
 
 
-@contextlib.contextmanager
-def precision_context(models: Iterable[Denoiser], precision: str) -> Iterator[None]:
-    """Run the block in ``precision`` (one of `PRECISIONS`; see `Settings.precision`).
-
-    ``"tf32-emulated"`` rounds every convolution of each model's ``network`` as TF32 does;
-    ``"no-tf32"`` turns TF32 off for CUDA convolutions and matrix products.
-    """
-    from constrained_diffusion.utils.precision import emulate_tf32, tf32_disabled
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    with contextlib.ExitStack() as stack:
-        if precision == "tf32-emulated":
-            for model in models:
-                stack.enter_context(emulate_tf32(model.network))  # type: ignore[attr-defined]
-        if precision == "no-tf32":
-            stack.enter_context(tf32_disabled())
-        yield
+def precision_context(models: Iterable[Denoiser], precision: str) -> contextlib.AbstractContextManager[None]:
+    """Run the block in ``precision`` (`constrained_diffusion.utils.precision.precision_context` on each model's ``network``)."""
+    return _precision_context([model.network for model in models], precision)  # type: ignore[attr-defined]
 
 
 def run_batch(model: Denoiser, classifier: nn.Module, task: Task, solver: str, images: torch.Tensor,

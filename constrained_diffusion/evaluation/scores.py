@@ -5,6 +5,9 @@
 * ``lpips``: ``torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity`` (AlexNet), on
   ``[-1, 1]`` images (greyscale repeated to 3 channels). Needs torchvision and the AlexNet
   weights in the torch hub cache.
+* ``label_accuracy``: 1 when the shipped MNIST classifier (`read_digits`) reads the image's true
+  label in the result, else 0 (its mean is the fraction of digits read right); only for the
+  shipped MNIST sets, whose labels are known (`constrained_diffusion.data.images.shipped_labels`).
 * ``fid``, ``kid``: ``FrechetInceptionDistance`` / ``KernelInceptionDistance`` between the
   outputs of a method and the clean images, once over the whole set after the last batch.
   The features are the Inception network of torch-fidelity (its weights in the torch hub
@@ -29,10 +32,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-PER_IMAGE = ("psnr", "ssim", "lpips")
+PER_IMAGE = ("psnr", "ssim", "lpips", "label_accuracy")
 DATASET = ("fid", "kid")
 METRICS = PER_IMAGE + DATASET
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "fid": False, "kid": False}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "label_accuracy": True, "fid": False, "kid": False}
 
 LPIPS_FILE = "alexnet-owt-7be5be79.pth"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -134,11 +137,16 @@ def _rgb(x: Tensor) -> Tensor:
 
 
 class PerImage:
-    """Per-image metrics of a batch: ``scores(out, truth) -> {name: (B,) tensor}`` on the CPU."""
+    """Per-image metrics of a batch: ``scores(out, truth, labels) -> {name: (B,) tensor}`` on the CPU."""
 
     def __init__(self, metrics: Sequence[str], feature_weights: str | os.PathLike[str] | None = None) -> None:
         self.metrics = [m for m in metrics if m in PER_IMAGE]
         self._lpips = None
+        self._classifier: nn.Module | None = None
+        if "label_accuracy" in self.metrics:
+            from constrained_diffusion.models.pretrained import mnist_classifier
+
+            self._classifier = mnist_classifier()
         if "lpips" in self.metrics:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -151,8 +159,13 @@ class PerImage:
             finally:
                 torch.hub.set_dir(old)
 
-    def __call__(self, out: Tensor, truth: Tensor) -> dict[str, Tensor]:
-        """``out``, ``truth``: ``(B, C, H, W)`` in ``[-1, 1]``."""
+    def __call__(self, out: Tensor, truth: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """``out``, ``truth``: ``(B, C, H, W)`` in ``[-1, 1]``; ``labels``: ``(B,)`` true classes (for ``label_accuracy``).
+
+        Raises:
+            ValueError: ``label_accuracy`` asked for without ``labels``.
+        """
+        from constrained_diffusion.evaluation.digits import read_digits
         from constrained_diffusion.metrics.images import psnr, ssim
 
         out, truth = out.float().cpu().clamp(-1, 1), truth.float().cpu().clamp(-1, 1)
@@ -162,6 +175,10 @@ class PerImage:
                 scores[m] = psnr(out, truth)
             elif m == "ssim":
                 scores[m] = ssim(out, truth)
+            elif m == "label_accuracy":
+                if labels is None:
+                    raise ValueError("--metrics label_accuracy: needs the images' labels (a shipped MNIST --data set)")
+                scores[m] = (read_digits(out, self._classifier) == labels.cpu()).float()
             else:
                 assert self._lpips is not None
                 with torch.no_grad():

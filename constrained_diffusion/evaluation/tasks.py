@@ -1,4 +1,10 @@
-"""The MNIST comparison's tasks (``constrained-diffusion compare``), by their names there, built by the harness's task module.
+"""Deprecated since 0.2 (goes in 0.3): the MNIST comparison's task names of 0.1, where ``box`` meant the top half.
+
+Every tool now names its tasks as `constrained_diffusion.evaluation.image_tasks` does (one
+meaning per name; `constrained_diffusion.evaluation.task_names`); build a constraint with
+``make_problem(task, images, ids, seed).constraint``.
+
+The MNIST comparison's tasks (``constrained-diffusion compare`` before 0.2), by their names there, built by the harness's task module.
 
 Each name is one task of `constrained_diffusion.evaluation.image_tasks` (the one task module):
 
@@ -13,12 +19,17 @@ The constraints are those ``compare`` always built, bit for bit, so its tables s
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from torch import Tensor
 
 from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.evaluation.image_tasks import make_problem
+
+warnings.warn("constrained_diffusion.evaluation.tasks is deprecated since 0.2 and goes in 0.3: tasks are named as "
+              "constrained_diffusion.evaluation.image_tasks names them ('box' is the centred box; the old box is 'top-half')",
+              DeprecationWarning, stacklevel=2)
 
 Task = Literal["box", "free-form", "sr4"]
 TASKS: tuple[Task, ...] = ("box", "free-form", "sr4")

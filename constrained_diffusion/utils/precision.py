@@ -20,8 +20,8 @@ error, not its exact bits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -104,4 +104,40 @@ def tf32_disabled() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-__all__ = ["emulate_tf32", "round_to_tf32", "tf32_disabled"]
+PRECISIONS: tuple[str, ...] = ("float32", "tf32-emulated", "no-tf32")
+"""The float32 arithmetics a run can ask for (`precision_context`)."""
+
+
+@contextmanager
+def precision_context(modules: Iterable[nn.Module], precision: str) -> Iterator[None]:
+    """Run the block in ``precision``, one of `PRECISIONS`.
+
+    * ``"float32"``: the device's default float32 arithmetic (TF32 convolutions on recent NVIDIA GPUs);
+    * ``"tf32-emulated"``: every convolution of each module rounds as TF32 does (`emulate_tf32`), on any device;
+    * ``"no-tf32"``: TF32 off for CUDA convolutions and matrix products (`tf32_disabled`).
+
+    Raises:
+        ValueError: an unknown ``precision``.
+
+    Examples:
+        >>> conv = nn.Conv2d(1, 1, 3)
+        >>> with precision_context([conv], "float32"):
+        ...     pass
+        >>> with precision_context([conv], "fp8"):
+        ...     pass
+        Traceback (most recent call last):
+        ...
+        ValueError: precision must be one of ('float32', 'tf32-emulated', 'no-tf32'), got 'fp8'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    with ExitStack() as stack:
+        if precision == "tf32-emulated":
+            for module in modules:
+                stack.enter_context(emulate_tf32(module))
+        if precision == "no-tf32":
+            stack.enter_context(tf32_disabled())
+        yield
+
+
+__all__ = ["PRECISIONS", "emulate_tf32", "precision_context", "round_to_tf32", "tf32_disabled"]
