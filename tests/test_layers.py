@@ -98,3 +98,62 @@ def test_the_architecture_page_shows_the_contract():
     diagram = page.split("```text")[1].split("```")[0]
     assert [layer for layer in layers if layer in diagram] == layers
     assert [diagram.index(layer) for layer in layers] == sorted(diagram.index(layer) for layer in layers)
+
+
+def _cycles(graph) -> list[list[str]]:
+    """The import cycles of the package: its strongly connected components of more than one module (Tarjan, iterative)."""
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_two_files_import_each_other_in_a_loop(graph):
+    """Imports inside functions count too (grimp reads every import statement): the package has no import cycle at all."""
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_loop():
+    class Graph:
+        modules = {"a", "b", "c", "d"}
+        arrows = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+
+        def find_modules_directly_imported_by(self, module):
+            return self.arrows[module]
+
+    assert _cycles(Graph()) == [["a", "b", "c"]]

@@ -18,11 +18,12 @@ from constrained_diffusion.cli.vocabulary import add_alias
 from constrained_diffusion.utils.paths import safe_name, under
 
 FIELDS = ("model", "data", "task", "method", "limit", "batch_size", "steps", "set", "metrics", "noise_std", "prompts", "prompt",
-          "style_image", "seed", "device", "dtype", "fid_features", "feature_weights", "out", "quiet")
+          "style_image", "seed", "noise_seeding", "device", "dtype", "precision", "fid_features", "feature_weights", "out", "quiet")
 """The flags that are also `EvaluationConfig` fields (``--config`` YAML keys, with ``_`` for ``-``)."""
 
 OPTIONS = ("--config", "--model", "--data", "--task", "--methods", "--limit", "--batch-size", "--steps", "--set", "--metrics",
-           "--noise-std", "--prompts", "--prompt", "--style-image", "--seed", "--device", "--dtype", "--fid-features",
+           "--noise-std", "--prompts", "--prompt", "--style-image", "--seed", "--noise-seeding", "--device", "--dtype", "--precision",
+           "--fid-features",
            "--feature-weights", "--out", "--block")
 """What the command written with a ``--write-docs`` summary repeats."""
 
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="denoising steps of every method (default: each recipe's)")
     p.add_argument("--set", action="extend", nargs="+", default=None, metavar="KEY=VALUE",
                    help="override of every method; LABEL:KEY=VALUE of one; task.KEY=VALUE a task option (repeatable)")
-    p.add_argument("--metrics", nargs="+", default=None, help="psnr ssim lpips fid kid (default psnr ssim)")
+    p.add_argument("--metrics", nargs="+", default=None, help="psnr ssim lpips label_accuracy fid kid (default psnr ssim)")
     p.add_argument("--noise-std", type=_noise_std, default=None, help="measurement noise sigma on the [-1, 1] scale (default 0)")
     p.add_argument("--prompts", type=Path, default=None, help="JSON or CSV: image id -> caption")
     p.add_argument("--prompt", default=None, help="one caption for every image (default: the empty prompt)")
@@ -60,6 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0); image noise is seeded by seed and image id")
     p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (under a launcher: cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default=None, help="float32 (default), float16, bfloat16")
+    p.add_argument("--precision", choices=["float32", "tf32-emulated", "no-tf32"], default=None,
+                   help="float32 arithmetic: the device's default (float32), TF32 convolutions emulated, or TF32 off on CUDA")
+    p.add_argument("--noise-seeding", choices=["image-id", "position"], default=None,
+                   help="initial noise seeded by image id (default) or, for held-out digits, by position as compare does")
     p.add_argument("--fid-features", default=None, help="inception (default), mnist-classifier or module:Class")
     p.add_argument("--feature-weights", type=Path, default=None, help="folder of feature-network weights (torch hub layout)")
     p.add_argument("--config", type=Path, default=None, help="YAML file with these fields; flags override it")

@@ -142,7 +142,7 @@ def pareto_figure(results: Mapping[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     from constrained_diffusion.tuning.report import BUDGET_NAMES, pareto
-    from constrained_diffusion.tuning.study import BUDGETS
+    from constrained_diffusion.tuning.study_config import BUDGETS
 
     pairs = results["pairs"]
     methods = list(dict.fromkeys(m for pair in pairs for m in pair["methods"]))

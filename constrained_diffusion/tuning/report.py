@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from constrained_diffusion.tuning.study import BUDGETS, StudyConfig, mean_ci
+from constrained_diffusion.tuning.study_config import BUDGETS, StudyConfig, mean_ci
 from constrained_diffusion.utils.tables import format_table
 
 STARTUP_TRIALS = 10
