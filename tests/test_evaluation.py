@@ -179,7 +179,8 @@ def test_eigvec_rows_on_a_tiny_model(tiny_mnist):
     rows = eigvec_rows(model, images, [900, 100], samples=2, k=4, log=lambda _: None)
     assert [r["t"] for r in rows] == [900.0, 100.0]
     for r in rows:
-        assert 0 <= r["same_top-k"] <= 1 and 0 <= r["random_all"] <= 1 and r["asymmetry"] >= 0
+        # ||J - J^T|| / ||J|| lies in [0, 2]; a random UNet's J is not symmetric, so it is not 0
+        assert 0 <= r["same_top-k"] <= 1 and 0 <= r["random_all"] <= 1 and 0 < r["asymmetry"] <= 2
         assert r["same_all"] >= r["same_top-k"] - 1e-9  # a larger pool can only match better
         assert -1 <= r["inpainting_cos_Je"] <= 1 and r["sr4_reduction_newton"] <= 1 + 1e-9
     with pytest.raises(ValueError, match="need at least"):
@@ -239,7 +240,7 @@ def test_read_digits_and_the_classifier_card():
 def test_unconditional_samples_do_not_depend_on_the_batching():
     from constrained_diffusion.evaluation.model_card import unconditional_samples
 
-    model = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5)
+    model = cd.GaussianDenoiser.smooth((1, 4, 4), length_scale=1.5)  # float32 on purpose (gaussian4 is float64): the default dtype
     a, _ = unconditional_samples(model, 5, steps=3, batch_size=2, seed=1)
     b, seconds = unconditional_samples(model, 5, steps=3, batch_size=5, seed=1)
     c, _ = unconditional_samples(model, 5, steps=3, batch_size=5, seed=2)
