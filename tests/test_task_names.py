@@ -21,11 +21,11 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _old_constraint(task: str, images: torch.Tensor, first_index: int = 0, seed: int = 0):
     """``tasks.make_constraint`` with the name the MNIST tools gave before 0.2 (the module is deprecated)."""
-    from constrained_diffusion.evaluation.tasks import make_constraint
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        from constrained_diffusion.evaluation.tasks import make_constraint
+
         return make_constraint(task, images, first_index=first_index, seed=seed)  # type: ignore[arg-type]
 
 
@@ -57,6 +57,17 @@ def test_sample_and_the_studies_warn_about_an_old_name(fresh, tmp_path):
     assert [r["task"] for r in records] == ["box"]
     with pytest.raises(ValueError, match="task: unknown 'sr8'"):
         run_study(model, torch.zeros(1, 1, 8, 8), tmp_path / "a.jsonl", task="sr8", progress=False)
+
+
+def test_the_task_option_takes_the_mnist_tasks_and_names_them_in_its_help(capsys):
+    from constrained_diffusion.cli.main import main
+    from constrained_diffusion.cli.task_option import TASK_HELP
+
+    assert all(name in TASK_HELP.replace(",", " ").split() for name in task_names.MNIST_TASKS)
+    for argv in (["sample", "--task", "sr8"], ["analyze", "secant", "--tasks", "sr4", "style"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "expected one of top-half, box, random-box, mnist-free-form, free-form, sr4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("old, new", [("box", "top-half"), ("free-form", "mnist-free-form"), ("sr4", "sr4")])

@@ -18,6 +18,7 @@ from constrained_diffusion.cli.args import (
     summary,
     write_block,
 )
+from constrained_diffusion.cli.task_option import TASK_HELP, mnist_task
 from constrained_diffusion.cli.vocabulary import AUTO, device_or_auto, model_name
 
 OPTIONS = ("--digits", "--model", "--task", "--device")
@@ -26,15 +27,12 @@ OPTIONS = ("--digits", "--model", "--task", "--device")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``adaptive`` and its options on the sub-command parsers ``sub``."""
-    from constrained_diffusion.evaluation.task_names import MNIST_TASKS
-
     p = sub.add_parser("adaptive", help="adaptive inner loop vs fixed inner steps (PSNR vs NFE) on MNIST",
                        description=summary(__doc__))
     p.add_argument("--digits", type=positive_int, default=12, help="test digits to sample (default 12)")
     p.add_argument("--model", type=model_name(["mnist-ddpm", "mnist-flow"]), default="mnist-ddpm",
                    help="shipped MNIST model: mnist-ddpm (default) or mnist-flow")
-    p.add_argument("--task", choices=MNIST_TASKS, default="top-half",
-                   help="an image_tasks task (default top-half; 'box' is the centred box)")
+    p.add_argument("--task", type=mnist_task("--task"), default="top-half", metavar="TASK", help=f"{TASK_HELP} (default top-half)")
     p.add_argument("--results", type=Path, default=Path("runs/adaptive-study.jsonl"), help="JSONL of records (resumable)")
     p.add_argument("--figure", type=Path, default=None, help="write the PSNR-vs-NFE figure (SVG) here")
     p.add_argument("--write-docs", type=Path, default=None, help="replace the ADAPTIVE-TABLE block of this markdown file")
@@ -65,10 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     from constrained_diffusion.data.mnist import mnist
     from constrained_diffusion.evaluation.adaptive import run_study, study_figure, summarise_study
-    from constrained_diffusion.evaluation.task_names import renamed_task
     from constrained_diffusion.models import load, weights_digest, weights_path
 
-    renamed_task(args.task, "--task")
     if args.threads:
         torch.set_num_threads(args.threads)
     images, _ = mnist("held-out")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
+from constrained_diffusion.cli.task_option import TASK_HELP, mnist_task
 from constrained_diffusion.cli.vocabulary import add_alias, add_quiet, progress_log
 
 OPTIONS = ("--digits", "--steps", "--inner-steps", "--batch", "--task", "--seed", "--methods")
@@ -20,7 +21,6 @@ OPTIONS = ("--digits", "--steps", "--inner-steps", "--batch", "--task", "--seed"
 def add_batch_parser(inner: argparse._SubParsersAction) -> None:
     """Register ``analyze batch-dependence`` on the ``analyze`` sub-parsers ``inner``."""
     from constrained_diffusion.analysis.batch_dependence import METHODS, PAIRED
-    from constrained_diffusion.evaluation.task_names import MNIST_TASKS
 
     b = inner.add_parser("batch-dependence", help="max pixel and PSNR change between batch 1 and batch B, per solver (MNIST DDPM)",
                          description=summary(__doc__))
@@ -28,8 +28,7 @@ def add_batch_parser(inner: argparse._SubParsersAction) -> None:
     b.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default 10)")
     b.add_argument("--inner-steps", type=positive_int, default=3, help="inner steps of the paper's loop (default 3)")
     b.add_argument("--batch-size", dest="batch", type=positive_int, default=8, help="the batch size compared with 1 (default 8)")
-    b.add_argument("--task", choices=MNIST_TASKS, default="sr4",
-                   help="an image_tasks task (default sr4; 'box' is the centred box, the top half is 'top-half')")
+    b.add_argument("--task", type=mnist_task("--task"), default="sr4", metavar="TASK", help=f"{TASK_HELP} (default sr4)")
     b.add_argument("--seed", type=int, default=0, help="seed of the observations and the noise (default 0)")
     b.add_argument("--methods", nargs="+", choices=[*METHODS, "paired"], default=[*METHODS, "paired"],
                    help=f"solvers with the paper's loop, the dps recipe, and 'paired' ({PAIRED}); default all")
@@ -45,10 +44,8 @@ def run_batch_dependence(args: argparse.Namespace) -> int:
 
     from constrained_diffusion.analysis.batch_dependence import PAIRED, batch_dependence, batch_table
     from constrained_diffusion.cli.args import describe_device
-    from constrained_diffusion.evaluation.task_names import renamed_task
     from constrained_diffusion.models import load, weights_digest, weights_path
 
-    renamed_task(args.task, "--task")
     model = load("mnist-ddpm")
     methods = [PAIRED if m == "paired" else m for m in args.methods]
     rows, sensitivity = batch_dependence(model, args.digits, args.steps, args.inner_steps, args.batch, args.task, args.seed, methods,

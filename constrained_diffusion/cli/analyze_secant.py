@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from constrained_diffusion.cli.args import documented_command, positive_int, summary, write_block
+from constrained_diffusion.cli.task_option import TASK_HELP, mnist_task
 from constrained_diffusion.cli.vocabulary import add_quiet, model_name, progress_log
 
 DEFAULTS = {"--models": ["mnist-ddpm", "mnist-flow"], "--tasks": ["top-half", "mnist-free-form", "sr4"], "--digits": 16, "--steps": 20,
@@ -19,14 +20,12 @@ DEFAULTS = {"--models": ["mnist-ddpm", "mnist-flow"], "--tasks": ["top-half", "m
 
 def add_secant_parser(inner: argparse._SubParsersAction) -> None:
     """Register ``analyze secant`` on the ``analyze`` sub-parsers ``inner``."""
-    from constrained_diffusion.evaluation.task_names import MNIST_TASKS
-
     s = inner.add_parser("secant", help="secant Newton vs inexact/exact Newton and identity, equal steps and equal NFE (MNIST)",
                          description=summary(__doc__))
     s.add_argument("--models", nargs="+", type=model_name(["mnist-ddpm", "mnist-flow"]), default=["mnist-ddpm", "mnist-flow"],
                    metavar="MODEL", help="shipped MNIST models (default mnist-ddpm mnist-flow; records name them ddpm, flow)")
-    s.add_argument("--tasks", nargs="+", choices=MNIST_TASKS, default=["top-half", "mnist-free-form", "sr4"],
-                   help="image_tasks tasks (default top-half mnist-free-form sr4; 'box' is the centred box)")
+    s.add_argument("--tasks", nargs="+", type=mnist_task("--tasks"), default=["top-half", "mnist-free-form", "sr4"], metavar="TASK",
+                   help=f"{TASK_HELP} (default top-half mnist-free-form sr4)")
     s.add_argument("--digits", type=positive_int, default=16, help="test digits spread over the classes, one batch (default 16)")
     s.add_argument("--steps", type=positive_int, default=20, help="denoising steps at equal steps (default 20)")
     s.add_argument("--inner-steps", type=positive_int, default=5, help="inner steps K of every method (default 5)")
@@ -47,11 +46,8 @@ def run_secant(args: argparse.Namespace) -> int:
     """Run ``analyze secant`` with the parsed ``args``; returns the exit status."""
     from constrained_diffusion.analysis.secant import MODELS, secant_rows, secant_summary, secant_table
     from constrained_diffusion.cli.args import describe_device
-    from constrained_diffusion.evaluation.task_names import renamed_task
     from constrained_diffusion.models import weights_digest, weights_path
 
-    for task in args.tasks:
-        renamed_task(task, "--tasks")
     if args.digits > 500:
         raise ValueError("--digits must be <= 500 (the test set)")
     variants = [m.removeprefix("mnist-") for m in args.models]  # the records' model names: ddpm, flow

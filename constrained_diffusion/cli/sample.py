@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from constrained_diffusion.cli.args import format_table, non_negative_int, positive_int, renamed_flag, summary
+from constrained_diffusion.cli.task_option import TASK_HELP, mnist_task
 from constrained_diffusion.cli.vocabulary import add_alias, model_name, out_file
 from constrained_diffusion.constraints import Constraint
 from constrained_diffusion.constraints import registry as constraint_registry
 from constrained_diffusion.denoisers import Denoiser
-from constrained_diffusion.evaluation.task_names import MNIST_TASKS
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
@@ -47,8 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="mnist-ddpm: the shipped DDPM (default; 'mnist' is accepted); mnist-flow: the shipped flow model; "
                         "gaussian: the analytic 1x32x32 model")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--task", choices=MNIST_TASKS,
-                      help="a built-in task (image_tasks) on the test digit; 'box' is the centred box, the top half is 'top-half'")
+    what.add_argument("--task", type=mnist_task("--task"), metavar="TASK", help=f"{TASK_HELP}, on the test digit")
     what.add_argument("--constraint", help="a registered constraint name (see --list)")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="keyword argument of --constraint (repeatable)")
     how = p.add_mutually_exclusive_group()
@@ -194,10 +193,6 @@ def _loop(recipe: Recipe) -> str:
 def _check(args: argparse.Namespace) -> None:
     if args.task is None and args.constraint is None:
         raise ValueError("give --task or --constraint (see --list)")
-    if args.task is not None:  # before loading the model: a name whose meaning changed in 0.2 is warned once
-        from constrained_diffusion.evaluation.task_names import renamed_task
-
-        renamed_task(args.task, "--task")
     if args.arg and args.constraint is None:
         raise ValueError("--arg needs --constraint")
     if args.constraint is not None:  # before loading the model: @digit's value only matters by its type here
