@@ -6,13 +6,11 @@ missing and ``free-form`` the 30% strokes drawn from the digit's held-out positi
 every tool builds its problem with `constrained_diffusion.evaluation.image_tasks.make_problem`
 and a name means what it means there:
 
-===================  =========================  ==========================================
-name before 0.2      the same task since 0.2    what the old name means since 0.2
-===================  =========================  ==========================================
-``box``              ``top-half``               the centred box (a quarter of the pixels)
-``free-form``        ``mnist-free-form``        strokes with a seeded hole ratio in [0.2, 0.4]
-``sr4``              ``sr4``                    (unchanged)
-===================  =========================  ==========================================
+| name before 0.2 | the same task since 0.2 | what the old name means since 0.2 |
+|---|---|---|
+| ``box`` | ``top-half`` | the centred box (a quarter of the pixels) |
+| ``free-form`` | ``mnist-free-form`` | strokes with a seeded hole ratio in [0.2, 0.4] |
+| ``sr4`` | ``sr4`` | (unchanged) |
 
 `renamed_task` is what a tool calls on the name a user gave: it keeps the name (one meaning per
 name) and warns, once per name in a process (a command that passes the name on to a
