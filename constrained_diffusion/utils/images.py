@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL.Image import Image as PILImage
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -58,36 +59,53 @@ def pil_to_tensor(img: PILImage, channels: int, value_range: tuple[float, float]
         >>> pil_to_tensor(grey16, 3, (-1.0, 1.0)).shape, pil_to_tensor(grey16, 3, (-1.0, 1.0)).max().item()
         (torch.Size([3, 1, 3]), 1.0)
     """
-    import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     lo, hi = (float(v) for v in value_range)
     img = ImageOps.exif_transpose(img) or img
-    mode = img.mode
-    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        arr = np.asarray(img)
-        if arr.ndim != 2:
-            raise ValueError(f"{name}: cannot read PIL mode {mode!r} with shape {arr.shape}")
-        if mode == "F":
-            if not np.isfinite(arr).all() or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
-                raise ValueError(f"{name}: a float (mode 'F') image must hold values in [0, 1], "
-                                 f"got [{float(np.nanmin(arr)):g}, {float(np.nanmax(arr)):g}]")
-            grey = arr.astype(np.float64)
-        else:
-            if mode == "I" and (arr.min(initial=0) < 0 or arr.max(initial=0) > 65535):
-                raise ValueError(f"{name}: a 32-bit integer (mode 'I') image is read as 16-bit (0 .. 65535), "
-                                 f"got values in [{int(arr.min())}, {int(arr.max())}]")
-            grey = arr.astype(np.float64) / 65535.0
-        x = torch.from_numpy(grey * (hi - lo) + lo).float()[None]
+    if img.mode in SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        x = torch.from_numpy(_wide_grey_in_unit_range(img, name) * (hi - lo) + lo).float()[None]
         return x.expand(channels, -1, -1).contiguous()
+    return _eight_bit_to_tensor(_composite_over_white(img), channels, lo, hi)
+
+
+def _wide_grey_in_unit_range(img: PILImage, name: str) -> np.ndarray:
+    """The pixels of a 16-bit grey, ``I`` or ``F`` image as ``(H, W)`` float64 in ``[0, 1]``; out of range is an error."""
+    import numpy as np
+
+    mode = img.mode
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: cannot read PIL mode {mode!r} with shape {arr.shape}")
+    if mode == "F":
+        if not np.isfinite(arr).all() or arr.min(initial=0.0) < 0.0 or arr.max(initial=0.0) > 1.0:
+            raise ValueError(f"{name}: a float (mode 'F') image must hold values in [0, 1], "
+                             f"got [{float(np.nanmin(arr)):g}, {float(np.nanmax(arr)):g}]")
+        return arr.astype(np.float64)
+    if mode == "I" and (arr.min(initial=0) < 0 or arr.max(initial=0) > 65535):
+        raise ValueError(f"{name}: a 32-bit integer (mode 'I') image is read as 16-bit (0 .. 65535), "
+                         f"got values in [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.float64) / 65535.0
+
+
+def _composite_over_white(img: PILImage) -> PILImage:
+    """An image that may carry transparency as ``RGBA`` composited over white (``a·c + (1 − a)·1``); any other unchanged."""
+    from PIL import Image
+
+    mode = img.mode
+    if not ("A" in mode or "a" in mode or (mode in ("P", "L", "RGB") and "transparency" in img.info)):
+        return img
+    rgba = img.convert("RGBA")
+    if rgba.getextrema()[3][0] < 255:  # any pixel not opaque
+        rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return rgba
+
+
+def _eight_bit_to_tensor(img: PILImage, channels: int, lo: float, hi: float) -> Tensor:
+    """An 8-bit image converted by PIL to ``L`` or ``RGB``, as ``(channels, H, W)`` float32 ``v / 255`` mapped to ``[lo, hi]``."""
     target = "L" if channels == 1 else "RGB"
-    if "A" in mode or "a" in mode or (mode in ("P", "L", "RGB") and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        if rgba.getextrema()[3][0] < 255:  # any pixel not opaque
-            rgba = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        img = rgba
     if img.mode != target:
         img = img.convert(target)
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
