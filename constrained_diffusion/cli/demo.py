@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,17 @@ from constrained_diffusion.cli.args import device_name, format_table, int_at_lea
 from constrained_diffusion.cli.vocabulary import add_alias, out_file
 
 if TYPE_CHECKING:  # torch loads when the demo runs, not for --help
+    from PIL.Image import Image as PILImage
+    from PIL.ImageFont import FreeTypeFont, ImageFont
     from torch import Tensor
+    from torch.nn import Module
+
+    from constrained_diffusion.denoisers.base import Denoiser
+    from constrained_diffusion.evaluation.image_tasks import Problem
+    from constrained_diffusion.recipes.recipe import Recipe
+    from constrained_diffusion.recipes.tuned import TunedSettings
+
+    Font = ImageFont | FreeTypeFont
 
 MODELS = ("mnist-ddpm", "mnist-flow")
 ALIASES = {"mnist": "mnist-ddpm"}
@@ -95,11 +105,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``demo`` with the parsed ``args``; returns the exit status."""
     from constrained_diffusion.data.mnist import shipped_test_digits
     from constrained_diffusion.evaluation.digits import read_digits
-    from constrained_diffusion.evaluation.harness import resolve_recipe, sample_batch
     from constrained_diffusion.evaluation.image_tasks import make_problem
-    from constrained_diffusion.metrics.images import psnr
     from constrained_diffusion.models import load
-    from constrained_diffusion.recipes.tuned import load_tuned, tuned_path
+    from constrained_diffusion.recipes.tuned import load_tuned
     from constrained_diffusion.utils.images import save_png
 
     started = time.perf_counter()
@@ -118,29 +126,60 @@ def run(args: argparse.Namespace) -> int:
     classifier = load("mnist-classifier", device=device)
     problem = make_problem("box", truth.to(device), ids, args.seed)
     n = len(ids)
-    observed = problem.observation.float().cpu()
-    rows, columns, reads_right = [], {"truth": truth, "observed": observed}, {"truth": int((read_digits(truth, classifier) == labels).sum())}
-    untuned = False
+    columns = {"truth": truth, "observed": problem.observation.float().cpu()}
+    rows, reads_right = [], {"truth": int((read_digits(truth, classifier) == labels).sum())}
     for name in names:
-        overrides = dict(tuned.methods.get(name) or tuned.methods.get("inexact-newton", {}))
-        if name not in tuned.methods:  # a solver the study did not tune: the reference's loop, the solver's defaults
-            overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
-            untuned = True
-        recipe = resolve_recipe(name, {**overrides, "steps": steps})
-        if args.inner_steps is not None and "inner_steps" in recipe.config.model_dump():
-            recipe = recipe.with_config(inner_steps=args.inner_steps)
+        recipe = _method_recipe(name, tuned, steps, args.inner_steps)
         say(f"running {name} on {n} digits ...")
-        start = time.perf_counter()
-        batch = sample_batch(model, recipe, problem.constraint, ids, args.seed, device)
-        seconds = time.perf_counter() - start
-        right = int((read_digits(batch.outputs, classifier) == labels).sum())
-        residual = f"{float(batch.residual.mean()):.4f}" if batch.residual is not None else "-"
         label = name if name in tuned.methods else f"{name}*"
-        rows.append([label, residual, f"{float(psnr(batch.outputs, truth).mean()):.2f}", f"{right}/{n}",
-                     str(batch.result.nfe), str(batch.result.nbe), f"{seconds:.1f}"])
-        columns[label] = batch.outputs
-        reads_right[label] = right
+        row, columns[label], reads_right[label] = _run_method(label, recipe, model, classifier, problem, truth, labels, ids, args.seed, device)
+        rows.append(row)
 
+    _print_results(args, tuned, steps, ids, labels, rows, untuned=any(name not in tuned.methods for name in names),
+                   truth_read_right=reads_right["truth"])
+    grid = labelled_grid(columns, {c: f"{k}/{n}" for c, k in reads_right.items()})
+    written = save_png(path, grid)
+    print(f"wrote {written} (rows: digits; columns: {' | '.join(columns)}; under each column: digits read right); "
+          f"{time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+def _method_recipe(name: str, tuned: TunedSettings, steps: int, inner_steps: int | None) -> Recipe:
+    """The recipe ``name`` runs with: its tuned setting (an untuned solver: the reference's loop, the solver's defaults)."""
+    from constrained_diffusion.recipes.overrides import resolve_recipe
+
+    overrides = dict(tuned.methods.get(name) or tuned.methods.get("inexact-newton", {}))
+    if name not in tuned.methods:
+        overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
+    recipe = resolve_recipe(name, {**overrides, "steps": steps})
+    if inner_steps is not None and "inner_steps" in recipe.config.model_dump():
+        recipe = recipe.with_config(inner_steps=inner_steps)
+    return recipe
+
+
+def _run_method(label: str, recipe: Recipe, model: Denoiser, classifier: Module, problem: Problem, truth: Tensor, labels: Tensor,
+                ids: Sequence[str], seed: int, device: str) -> tuple[list[str], Tensor, int]:
+    """Inpaint the digits with ``recipe``: its table row, its outputs ``(N, 1, H, W)`` and how many digits the classifier reads right."""
+    from constrained_diffusion.evaluation.batch import sample_batch
+    from constrained_diffusion.evaluation.digits import read_digits
+    from constrained_diffusion.metrics.images import psnr
+
+    start = time.perf_counter()
+    batch = sample_batch(model, recipe, problem.constraint, ids, seed, device)
+    seconds = time.perf_counter() - start
+    right = int((read_digits(batch.outputs, classifier) == labels).sum())
+    residual = f"{float(batch.residual.mean()):.4f}" if batch.residual is not None else "-"
+    row = [label, residual, f"{float(psnr(batch.outputs, truth).mean()):.2f}", f"{right}/{len(ids)}",
+           str(batch.result.nfe), str(batch.result.nbe), f"{seconds:.1f}"]
+    return row, batch.outputs, right
+
+
+def _print_results(args: argparse.Namespace, tuned: TunedSettings, steps: int, ids: Sequence[str], labels: Tensor, rows: list[list[str]],
+                   untuned: bool, truth_read_right: int) -> None:
+    """Print what was inpainted, with which settings, the table of ``rows`` and what its columns mean."""
+    from constrained_diffusion.recipes.tuned import tuned_path
+
+    n = len(ids)
     print(f"inpainting a centred box (1/4 of the pixels) of {n} real test digits (mnist-test ids {', '.join(ids)}; labels "
           f"{' '.join(str(int(v)) for v in labels)}) with {args.model}, {steps} steps, seed {args.seed}")
     print(f"each method at the setting tuned for {args.model} / box by: {tuned.study.get('command', 'a tuning study')} "
@@ -149,13 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if untuned:
         print("* not in the tuning study: inexact-newton's tuned loop settings, the solver's default options")
     print(f"residual: mean over the digits of ||m * (y - x)||_2 on the known pixels; read right: digits the shipped classifier "
-          f"reads as the true label (it reads {reads_right['truth']}/{n} of the true digits right)")
-
-    grid = labelled_grid(columns, {c: f"{k}/{n}" for c, k in reads_right.items()})
-    written = save_png(path, grid)
-    print(f"wrote {written} (rows: digits; columns: {' | '.join(columns)}; under each column: digits read right); "
-          f"{time.perf_counter() - started:.0f} s in all")
-    return 0
+          f"reads as the true label (it reads {truth_read_right}/{n} of the true digits right)")
 
 
 def labelled_grid(columns: dict[str, Tensor], notes: dict[str, str], scale: int = 3) -> Tensor:
@@ -206,47 +239,72 @@ def label_columns(grid: Tensor, labels: Sequence[str], cell_width: int, padding:
         (True, 70, True)
     """
     import torch
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageFont
+
+    _check_tiling(grid, len(labels), cell_width, padding)
+    font = ImageFont.load_default()
+    width = _text_width(font)
+    strip = _label_strip([_wrap_label(label, cell_width, width) for label in labels], font, width, grid.shape[-1], cell_width, padding)
+    C, H, W = grid.shape
+    header = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8).reshape(1, strip.height, W).expand(C, strip.height, W)
+    return torch.cat([grid, header] if below else [header, grid], dim=1)
+
+
+def _check_tiling(grid: Tensor, columns: int, cell_width: int, padding: int) -> None:
+    """Raise `ValueError` unless ``grid`` is ``uint8`` ``(C, H, W)`` tiled by ``columns`` cells of ``cell_width`` and ``padding``."""
+    import torch
 
     if grid.dtype != torch.uint8 or grid.ndim != 3 or grid.shape[0] not in (1, 3):
         raise ValueError(f"grid must be uint8 (C, H, W) with C 1 or 3, got {grid.dtype} {tuple(grid.shape)}")
     if cell_width < 1 or padding < 0:
         raise ValueError(f"cell_width must be >= 1 and padding >= 0, got {cell_width} and {padding}")
-    if padding + len(labels) * (cell_width + padding) != grid.shape[-1]:
-        raise ValueError(f"labels: {len(labels)} columns of width {cell_width} (padding {padding}) do not tile "
+    if padding + columns * (cell_width + padding) != grid.shape[-1]:
+        raise ValueError(f"labels: {columns} columns of width {cell_width} (padding {padding}) do not tile "
                          f"a grid {grid.shape[-1]} pixels wide")
-    font = ImageFont.load_default()
+
+
+def _text_width(font: Font) -> Callable[[str], int]:
+    """The function giving the width in pixels of a text drawn in ``font``."""
+    from PIL import Image, ImageDraw
+
     measure = ImageDraw.Draw(Image.new("L", (1, 1)))
 
     def width(text: str) -> int:
         box = measure.textbbox((0, 0), text, font=font)
         return int(box[2] - box[0])
 
-    def wrap(label: str) -> list[str]:
-        words = label.replace("-", "- ").split()
-        lines: list[str] = []
-        for word in words:
-            joined = (lines[-1] + ("" if lines[-1].endswith("-") else " ") + word) if lines else word
-            if lines and width(joined) <= cell_width:
-                lines[-1] = joined
-                continue
-            while len(word) > 1 and width(word) > cell_width:  # a word wider than the column: split it
-                cut = max(1, max(i for i in range(1, len(word)) if width(word[:i]) <= cell_width or i == 1))
-                lines.append(word[:cut])
-                word = word[cut:]
-            lines.append(word)
-        return lines or [""]
+    return width
 
-    wrapped = [wrap(label) for label in labels]
+
+def _wrap_label(label: str, cell_width: int, width: Callable[[str], int]) -> list[str]:
+    """``label`` broken into lines at most ``cell_width`` wide: after ``-`` or at spaces, a word still too wide split across lines."""
+    words = label.replace("-", "- ").split()
+    lines: list[str] = []
+    for word in words:
+        joined = (lines[-1] + ("" if lines[-1].endswith("-") else " ") + word) if lines else word
+        if lines and width(joined) <= cell_width:
+            lines[-1] = joined
+            continue
+        while len(word) > 1 and width(word) > cell_width:  # a word wider than the column: split it
+            cut = max(1, max(i for i in range(1, len(word)) if width(word[:i]) <= cell_width or i == 1))
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines or [""]
+
+
+def _label_strip(wrapped: list[list[str]], font: Font, width: Callable[[str], int], grid_width: int, cell_width: int,
+                 padding: int) -> PILImage:
+    """A white ``L`` image ``grid_width`` wide with each column's lines of text drawn centred in black."""
+    from PIL import Image, ImageDraw
+
     ascent, descent = font.getmetrics()
     line_height = ascent + descent + 1
     strip = padding + max(len(lines) for lines in wrapped) * line_height + 1
-    C, H, W = grid.shape
-    canvas = Image.new("L", (W, strip), 255)
+    canvas = Image.new("L", (grid_width, strip), 255)
     draw = ImageDraw.Draw(canvas)
     for column, lines in enumerate(wrapped):
         left = padding + column * (cell_width + padding)
         for row, line in enumerate(lines):
             draw.text((left + (cell_width - width(line)) // 2, padding + row * line_height), line, fill=0, font=font)
-    header = torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(1, strip, W).expand(C, strip, W)
-    return torch.cat([grid, header] if below else [header, grid], dim=1)
+    return canvas
