@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune-study": ("tune_study", "the fair comparison: tune every method equally, score on held-out digits; "
                                  "writes OUT/table.md, OUT/results.json, OUT/figures/ (OUT default runs/tuning)"),
     "compare": ("compare", "PSNR/SSIM/label accuracy/cost table of the solvers on MNIST (equal steps, equal time); "
-                           "appends records to OUT/compare.jsonl (--out a .jsonl file: to that file)"),
+                           "runs of the evaluation harness under OUT/<model>/<task>/"),
     "analyze": ("analyze", "Jacobian analysis: J vs J^-1 eigenvectors, Newton-direction alignment; prints tables, writes figures (see each analysis' --help)"),
     "adaptive": ("adaptive", "adaptive inner loop vs fixed inner steps (PSNR vs NFE) on MNIST"),
     "model-card": ("model_card", "measure a shipped MNIST model for its model card; prints the numbers (--write-docs PAGE: into the card)"),

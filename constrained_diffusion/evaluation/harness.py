@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,29 @@ __all__ = [  # the run loop, and the names defined here before the harness was s
     "make_problem", "merge_records", "pixel_resolution", "read_prompts", "record_file", "records_files", "resolve_recipe",
     "safe_name", "sample_batch", "settings_hash", "split_set", "under",
 ]
+
+
+@dataclass
+class _Plan:
+    """What the batches of one process's run share (`Evaluation._plan`)."""
+
+    cfg: EvaluationConfig
+    model: Any
+    device: str
+    ranks: Ranks
+    resolution: tuple[int, int, int]
+    prompts: dict[str, str] | None
+    images: Any
+    ids: list[str]
+    methods: list[Method]
+    spec: TaskSpec
+    scorer: PerImage
+    out: Path
+    store: JsonlStore
+    todo: dict[str, set[str]]
+    """Each method's label -> the ids of this process it has no record of."""
+    pending: list[str]
+    """The ids of this process some method still lacks, in order."""
 
 
 class Evaluation(Configurable):
@@ -147,8 +171,19 @@ class Evaluation(Configurable):
 
     def _run_model(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object], model: Any,
                    device: str) -> dict[str, Any]:
-        from constrained_diffusion.data.images import load_available
+        """Plan the run, fill the records batch by batch, then (rank 0) merge and report."""
+        plan = self._plan(cfg, ranks, say, model, device)
+        self._fill(plan)
+        ranks.barrier()
+        if ranks.rank != 0:
+            return {}
+        merge_records(plan.out)
+        unreadable = {s.id for s in plan.images.skipped}
+        return report.write_report(cfg, plan.methods, [i for i in plan.ids if i not in unreadable], plan.images,
+                                   plan.resolution, say)
 
+    def _plan(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object], model: Any, device: str) -> _Plan:
+        """Everything the batches share: the images, methods, problems and scores, and what this process still has to do."""
         resolution = pixel_resolution(model)
         prompts = read_prompts(cfg.prompts) if cfg.prompts is not None else None
         images, ids = open_set(cfg.data, resolution, cfg.limit, report=say if ranks.rank == 0 else None)
@@ -156,66 +191,76 @@ class Evaluation(Configurable):
         self._bound: dict[str, Any] = {}
         digest = settings_hash(prompts) if prompts is not None else (cfg.prompt or "")
         methods, task_options = self._methods(resolution, digest)
-        spec = TaskSpec(cfg.task, cfg.seed, cfg.noise_std, task_options, cfg.style_image)
-        scorer = PerImage(cfg.metrics, cfg.feature_weights)
-
         out = ensure_folder(cfg.out, "--out")
         mine = ranks.shard(ids)
         redo = check_outputs(out, methods, mine)
         if redo:
             say(f"{out}: {redo} record(s) name an image that is missing or damaged; computing them again")
         done = done_keys(out)
-        store = records_store(out, ranks.rank, ranks.world)
-        todo_sets = {m.label: {i for i in mine if (i, m.label, m.settings) not in done} for m in methods}
-        pending = [i for i in mine if any(i in todo_sets[m.label] for m in methods)]
-        first = cfg.metrics[0] if cfg.metrics and cfg.metrics[0] in scorer.metrics else None
-        running: list[float] = []
+        todo = {m.label: {i for i in mine if (i, m.label, m.settings) not in done} for m in methods}
+        return _Plan(cfg, model, device, ranks, resolution, prompts, images, ids, methods,
+                     TaskSpec(cfg.task, cfg.seed, cfg.noise_std, task_options, cfg.style_image),
+                     PerImage(cfg.metrics, cfg.feature_weights), out, records_store(out, ranks.rank, ranks.world), todo,
+                     [i for i in mine if any(i in todo[m.label] for m in methods)])
+
+    def _fill(self, plan: _Plan) -> None:
+        """Run every method on the pending images, batch by batch, with a progress bar that moves per denoising step."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pending), desc=f"evaluate {cfg.task}", unit="image", disable=cfg.quiet or ranks.rank != 0,
+        from constrained_diffusion.data.images import load_available
+
+        cfg = plan.cfg
+        first = cfg.metrics[0] if cfg.metrics and cfg.metrics[0] in plan.scorer.metrics else None
+        running: list[float] = []
+        bar = tqdm(total=len(plan.pending), desc=f"evaluate {cfg.task}", unit="image", disable=cfg.quiet or plan.ranks.rank != 0,
                    leave=False)
-        for start in range(0, len(pending), cfg.batch_size):
-            listed = pending[start:start + cfg.batch_size]
-            truth_cpu, batch = load_available(images, listed)  # decoded now; an unreadable file is reported and left out
+        for start in range(0, len(plan.pending), cfg.batch_size):
+            listed = plan.pending[start:start + cfg.batch_size]
+            truth_cpu, batch = load_available(plan.images, listed)  # decoded now; an unreadable file is reported and left out
             if truth_cpu is None:
                 bar.update(len(listed))
                 continue
-            store.reload()  # another process on the same --out may have done some of them meanwhile
+            plan.store.reload()  # another process on the same --out may have done some of them meanwhile
             moved = 0.0  # the bar moves per denoising step: each method's share of this batch, spread over its steps
-            for m in methods:
-                rows = [k for k, i in enumerate(batch) if i in todo_sets[m.label] and (i, m.label, m.settings) not in store]
-                if not rows:
-                    continue
-                sub = [batch[k] for k in rows]
-                share = len(listed) / len(methods) / max(1, m.recipe.config.steps)
+            for m in plan.methods:
+                share = len(listed) / len(plan.methods) / max(1, m.recipe.config.steps)
 
                 def tick(_: Any, share: float = share) -> None:
                     nonlocal moved
                     moved += share
                     bar.update(share)
 
-                try:
-                    records = self._sample(cfg, model, m, sub, truth_cpu[rows], prompts, spec, scorer, device, out, tick)
-                except Exception as exc:
-                    if is_out_of_memory(exc):
-                        raise out_of_memory(exc, f"images {sub[0]}..{sub[-1]} ({len(sub)}) of method {m.label!r}",
-                                            cfg.batch_size) from exc
-                    raise
-                for r in records:
-                    r["rank"] = ranks.rank
-                    store.add(r)  # a record another process wrote meanwhile is kept, not doubled
-                if first is not None and m is methods[0]:
+                records = self._method_batch(plan, m, batch, truth_cpu, tick)
+                if first is not None and m is plan.methods[0]:
                     running += [r[first] for r in records]
             bar.update(len(listed) - moved)  # the rest of the batch: methods done before, rounding
             if running:
-                bar.set_postfix({f"{methods[0].label} {first}": f"{sum(running) / len(running):.3f}"})
+                bar.set_postfix({f"{plan.methods[0].label} {first}": f"{sum(running) / len(running):.3f}"})
         bar.close()
-        ranks.barrier()
-        if ranks.rank != 0:
-            return {}
-        merge_records(out)
-        unreadable = {s.id for s in images.skipped}
-        return report.write_report(cfg, methods, [i for i in ids if i not in unreadable], images, resolution, say)
+
+    def _method_batch(self, plan: _Plan, m: Method, batch: list[str], truth_cpu: torch.Tensor,
+                      tick: Callable[[Any], None]) -> list[dict[str, Any]]:
+        """Method ``m`` on the images of ``batch`` it still lacks; their records are added to the store and returned.
+
+        Raises:
+            OutOfMemoryError: naming the images, the method and the batch size.
+        """
+        rows = [k for k, i in enumerate(batch) if i in plan.todo[m.label] and (i, m.label, m.settings) not in plan.store]
+        if not rows:
+            return []
+        sub = [batch[k] for k in rows]
+        try:
+            records = self._sample(plan.cfg, plan.model, m, sub, truth_cpu[rows], plan.prompts, plan.spec, plan.scorer,
+                                   plan.device, plan.out, tick)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory(exc, f"images {sub[0]}..{sub[-1]} ({len(sub)}) of method {m.label!r}",
+                                    plan.cfg.batch_size) from exc
+            raise
+        for r in records:
+            r["rank"] = plan.ranks.rank
+            plan.store.add(r)  # a record another process wrote meanwhile is kept, not doubled
+        return records
 
     def _conditioned(self, model: Any, m: Method, captions: list[str] | None, prompt: str | None) -> Any:
         """``model`` with the captions (or the one prompt, default ``""``) bound at the method's guidance scale.
