@@ -174,39 +174,54 @@ def make_problem(task: str, images: Tensor, ids: Sequence[str], seed: int = 0, n
     if len(ids) != B:
         raise ValueError(f"ids has {len(ids)} entries for a batch of {B}")
     noise = torch.cat([torch.randn(1, C, H, W, generator=g) for g in generators(seed, ids, "observation")]).to(images)
-
     if task in ("box", "top-half", "random-box", "free-form", "mnist-free-form"):
-        if task == "box":
-            mask = _box_mask(B, H, W, None)
-        elif task == "top-half":
-            mask = torch.ones(B, 1, H, W)
-            mask[..., : H // 2, :] = 0
-        elif task == "random-box":
-            gens = generators(seed, ids, "mask")
-            pos = [(int(torch.randint(0, H - H // 2 + 1, (1,), generator=g)), int(torch.randint(0, W - W // 2 + 1, (1,), generator=g)))
-                   for g in gens]
-            mask = _box_mask(B, H, W, pos)
-        elif task == "mnist-free-form":
-            mask = torch.cat([free_form_mask((H, W), 0.3, torch.Generator().manual_seed(seed * 100_003 + _position(i))) for i in ids])
-        else:
-            lo, hi = _hole_range(options)
-            masks = []
-            for g in generators(seed, ids, "mask"):
-                ratio = lo + (hi - lo) * float(torch.rand((), generator=g))
-                masks.append(free_form_mask((H, W), ratio, g))
-            mask = torch.cat(masks)
-        mask = mask.to(images)
+        mask = _inpainting_mask(task, (B, H, W), ids, seed, options).to(images)
         y = images + noise_std * noise if noise_std > 0 else images
         return Problem(Inpainting(y, mask), (y * mask).clamp(-1, 1))
     if task in ("sr4", "sr8"):
-        f = int(task[2:])
-        if H % f or W % f:
-            raise ValueError(f"--task {task}: the resolution {W}x{H} is not divisible by {f}")
-        y = SuperResolution(torch.zeros(1, C, H // f, W // f, dtype=images.dtype, device=images.device), f).forward(images)
-        if noise_std > 0:
-            y = y + noise_std * noise[..., ::f, ::f]
-        up = y.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2)
-        return Problem(SuperResolution(y, f), up.clamp(-1, 1))
+        return _super_resolution_problem(task, images, noise, noise_std)
+    return _registered_problem(task, images, options, style_image)
+
+
+def _inpainting_mask(task: str, shape: tuple[int, int, int], ids: Sequence[str], seed: int, options: Mapping[str, Any]) -> Tensor:
+    """The ``(B, 1, H, W)`` mask (1 = known pixel) of an inpainting task, seeded per image."""
+    B, H, W = shape
+    if task == "box":
+        return _box_mask(B, H, W, None)
+    if task == "top-half":
+        mask = torch.ones(B, 1, H, W)
+        mask[..., : H // 2, :] = 0
+        return mask
+    if task == "random-box":
+        gens = generators(seed, ids, "mask")
+        pos = [(int(torch.randint(0, H - H // 2 + 1, (1,), generator=g)), int(torch.randint(0, W - W // 2 + 1, (1,), generator=g)))
+               for g in gens]
+        return _box_mask(B, H, W, pos)
+    if task == "mnist-free-form":
+        return torch.cat([free_form_mask((H, W), 0.3, torch.Generator().manual_seed(seed * 100_003 + _position(i))) for i in ids])
+    lo, hi = _hole_range(options)
+    masks = []
+    for g in generators(seed, ids, "mask"):
+        ratio = lo + (hi - lo) * float(torch.rand((), generator=g))
+        masks.append(free_form_mask((H, W), ratio, g))
+    return torch.cat(masks)
+
+
+def _super_resolution_problem(task: str, images: Tensor, noise: Tensor, noise_std: float) -> Problem:
+    """The ``sr4``/``sr8`` problem: ``images`` down-sampled by the factor, plus ``noise_std`` times ``noise`` subsampled."""
+    f = int(task[2:])
+    _, C, H, W = images.shape
+    if H % f or W % f:
+        raise ValueError(f"--task {task}: the resolution {W}x{H} is not divisible by {f}")
+    y = SuperResolution(torch.zeros(1, C, H // f, W // f, dtype=images.dtype, device=images.device), f).forward(images)
+    if noise_std > 0:
+        y = y + noise_std * noise[..., ::f, ::f]
+    up = y.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2)
+    return Problem(SuperResolution(y, f), up.clamp(-1, 1))
+
+
+def _registered_problem(task: str, images: Tensor, options: dict[str, Any], style_image: Any) -> Problem:
+    """The ``style`` problem (CLIP style of ``style_image``) or a registered constraint's, built with ``options``; no observation."""
     from constrained_diffusion.constraints import registry
 
     if task == "style":
