@@ -3,6 +3,7 @@ overflowing observations, empty batches, ``--arg`` parsing."""
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -288,7 +289,8 @@ def test_analyze_batch_dependence_measures_and_writes_the_docs_block(tmp_path: P
     rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines() if line.startswith("| ")}
     assert {"inexact-newton", "inexact-newton (paired forwards)"} <= set(rows)
     for name in ("inexact-newton", "inexact-newton (paired forwards)"):
-        assert float(rows[name][3]) >= 0.0 and float(rows[name][4]) >= 0.0  # measured maxima, printed
+        # measured maxima of |batch 1 - batch 2|: pixels in [-1, 1] differ by at most 2; a PSNR difference is finite
+        assert 0.0 <= float(rows[name][3]) <= 2.0 and 0.0 <= float(rows[name][4]) < math.inf
     assert rows["inexact-newton"][6].strip() == rows["inexact-newton (paired forwards)"][6].strip()  # the same NFE
     assert "Inexact Newton's own sensitivity" in out and "Inexact Newton's own sensitivity" in text
 

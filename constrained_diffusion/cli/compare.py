@@ -122,5 +122,5 @@ def run(args: argparse.Namespace) -> int:
         machine = f"torch {torch.__version__}, {describe_device(args.device)}"
         weights = ", ".join(f"{name.removeprefix('mnist-')} {shipped_weights(name)}" for name in args.models)
         write_block(args.write_docs, args.block,
-                    f"```\n{command}\n```\n\n{machine}; weights {weights}; {sum(r['n'] for r in rows)} samples.\n\n{table}")
+                    f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(rows)} row{'s' * (len(rows) != 1)} of {max(r['n'] for r in rows)} digits.\n\n{table}")
     return 0
