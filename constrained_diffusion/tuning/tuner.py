@@ -290,11 +290,40 @@ class Tuner(Configurable):
         cfg: TuneConfig = self.config  # type: ignore[assignment]
         self.check()
         study = self.open()
-        optuna = import_optuna()
         problems = self._problems()
         before = len(study.trials)
+        n_trials, stops, bar_total = self._budget(study, total, complete, max_finished)
+        self._optimize(study, problems, n_trials, stops, bar_total)
+        summary = self.summary(study)
+        summary["added"] = len(study.trials) - before
+        if cfg.out_config is not None and summary["best"] is not None:
+            self.write_config(study, cfg.out_config)
+        if not cfg.quiet:
+            say(format_summary(summary))
+        return summary
+
+    def _budget(self, study: Any, total: int | None, complete: int | None,
+                max_finished: int | None) -> tuple[int | None, list[Any], int | None]:
+        """Trials to ask Optuna for (``None``: until a stop callback), the stop callbacks, the progress bar's total (``None``: ``trials``)."""
+        cfg: TuneConfig = self.config  # type: ignore[assignment]
+        optuna = import_optuna()
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        if total is not None:
+            n_trials = max(0, total - sum(t.state in finished for t in study.trials))
+            return n_trials, [optuna.study.MaxTrialsCallback(total, states=finished)], n_trials
+        if complete is not None:
+            done = count_trials(study)
+            n_trials = 0 if done["complete"] >= complete or (max_finished is not None and done["finished"] >= max_finished) else None
+            return n_trials, [_stop_at(complete, max_finished)], max(0, complete - done["complete"])
+        return cfg.trials, [], None
+
+    def _optimize(self, study: Any, problems: list[tuple[list[str], torch.Tensor, Any]], n_trials: int | None, stops: list[Any],
+                  bar_total: int | None) -> None:
+        """Run ``n_trials`` trials under a progress bar and Optuna's logging quieted; a diverged setting fails only its trial."""
         from tqdm.auto import tqdm
 
+        cfg: TuneConfig = self.config  # type: ignore[assignment]
+        optuna = import_optuna()
         bar = tqdm(total=cfg.trials, desc=f"tune {cfg.method}", unit="trial", disable=cfg.quiet, leave=False)
 
         def tick(study: Any, trial: Any) -> None:
@@ -303,34 +332,15 @@ class Tuner(Configurable):
             if best is not None:
                 bar.set_postfix({f"best {cfg.metric}": f"{best.value:.3f}"})
 
-        callbacks: list[Any] = [tick]
-        n_trials: int | None = cfg.trials
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        if total is not None:
-            left = total - sum(t.state in finished for t in study.trials)
-            n_trials = max(0, left)
-            callbacks.append(optuna.study.MaxTrialsCallback(total, states=finished))
-            bar.total = n_trials
-        elif complete is not None:
-            done = count_trials(study)
-            cap = max_finished if max_finished is not None else None
-            n_trials = 0 if done["complete"] >= complete or (cap is not None and done["finished"] >= cap) else None
-            callbacks.append(_stop_at(complete, cap))
-            bar.total = max(0, complete - done["complete"])
+        if bar_total is not None:
+            bar.total = bar_total
         try:
             with _quiet_optuna(optuna):
                 if n_trials is None or n_trials:
                     study.optimize(lambda trial: self._objective(trial, problems), n_trials=n_trials, timeout=cfg.timeout,
-                                   catch=(ValueError, FloatingPointError, torch.OutOfMemoryError, OutOfMemoryError), callbacks=callbacks)
+                                   catch=(ValueError, FloatingPointError, torch.OutOfMemoryError, OutOfMemoryError), callbacks=[tick, *stops])
         finally:
             bar.close()
-        summary = self.summary(study)
-        summary["added"] = len(study.trials) - before
-        if cfg.out_config is not None and summary["best"] is not None:
-            self.write_config(study, cfg.out_config)
-        if not cfg.quiet:
-            say(format_summary(summary))
-        return summary
 
     def _problems(self) -> list[tuple[list[str], torch.Tensor, Any]]:
         """``(ids, truth, constraint)`` per batch of the first ``limit`` images: the same in every trial."""
