@@ -94,3 +94,15 @@ def test_the_style_table_runs_with_a_tiny_clip(tiny, tmp_path):
     assert {r["method"] for r in recs} == {"paper-style", "mpgd"}
     assert all(math.isfinite(r["residual"]) and r["residual"] > 0 for r in recs)  # a style loss is never met exactly
     assert len({r["residual"] for r in recs}) == 2  # two methods, two samples
+
+
+def test_every_evaluation_option_is_a_flag_and_a_config_key():
+    """The command's FIELDS and EvaluationConfig cannot drift: each field is a YAML key and a flag of evaluate."""
+    from constrained_diffusion.cli.evaluate import FIELDS
+    from constrained_diffusion.cli.main import build_parser, subparsers
+    from constrained_diffusion.evaluation.config import EvaluationConfig
+
+    assert sorted(FIELDS) == sorted(EvaluationConfig.model_fields)
+    parser = build_parser()
+    subparsers(parser)
+    assert set(FIELDS) <= set(vars(parser.parse_args(["evaluate"])))
