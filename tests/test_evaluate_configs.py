@@ -99,10 +99,8 @@ def test_the_style_table_runs_with_a_tiny_clip(tiny, tmp_path):
 def test_every_evaluation_option_is_a_flag_and_a_config_key():
     """The command's FIELDS and EvaluationConfig cannot drift: each field is a YAML key and a flag of evaluate."""
     from constrained_diffusion.cli.evaluate import FIELDS
-    from constrained_diffusion.cli.main import build_parser, subparsers
+    from constrained_diffusion.cli.main import build_parser
     from constrained_diffusion.evaluation.config import EvaluationConfig
 
     assert sorted(FIELDS) == sorted(EvaluationConfig.model_fields)
-    parser = build_parser()
-    subparsers(parser)
-    assert set(FIELDS) <= set(vars(parser.parse_args(["evaluate"])))
+    assert set(FIELDS) <= set(vars(build_parser().parse_args(["evaluate"])))
