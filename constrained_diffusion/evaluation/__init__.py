@@ -1,7 +1,7 @@
 """The evaluation layer: the harness (`Evaluation`: any model, image set, task and methods; sharded,
 resumable), the MNIST comparison of solvers run on it (`Comparison`), the adaptive study and the model cards.
 
-The modules are imported lazily, as ``from constrained_diffusion.evaluation.harness import
+The modules (and so torch) are imported lazily, as ``from constrained_diffusion.evaluation.harness import
 Evaluation``; ``constrained_diffusion.evaluation.Evaluation`` and ``.Comparison`` also work.
 The names of the comparison's own loop (``runner``, ``tasks``), which ``compare`` ran before
 it became a configuration of the harness in 0.2, still import from here for one release,
@@ -14,9 +14,7 @@ import importlib
 import warnings
 from typing import Any
 
-from constrained_diffusion.evaluation.digits import read_digits
-
-_LAZY = {"Comparison": "comparison", "Evaluation": "harness", "EvaluationConfig": "config"}
+_LAZY = {"Comparison": "comparison", "Evaluation": "harness", "EvaluationConfig": "config", "read_digits": "digits"}
 """Public names imported on first use (module of this package)."""
 
 DEPRECATED: dict[str, tuple[str, str]] = {
