@@ -61,36 +61,55 @@ def run_suite(args: argparse.Namespace) -> int:
     selected = [p for p in gpu_suite.PARTS if args.parts is None or p.name in args.parts]
     stopped = False
     if not args.report_only:
-        settings = dataclasses.asdict(gpu_suite.settings_for(args.tiny))
+        error = _mixed_run_error(out, selected, args.tiny)
+        if error is not None:
+            print(f"bench-sd: error: {error}", file=sys.stderr)
+            return 2
         for part in selected:
-            old = gpu_suite.read_part(out, part.name)
-            if old is not None and old.get("settings", {}).get("tiny", args.tiny) != settings["tiny"]:
-                print(f"bench-sd: error: {out} holds a {'tiny' if old['settings']['tiny'] else 'GPU'} run of {part.name}; "
-                      "use another --out folder", file=sys.stderr)
-                return 2
-        for part in selected:
-            old = gpu_suite.read_part(out, part.name)
-            if old is not None and old.get("status") == "done" and not args.rerun:
-                print(f"== {part.name}: kept from {out} (done; --rerun runs it again)", flush=True)
-                continue
-            cap = caps.get(part.name, part.cap_s)
-            print(f"== {part.name} (cap {cap:g} s, estimated {part.estimate_s:g} s on one H100): {part.title}", flush=True)
-            cmd = [sys.executable, "-m", "constrained_diffusion", "bench-sd", "--suite-part", part.name, "--out", str(out),
-                   "--deadline", f"{max(cap - 5, 0.5 * cap):g}", *(["--tiny"] if args.tiny else [])]
-            start = time.monotonic()
-            try:
-                outcome = gpu_suite.run_process(part.name, cmd, cap, out / "suite.log")
-            except SystemExit:  # SIGTERM (an outer timeout): the part's group is gone; record it, write the report, stop
-                outcome, stopped = gpu_suite.PartOutcome(part.name, None, time.monotonic() - start, timed_out=True), True
-            data = gpu_suite.close_part(out, part, outcome, cap)
-            if stopped:
-                data["status"], data["reason"] = "stopped", "the suite was terminated while this part ran; finished rows are kept"
-                gpu_suite.write_atomic(gpu_suite.part_path(out, part.name), json.dumps(data, indent=1))
-            gpu_suite.write_atomic(gpu_suite.part_path(out, part.name, ".md"), render_part(data))
-            print(f"== {part.name}: {data['status']} in {outcome.seconds:.1f} s"
-                  + (f" ({data['reason']})" if data.get("reason") else ""), flush=True)
+            stopped = _run_part(part, out, caps.get(part.name, part.cap_s), args)
             if stopped:
                 break
+    _write_report(out, args)
+    return 143 if stopped else 0
+
+
+def _mixed_run_error(out: Path, selected: list[gpu_suite.Part], tiny: bool) -> str | None:
+    """Why ``out`` cannot take this run (it holds a part run with the other ``--tiny``), or ``None``."""
+    settings = dataclasses.asdict(gpu_suite.settings_for(tiny))
+    for part in selected:
+        old = gpu_suite.read_part(out, part.name)
+        if old is not None and old.get("settings", {}).get("tiny", tiny) != settings["tiny"]:
+            return f"{out} holds a {'tiny' if old['settings']['tiny'] else 'GPU'} run of {part.name}; use another --out folder"
+    return None
+
+
+def _run_part(part: gpu_suite.Part, out: Path, cap: float, args: argparse.Namespace) -> bool:
+    """Run ``part`` in its own process under ``cap`` seconds (unless done and not ``--rerun``), record it; whether the suite was stopped."""
+    old = gpu_suite.read_part(out, part.name)
+    if old is not None and old.get("status") == "done" and not args.rerun:
+        print(f"== {part.name}: kept from {out} (done; --rerun runs it again)", flush=True)
+        return False
+    print(f"== {part.name} (cap {cap:g} s, estimated {part.estimate_s:g} s on one H100): {part.title}", flush=True)
+    cmd = [sys.executable, "-m", "constrained_diffusion", "bench-sd", "--suite-part", part.name, "--out", str(out),
+           "--deadline", f"{max(cap - 5, 0.5 * cap):g}", *(["--tiny"] if args.tiny else [])]
+    start = time.monotonic()
+    stopped = False
+    try:
+        outcome = gpu_suite.run_process(part.name, cmd, cap, out / "suite.log")
+    except SystemExit:  # SIGTERM (an outer timeout): the part's group is gone; record it, write the report, stop
+        outcome, stopped = gpu_suite.PartOutcome(part.name, None, time.monotonic() - start, timed_out=True), True
+    data = gpu_suite.close_part(out, part, outcome, cap)
+    if stopped:
+        data["status"], data["reason"] = "stopped", "the suite was terminated while this part ran; finished rows are kept"
+        gpu_suite.write_atomic(gpu_suite.part_path(out, part.name), json.dumps(data, indent=1))
+    gpu_suite.write_atomic(gpu_suite.part_path(out, part.name, ".md"), render_part(data))
+    print(f"== {part.name}: {data['status']} in {outcome.seconds:.1f} s"
+          + (f" ({data['reason']})" if data.get("reason") else ""), flush=True)
+    return stopped
+
+
+def _write_report(out: Path, args: argparse.Namespace) -> None:
+    """Write ``report.md``, ``docs_block.md`` and ``summary.json`` from the parts ``out`` holds, print the report, fill ``--write-docs``."""
     parts = {p.name: gpu_suite.read_part(out, p.name) for p in gpu_suite.PARTS}
     for name, data in parts.items():
         if data is not None and args.report_only:
@@ -110,7 +129,6 @@ def run_suite(args: argparse.Namespace) -> int:
     print(report)
     if args.write_docs is not None:
         write_block(args.write_docs, args.block or "GPU-SUITE", report)
-    return 143 if stopped else 0
 
 
 def _now() -> str:
