@@ -193,32 +193,42 @@ def noisy_rows(model: Denoiser, sigmas: Sequence[float] = (0.05, 0.1, 0.2), digi
         for method in METHODS:
             key = {"model": model_name, "steps": steps, "inner_steps": inner_steps, "seed": seed, "sigma": float(sigma),
                    "method": method, "tau": float(tau) if method == "discrepancy" else None}
-            have = {r["digit"]: r for r in store.records(**key)} if store is not None else {}
-            todo = [i for i, d in enumerate(indices) if d not in have]
-            if todo:
-                new = _records(model, truth[todo], [indices[i] for i in todo], float(sigma), method, steps, inner_steps,
-                               tau, seed, batch_size)
-                for r in new:
-                    if store is not None:
-                        store.append({**key, **r})
-                    have[r["digit"]] = r
-            by_method[method] = {d: have[d] for d in indices}
-        reference = by_method[METHODS[0]]
+            by_method[method] = _cell_records(model, truth, indices, key, tau, batch_size, store)
         for method in METHODS:
-            recs = by_method[method]
-            psnr_mean, psnr_se = _mean_se([recs[d]["psnr"] for d in indices])
-            delta, delta_se = _mean_se([recs[d]["psnr"] - reference[d]["psnr"] for d in indices])
-            row = NoisyRow(float(sigma), method, len(indices), psnr_mean, psnr_se,
-                           _mean_se([recs[d]["psnr_known"] for d in indices])[0],
-                           _mean_se([recs[d]["psnr_missing"] for d in indices])[0],
-                           delta, delta_se if method != METHODS[0] else 0.0,
-                           _mean_se([recs[d]["residual"] / recs[d]["level"] for d in indices])[0],
-                           _mean_se([recs[d]["nfe"] for d in indices])[0],
-                           _mean_se([recs[d]["seconds"] for d in indices])[0])
+            row = _noisy_row(float(sigma), method, by_method[method], by_method[METHODS[0]], indices)
             rows.append(row)
             if log is not None:
                 log(f"sigma={sigma:g} {method}: PSNR {row.psnr:.2f} dB, NFE {row.nfe:.1f}")
     return rows
+
+
+def _cell_records(model: Denoiser, truth: Tensor, indices: list[int], key: dict[str, Any], tau: float, batch_size: int,
+                  store: JsonlStore | None) -> dict[int, dict[str, Any]]:
+    """One (sigma, method) cell's records by digit: those ``store`` holds under ``key``, the others sampled and appended."""
+    have = {r["digit"]: r for r in store.records(**key)} if store is not None else {}
+    todo = [i for i, d in enumerate(indices) if d not in have]
+    if todo:
+        new = _records(model, truth[todo], [indices[i] for i in todo], key["sigma"], key["method"], key["steps"], key["inner_steps"],
+                       tau, key["seed"], batch_size)
+        for r in new:
+            if store is not None:
+                store.append({**key, **r})
+            have[r["digit"]] = r
+    return {d: have[d] for d in indices}
+
+
+def _noisy_row(sigma: float, method: str, recs: dict[int, dict[str, Any]], reference: dict[int, dict[str, Any]],
+               indices: list[int]) -> NoisyRow:
+    """The row of one cell: means (and standard errors) over the digits, its PSNR paired against the ``reference`` cell's."""
+    psnr_mean, psnr_se = _mean_se([recs[d]["psnr"] for d in indices])
+    delta, delta_se = _mean_se([recs[d]["psnr"] - reference[d]["psnr"] for d in indices])
+    return NoisyRow(sigma, method, len(indices), psnr_mean, psnr_se,
+                    _mean_se([recs[d]["psnr_known"] for d in indices])[0],
+                    _mean_se([recs[d]["psnr_missing"] for d in indices])[0],
+                    delta, delta_se if method != METHODS[0] else 0.0,
+                    _mean_se([recs[d]["residual"] / recs[d]["level"] for d in indices])[0],
+                    _mean_se([recs[d]["nfe"] for d in indices])[0],
+                    _mean_se([recs[d]["seconds"] for d in indices])[0])
 
 
 def noisy_table(rows: Sequence[NoisyRow]) -> str:
