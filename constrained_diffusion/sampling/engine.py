@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from constrained_diffusion._validation import check_tensor
 from constrained_diffusion.constraints.base import Constraint
 from constrained_diffusion.denoisers.base import Denoiser
+from constrained_diffusion.denoisers.schedules import TimeGrid
 from constrained_diffusion.sampling.adaptive import AdaptiveStop
 from constrained_diffusion.sampling.config import CORRECTION_FIELDS, SamplerConfig
 from constrained_diffusion.sampling.corrections import Correction, CorrectionSpec
@@ -163,6 +164,22 @@ class ConstrainedSampler:
         x_t = x_T.to(den.device, den.dtype) if x_T is not None else randn(B, den.sample_shape, generator, den.device, den.dtype)
         residuals = torch.zeros(cfg.steps, rows, B)
         nfe0, nbe0, start = den.nfe, den.nbe, time.perf_counter()
+        x_t, x0 = self._denoise(grid, constraint, x_t, residuals, generator, progress, callback)
+        if den.device.type == "cuda":
+            torch.cuda.synchronize(den.device)
+        seconds = time.perf_counter() - start
+        if cfg.output == "last-x0":
+            x_t = x0.detach()
+        with torch.no_grad():
+            images = den.decode(x_t)
+            final = constraint.residual(x_t).detach() if constraint is not None else None
+        return SampleResult(sample=x_t, images=images, nfe=den.nfe - nfe0, nbe=den.nbe - nbe0,
+                            residuals=residuals, final_residual=final, timesteps=grid.times, seconds=seconds)
+
+    def _denoise(self, grid: TimeGrid, constraint: Constraint | None, x_t: Tensor, residuals: Tensor, generator: Generator,
+                 progress: bool, callback: Callable[[StepInfo], None] | None) -> tuple[Tensor, Tensor]:
+        """Walk ``grid`` from ``x_t``, one `DenoisingStep` per time, filling ``residuals[i]``; the last ``(x_t, x0_hat)``."""
+        den, cfg = self.denoiser, self.config
         betas = _single_step_betas(den) if cfg.noise == "one-step-posterior" else None
         if self.solver is not None:
             self.solver.check(den)  # e.g. a finite-difference h below the rounding floor of den.dtype
@@ -184,16 +201,7 @@ class ConstrainedSampler:
             if callback is not None:
                 callback(StepInfo(step=i, t=t, x_t=x_t, x0=x0, residual=residuals[i, -1] if constraint is not None else None))
         bar.close()
-        if den.device.type == "cuda":
-            torch.cuda.synchronize(den.device)
-        seconds = time.perf_counter() - start
-        if cfg.output == "last-x0":
-            x_t = x0.detach()
-        with torch.no_grad():
-            images = den.decode(x_t)
-            final = constraint.residual(x_t).detach() if constraint is not None else None
-        return SampleResult(sample=x_t, images=images, nfe=den.nfe - nfe0, nbe=den.nbe - nbe0,
-                            residuals=residuals, final_residual=final, timesteps=grid.times, seconds=seconds)
+        return x_t, x0
 
     def _step(self, step: DenoisingStep, constraint: Constraint | None, x_t: Tensor, row: Tensor) -> tuple[Tensor, Tensor]:
         """One grid step: the correction inside `window`, else the plain update; fills ``row``."""
