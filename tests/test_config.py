@@ -118,6 +118,38 @@ def test_user_correction_runs_from_yaml_and_recipe(tmp_path, gaussian, halfway):
     assert cd.SamplerConfig.from_file(tmp_path / "c.yaml").model_dump() == cd.SamplerConfig.model_validate(cfg.model_dump()).model_dump()
 
 
+def test_user_correction_runs_from_sample_set(tmp_path, halfway, capsys):
+    """``sample --set correction.name=...`` runs a correction registered in this process, with its own options."""
+    from constrained_diffusion.cli.main import main
+    from constrained_diffusion.evaluation.records import image_ok
+
+    argv = ["sample", "--model", "gaussian", "--task", "top-half", "--steps", "3", "--quiet", "--out"]
+    assert main([*argv, str(tmp_path / "a"), "--set", "correction.name=halfway-test", "correction.lr=0.25"]) == 0
+    printed = capsys.readouterr().out
+    assert "correction halfway-test" in printed and image_ok(tmp_path / "a" / "sample.png")
+    nfe = lambda text: int(next(line for line in text.splitlines() if line.startswith("|") and "NFE" not in line  # noqa: E731
+                                and "---" not in line).split("|")[3])
+    assert nfe(printed) == 3  # one forward per step: the user's correction, not the paper's inner loop
+    assert main([*argv, str(tmp_path / "b")]) == 0
+    assert nfe(capsys.readouterr().out) > 3
+    assert main([*argv, str(tmp_path / "c"), "--set", "correction.name=no-such-correction"]) == 2
+    assert "no-such-correction" in capsys.readouterr().err
+
+
+def test_user_correction_runs_from_a_yaml_config_through_evaluate(tmp_path, halfway):
+    """A method of an ``evaluate --config`` YAML file names the registered correction; its records show its cost."""
+    from constrained_diffusion.cli.main import main
+
+    (tmp_path / "run.yaml").write_text(
+        "model: gaussian\ndata: mnist-test\ntask: top-half\nlimit: 2\nbatch_size: 2\nsteps: 3\nquiet: true\n"
+        "method:\n  - name: inexact-newton\n  - name: inexact-newton\n    label: halfway\n"
+        "    set: {correction: {name: halfway-test, lr: 0.25}}\n")
+    assert main(["evaluate", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    nfe = {r["method"]: r["nfe"] for r in records}
+    assert len(records) == 4 and nfe["halfway"] == 3 and nfe["inexact-newton"] > 3
+
+
 def test_nested_correction_errors_name_the_option(halfway):
     with pytest.raises(ValidationError, match="lr"):
         cd.SamplerConfig(correction={"name": "halfway-test", "lr": "fast"})

@@ -9,7 +9,8 @@ lists, ``true``) and strings otherwise; ``@digit`` stands for the chosen test di
 prior). The models are 1-channel 32x32: constraints for RGB images (``clip-style``) are
 listed but need a model of your own in Python. The method (``--method``) is a recipe (``dps``) or, where no recipe has the
 name, a solver with the paper's loop (``--solver`` and ``--recipe`` are the old spellings); ``--steps``,
-``--inner-steps`` and ``--step-scale`` (``--lr`` before 0.2) override either.
+``--inner-steps`` and ``--step-scale`` (``--lr`` before 0.2) override either, as do ``--set KEY=VALUE`` items (the override
+language of ``evaluate``: ``solver.h=0.01``, ``correction.name=NAME`` for a registered correction).
 Prints residual, NFE, NBE, seconds (and the digit the shipped classifier reads) per sample
 and writes a PNG of the samples.
 """
@@ -31,7 +32,7 @@ from constrained_diffusion.denoisers import Denoiser
 from constrained_diffusion.recipes import Recipe
 from constrained_diffusion.recipes import get as get_recipe
 from constrained_diffusion.recipes import names as recipe_names
-from constrained_diffusion.recipes.overrides import apply_overrides, paper_loop
+from constrained_diffusion.recipes.overrides import apply_overrides, paper_loop, split_set
 from constrained_diffusion.recipes.overrides import parse_value as parse_json_or_text
 from constrained_diffusion.sampling import SampleResult
 from constrained_diffusion.sampling.step_size import describe_step
@@ -59,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step-scale", type=float, nargs="+", default=None, metavar="LAMBDA",
                    help="the step scale lambda: one value, or start and end of a linear schedule")
     p.add_argument("--lr", dest="step_scale", type=float, nargs="+", action=renamed_flag("--step-scale"), help=argparse.SUPPRESS)
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override a SamplerConfig field or recipe option, as evaluate's --set: solver.h=0.01, "
+                        "correction.name=NAME (a registered correction), correction.KEY=VALUE; the flags above win")
     p.add_argument("--digit", type=non_negative_int, default=0, help="index of the shipped test digit (0-9, default 0)")
     p.add_argument("--batch-size", dest="batch", type=positive_int, default=1, help="samples to draw, in one batch (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
@@ -165,9 +169,17 @@ def check_constraint_args(name: str, kwargs: dict[str, Any]) -> None:
             continue
 
 
+FLAGS = "--set/--steps/--inner-steps/--step-scale"
+"""How `sample`'s overrides are named in its error messages."""
+
+
 def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
     """The recipe of ``--recipe`` (or ``--solver`` with the paper's loop) with the overrides, and how to name it."""
-    overrides: dict[str, Any] = {}
+    common, per, task = split_set(args.set)
+    if per or task:
+        bad = next(iter(per)) + ":..." if per else "task." + next(iter(task))
+        raise ValueError(f"--set {bad}: sample runs one method on its --task; give KEY=VALUE")
+    overrides: dict[str, Any] = dict(common)
     if args.steps is not None:
         overrides["steps"] = args.steps
     if args.inner_steps is not None:
@@ -175,11 +187,11 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, str]:
     if args.step_scale is not None:
         overrides["step_scale"] = args.step_scale[0] if len(args.step_scale) == 1 else tuple(args.step_scale)
     if args.solver is not None:
-        return apply_overrides(paper_loop(args.solver), overrides, args.solver, "--steps/--inner-steps/--step-scale"), f"solver {args.solver}"
+        return apply_overrides(paper_loop(args.solver), overrides, args.solver, FLAGS), f"solver {args.solver}"
     name = args.recipe or "inexact-newton"
     if name not in recipe_names() and name in solver_registry.names():
-        return apply_overrides(paper_loop(name), overrides, name, "--steps/--inner-steps/--step-scale"), f"solver {name}"
-    return apply_overrides(get_recipe(name), overrides, name, "--steps/--inner-steps/--step-scale"), f"recipe {name}"
+        return apply_overrides(paper_loop(name), overrides, name, FLAGS), f"solver {name}"
+    return apply_overrides(get_recipe(name), overrides, name, FLAGS), f"recipe {name}"
 
 
 def _loop(recipe: Recipe) -> str:
