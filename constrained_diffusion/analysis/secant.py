@@ -218,51 +218,86 @@ def secant_rows(models: Sequence[str] = ("ddpm", "flow"), tasks: Sequence[str] =
         ValueError: an unknown model, task or method, or ``digits`` outside ``[1, 500]``.
     """
     from constrained_diffusion.data.mnist import mnist
-    from constrained_diffusion.evaluation.task_names import MNIST_TASKS, find_record, renamed_task, stored_key
+
+    _check_names(models, tasks, methods)
+    order = ["secant-newton", *[m for m in METHODS if m in methods and m != "secant-newton"]]
+    indices = spread_indices(digits)
+    all_images, all_labels = mnist("held-out")
+    store = JsonlStore(results, KEY_FIELDS) if results is not None else None
+    runs = _Runs(all_images[indices], all_labels[indices], indices, digits, steps, inner_steps, seed, store, dict(loaded or {}),
+                 model_names, log)
+    return [row for model_key in models for task in tasks for row in _task_rows(runs, model_key, task, order)]
+
+
+@dataclass
+class _Runs:
+    """What every run of one `secant_rows` call shares: the digits, the settings, the store and the loaded models."""
+
+    images: Tensor
+    labels: Tensor
+    indices: list[int]
+    digits: int
+    steps: int
+    inner_steps: int
+    seed: int
+    store: JsonlStore | None
+    loaded: dict[str, Denoiser]
+    model_names: dict[str, str] | None
+    log: Callable[[str], None] | None
+
+
+def _check_names(models: Sequence[str], tasks: Sequence[str], methods: Sequence[str]) -> None:
+    """Raise `ValueError` naming every unknown model, task or method."""
+    from constrained_diffusion.evaluation.task_names import MNIST_TASKS, renamed_task
 
     bad = [m for m in models if m not in MODELS] + [t for t in tasks if renamed_task(t, "tasks=") not in MNIST_TASKS]
     bad += [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown model, task or method {bad}; models {sorted(MODELS)}, tasks {list(MNIST_TASKS)}, methods {list(METHODS)}")
-    order = ["secant-newton", *[m for m in METHODS if m in methods and m != "secant-newton"]]
-    indices = spread_indices(digits)
-    all_images, all_labels = mnist("held-out")
-    images, labels = all_images[indices], all_labels[indices]
-    store = JsonlStore(results, KEY_FIELDS) if results is not None else None
-    loaded = dict(loaded or {})
+
+
+def _model(runs: _Runs, model_key: str) -> Denoiser:
+    """The model of ``model_key``, loaded on first use and kept in ``runs.loaded``."""
+    if model_key not in runs.loaded:
+        from constrained_diffusion.models import load
+
+        runs.loaded[model_key] = load(MODELS[model_key])
+    return runs.loaded[model_key]
+
+
+def _record(runs: _Runs, model_key: str, task: str, method: str, regime: str, run_steps: int) -> dict[str, Any]:
+    """One run's record: found in the store, or run now, appended to the store and logged."""
+    from constrained_diffusion.evaluation.task_names import find_record, stored_key
+
+    key = stored_key({"model": model_key, "task": task, "method": method, "regime": regime, "digits": runs.digits, "steps": runs.steps,
+                      "inner_steps": runs.inner_steps, "seed": runs.seed})
+    found = find_record(runs.store, key) if runs.store is not None else None
+    if found is not None:
+        return found
+    model = _model(runs, model_key)
+    rec = {**key, "model_name": (runs.model_names or {}).get(model_key, MODELS[model_key]), "run_steps": run_steps,
+           **run_method(model, task, method, runs.images, runs.labels, runs.indices, run_steps, runs.inner_steps, runs.seed)}
+    if runs.store is not None:
+        runs.store.append(rec)
+    if runs.log is not None:
+        runs.log(f"{model_key} {task} {regime} {method}: {run_steps} steps, NFE {rec['nfe']}, "
+                 f"PSNR {statistics.fmean(rec['psnr']):.2f}, {rec['seconds']:.0f} s")
+    return rec
+
+
+def _task_rows(runs: _Runs, model_key: str, task: str, order: Sequence[str]) -> list[SecantRow]:
+    """One (model, task)'s rows: the unconstrained and secant runs first, then each regime's methods in ``order``."""
+    free = _record(runs, model_key, task, "unconstrained", "equal steps", runs.steps)
+    secant = _record(runs, model_key, task, "secant-newton", "equal steps", runs.steps)
     rows: list[SecantRow] = []
-
-    def record(model_key: str, task: str, method: str, regime: str, run_steps: int) -> dict[str, Any]:
-        key = stored_key({"model": model_key, "task": task, "method": method, "regime": regime, "digits": digits, "steps": steps,
-                          "inner_steps": inner_steps, "seed": seed})
-        found = find_record(store, key) if store is not None else None
-        if found is not None:
-            return found
-        if model_key not in loaded:
-            from constrained_diffusion.models import load
-
-            loaded[model_key] = load(MODELS[model_key])
-        rec = {**key, "model_name": (model_names or {}).get(model_key, MODELS[model_key]), "run_steps": run_steps,
-               **run_method(loaded[model_key], task, method, images, labels, indices, run_steps, inner_steps, seed)}
-        if store is not None:
-            store.append(rec)
-        if log is not None:
-            log(f"{model_key} {task} {regime} {method}: {run_steps} steps, NFE {rec['nfe']}, "
-                f"PSNR {statistics.fmean(rec['psnr']):.2f}, {rec['seconds']:.0f} s")
-        return rec
-
-    for model_key in models:
-        for task in tasks:
-            free = record(model_key, task, "unconstrained", "equal steps", steps)
-            secant = record(model_key, task, "secant-newton", "equal steps", steps)
-            for regime in REGIMES:
-                for method in order:
-                    if method == "secant-newton":
-                        rec = secant
-                    else:
-                        run_steps = steps if regime == "equal steps" else equal_nfe_steps(method, secant["nfe"], inner_steps)
-                        rec = record(model_key, task, method, regime, run_steps)
-                    rows.append(_row(model_key, task, regime, method, rec, secant, free))
+    for regime in REGIMES:
+        for method in order:
+            if method == "secant-newton":
+                rec = secant
+            else:
+                run_steps = runs.steps if regime == "equal steps" else equal_nfe_steps(method, secant["nfe"], runs.inner_steps)
+                rec = _record(runs, model_key, task, method, regime, run_steps)
+            rows.append(_row(model_key, task, regime, method, rec, secant, free))
     return rows
 
 
