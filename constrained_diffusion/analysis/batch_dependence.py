@@ -151,9 +151,40 @@ def batch_dependence(model: Denoiser, digits: int = 8, steps: int = 10, inner_st
     Warns:
         FutureWarning: ``task`` is ``box`` or ``free-form``, whose meaning changed in 0.2 (`task_names.renamed_task`).
     """
-    from constrained_diffusion.data.mnist import mnist
+    _check_names(task, methods)
+    truth = _test_digits(digits, batch).to(model.device)
+    draw = _Draws(model, truth, list(range(digits)), steps, inner_steps, task, seed)
+    rows = []
+    alone: dict[str, Tensor] = {}
+    for method in methods:
+        row, alone[method] = _method_row(draw, method, batch)
+        rows.append(row)
+        if log is not None:
+            log(f"{method}: max |Δpixel| {row.max_pixel:.3g}, max |ΔPSNR| {row.max_psnr:.3g} dB ({row.seconds_1 + row.seconds_batch:.1f} s)")
+    return rows, _sensitivity(draw, alone.get("inexact-newton"), perturbation)
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """What every draw of one `batch_dependence` call shares: the model, the digits and the settings."""
+
+    model: Denoiser
+    truth: Tensor
+    positions: list[int]
+    steps: int
+    inner_steps: int
+    task: str
+    seed: int
+
+    def __call__(self, method: str, batch: int, perturb: float = 0.0) -> tuple[Tensor, int, float]:
+        """`_draw` of ``method`` at ``batch`` on these digits and settings."""
+        return _draw(self.model, method, self.truth, self.positions, batch, self.steps, self.inner_steps, self.task, self.seed,
+                     perturb=perturb)
+
+
+def _check_names(task: str, methods: Sequence[str]) -> None:
+    """Raise `ValueError` on an unknown task (warning on a renamed one) or unknown methods."""
     from constrained_diffusion.evaluation.task_names import MNIST_TASKS, renamed_task
-    from constrained_diffusion.metrics.images import psnr
 
     if renamed_task(task, "task=") not in MNIST_TASKS:
         raise ValueError(f"task: unknown {task!r}; expected one of {list(MNIST_TASKS)}")
@@ -161,32 +192,39 @@ def batch_dependence(model: Denoiser, digits: int = 8, steps: int = 10, inner_st
     unknown = [m for m in methods if m not in (*METHODS, PAIRED)]
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; expected some of {[*METHODS, PAIRED]}")
+
+
+def _test_digits(digits: int, batch: int) -> Tensor:
+    """The first ``digits`` test digits, after checking ``digits`` against the test set and ``batch >= 1``."""
+    from constrained_diffusion.data.mnist import mnist
+
     images, _ = mnist("test")
     if not 1 <= digits <= images.shape[0]:
         raise ValueError(f"digits must lie in [1, {images.shape[0]}], got {digits}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    truth = images[:digits].to(model.device)
-    positions = list(range(digits))
-    rows = []
-    alone: dict[str, Tensor] = {}
-    for method in methods:
-        one, nfe, s1 = _draw(model, method, truth, positions, 1, steps, inner_steps, task, seed)
-        many, _, sb = _draw(model, method, truth, positions, batch, steps, inner_steps, task, seed)
-        alone[method] = one
-        clean = truth.float().cpu()
-        p1, pb = psnr(one, clean), psnr(many, clean)
-        rows.append(BatchRow(method, batch, float((one - many).abs().max()), float((p1 - pb).abs().max()), float(p1.mean()), nfe, s1, sb))
-        if log is not None:
-            log(f"{method}: max |Δpixel| {rows[-1].max_pixel:.3g}, max |ΔPSNR| {rows[-1].max_psnr:.3g} dB ({s1 + sb:.1f} s)")
-    sensitivity = 0.0
-    if perturbation:
-        base = alone.get("inexact-newton")
-        if base is None:
-            base, _, _ = _draw(model, "inexact-newton", truth, positions, 1, steps, inner_steps, task, seed)
-        moved, _, _ = _draw(model, "inexact-newton", truth, positions, 1, steps, inner_steps, task, seed, perturb=perturbation)
-        sensitivity = float((moved - base).abs().max())
-    return rows, sensitivity
+    return images[:digits]
+
+
+def _method_row(draw: _Draws, method: str, batch: int) -> tuple[BatchRow, Tensor]:
+    """``method``'s draws at batch 1 and at ``batch`` compared, and its batch-1 images ``(N, C, H, W)``."""
+    from constrained_diffusion.metrics.images import psnr
+
+    one, nfe, s1 = draw(method, 1)
+    many, _, sb = draw(method, batch)
+    clean = draw.truth.float().cpu()
+    p1, pb = psnr(one, clean), psnr(many, clean)
+    return BatchRow(method, batch, float((one - many).abs().max()), float((p1 - pb).abs().max()), float(p1.mean()), nfe, s1, sb), one
+
+
+def _sensitivity(draw: _Draws, base: Tensor | None, perturbation: float) -> float:
+    """Inexact Newton's largest pixel change at batch 1 when ``x_T`` moves by ``perturbation`` (0.0 when it is 0)."""
+    if not perturbation:
+        return 0.0
+    if base is None:
+        base, _, _ = draw("inexact-newton", 1)
+    moved, _, _ = draw("inexact-newton", 1, perturb=perturbation)
+    return float((moved - base).abs().max())
 
 
 def batch_table(rows: Sequence[BatchRow]) -> str:
