@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -39,7 +40,9 @@ def _comparison(out, **options) -> Comparison:
 def test_compare_reproduces_the_loop_of_0_1_digit_for_digit(tmp_path):
     """compare on the harness gives the records of its own loop of 0.1 (runner.py): same noise, masks and batches."""
     with pytest.warns(DeprecationWarning, match="runner"):
-        from constrained_diffusion.evaluation import runner
+        import constrained_diffusion.evaluation.runner as runner
+
+        importlib.reload(runner)  # warns on every (re)load, whichever test imported it first
     from constrained_diffusion.data import mnist
     from constrained_diffusion.models import load
 
@@ -98,8 +101,11 @@ def test_compare_keeps_the_counts_it_was_given_first(tmp_path):
     assert rows[-1]["nfe"] == rows[1]["nfe"] * 3 / 2  # 3 steps where the equal-steps row took 2
 
 
-def test_compare_cli_writes_a_folder_and_warns_on_the_old_names(tmp_path, capsys):
+def test_compare_cli_writes_a_folder_and_warns_on_the_old_names(tmp_path, capsys, monkeypatch):
     from constrained_diffusion.cli.main import main
+    from constrained_diffusion.evaluation import task_names
+
+    monkeypatch.setattr(task_names, "_warned", set())  # the warning comes once per process: as if this were a fresh one
 
     with pytest.warns(FutureWarning) as caught:
         assert main(["compare", "--models", "mnist-ddpm", "--tasks", "box", "--methods", "identity", "--steps", "1",
