@@ -146,7 +146,7 @@ class Comparison:
     def _model_task(self, model: str, task: str, say: Callable[[str], object]) -> list[dict[str, Any]]:
         same = self.config(model, task, [MethodSpec(name=s) for s in self.solvers])
         rows = [self._row(model, task, r, "equal-steps", self.steps) for r in Evaluation(**dict(same)).run(say)["methods"]]
-        if not self.equal_time or REFERENCE not in self.solvers:
+        if not self.equal_time or REFERENCE not in self.solvers or len(set(self.solvers)) == 1:
             return rows
         per_step = {r["solver"]: r["seconds"] / self.steps for r in rows}
         counts = self._equal_time_counts(model, task, same, per_step)
