@@ -94,8 +94,11 @@ def test_compare_keeps_the_counts_it_was_given_first(tmp_path):
     c = _comparison(tmp_path / "cmp", solvers=["inexact-newton", "identity"])
     same = c.config("mnist-ddpm", "top-half", [MethodSpec(name=s) for s in c.solvers])
     reference = next(m.settings for m in resolve_methods(same, None, "")[0] if m.label == "inexact-newton")
-    store = JsonlStore(c.folder("mnist-ddpm", "top-half") / EQUAL_TIME, ("reference", "solver"))
-    store.append({"reference": reference, "solver": "identity", "steps": 3, "seconds_per_step": 1.0, "reference_seconds_per_step": 1.5})
+    store = JsonlStore(c.folder("mnist-ddpm", "top-half") / EQUAL_TIME, ("reference", "limit", "solver"))
+    store.append({"reference": reference, "limit": 4, "solver": "identity", "steps": 3, "seconds_per_step": 1.0,
+                  "reference_seconds_per_step": 1.5})
+    store.append({"reference": reference, "limit": 400, "solver": "identity", "steps": 9, "seconds_per_step": 1.0,
+                  "reference_seconds_per_step": 4.5})  # another number of digits: not these counts
     rows = c.run()
     assert [(r["solver"], r["budget"], r["steps"]) for r in rows][-1] == ("identity", "equal-time", 3)
     assert rows[-1]["nfe"] == rows[1]["nfe"] * 3 / 2  # 3 steps where the equal-steps row took 2
@@ -154,7 +157,51 @@ def test_the_new_run_options_leave_the_settings_hash_of_a_default_run_alone():
     settings = lambda **o: resolve_methods(EvaluationConfig(**{**base, **o}), (1, 32, 32), "")[0][0].settings  # noqa: E731
     default = settings()
     assert settings(noise_seeding="image-id", precision="float32") == default
-    assert len({default, settings(noise_seeding="position"), settings(precision="tf32-emulated")}) == 3
+    assert settings(device="cuda:0") == settings(device="cuda:1") != default  # a GPU's records and seconds are its own
+    assert len({default, settings(noise_seeding="position"), settings(precision="tf32-emulated"), settings(device="cuda")}) == 4
+
+
+def test_precision_reaches_the_network_and_keys_its_own_records(tmp_path):
+    """tf32-emulated rounds the DDPM's convolutions (other samples, other records beside the float32 ones)."""
+    from constrained_diffusion.evaluation.harness import Evaluation
+
+    run = lambda precision: Evaluation(model="mnist-ddpm", data="mnist-test", task="sr4", method="inexact-newton",  # noqa: E731
+                                       out=tmp_path, limit=2, batch_size=2, steps=2, quiet=True, precision=precision,
+                                       set={"inner_steps": 1}).run(log=lambda _: None)["methods"][0]
+    plain, rounded = run("float32"), run("tf32-emulated")
+    records = [json.loads(line) for line in (tmp_path / RECORDS).read_text().splitlines()]
+    assert len(records) == 4 and len({r["settings"] for r in records}) == 2
+    assert plain["psnr"] != rounded["psnr"]  # the finite difference feels the rounding (docs/evaluation.md, GPU against CPU)
+    with pytest.raises(ValueError, match="--precision tf32-emulated: model 'gaussian' has no torch modules"):
+        Evaluation(model="gaussian", data="mnist-test", task="sr4", method="identity", out=tmp_path / "g", limit=1,
+                   precision="tf32-emulated", quiet=True).run(log=lambda _: None)
+
+
+def test_run_options_that_cannot_hold_are_refused_before_sampling(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from constrained_diffusion.cli.main import main
+    from constrained_diffusion.evaluation.harness import Evaluation
+
+    with pytest.raises(ValueError, match="--precision tf32-emulated: rounds float32 arithmetic; it takes --dtype float32"):
+        Evaluation(model="mnist-ddpm", data="mnist-test", task="top-half", method="identity", out=tmp_path / "a",
+                   precision="tf32-emulated", dtype="float16").run()
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    Image.new("L", (32, 32)).save(folder / "seven.png")
+    with pytest.raises(ValueError, match="noise_seeding: position: image ids must be held-out positions"):
+        Evaluation(model="gaussian", data=str(folder), task="top-half", method="identity", out=tmp_path / "b",
+                   noise_seeding="position", quiet=True).run(log=lambda _: None)
+    assert not (tmp_path / "b").exists()  # nothing sampled, nothing written
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="compare runs as one process"):
+        _comparison(tmp_path / "c").check()
+    monkeypatch.delenv("WORLD_SIZE")
+    page = tmp_path / "page.md"
+    page.write_text("no block here\n")
+    assert main(["compare", "--models", "mnist-ddpm", "--tasks", "sr4", "--methods", "identity", "--limit", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "d"), "--write-docs", str(page), "--block", "NOPE"]) == 2
+    assert "--write-docs" in capsys.readouterr().err and not (tmp_path / "d").exists()  # refused before the run
 
 
 def test_records_of_other_shipped_weights_are_not_reused(monkeypatch):

@@ -108,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     from constrained_diffusion.evaluation.comparison import Comparison
     from constrained_diffusion.evaluation.methods import shipped_weights
     from constrained_diffusion.evaluation.task_names import renamed_task
+    from constrained_diffusion.utils.tables import check_block
 
+    if args.write_docs is not None:
+        check_block(args.write_docs, args.block)  # before the run, not after it
     tasks = [renamed_task(t, "--tasks") for t in args.tasks]
     comparison = Comparison(models=args.models, tasks=tasks, solvers=args.methods, out=out_folder(args.out), steps=args.steps,
                             inner_steps=args.inner_steps, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
@@ -121,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
         command = command_line(args)
         machine = f"torch {torch.__version__}, {describe_device(args.device)}"
         weights = ", ".join(f"{name.removeprefix('mnist-')} {shipped_weights(name)}" for name in args.models)
-        write_block(args.write_docs, args.block,
-                    f"```\n{command}\n```\n\n{machine}; weights {weights}; {len(rows)} row{'s' * (len(rows) != 1)} of {max(r['n'] for r in rows)} digits.\n\n{table}")
+        size = f"{len(rows)} row{'s' * (len(rows) != 1)} of {max(r['n'] for r in rows)} digits"
+        write_block(args.write_docs, args.block, f"```\n{command}\n```\n\n{machine}; weights {weights}; {size}.\n\n{table}")
     return 0

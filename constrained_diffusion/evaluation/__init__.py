@@ -20,7 +20,8 @@ _LAZY = {"Comparison": "comparison", "Evaluation": "harness", "EvaluationConfig"
 DEPRECATED: dict[str, tuple[str, str]] = {
     **{name: ("runner", "constrained_diffusion.evaluation.comparison.Comparison (compare runs on the harness)")
        for name in ("KEY_FIELDS", "Settings", "evaluate", "ordered", "results_store", "summarise")},
-    **{name: ("runner", f"constrained_diffusion.utils.precision.{name}") for name in ("PRECISIONS", "precision_context")},
+    "PRECISIONS": ("runner", "constrained_diffusion.utils.precision.PRECISIONS"),
+    "precision_context": ("runner", "constrained_diffusion.utils.precision.precision_context([m.network for m in models], precision)"),
     "TASKS": ("tasks", "constrained_diffusion.evaluation.task_names.MNIST_TASKS"),
     "make_constraint": ("tasks", "constrained_diffusion.evaluation.image_tasks.make_problem(...).constraint"),
 }

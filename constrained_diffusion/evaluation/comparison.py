@@ -26,6 +26,7 @@ are PSNR, SSIM and the shipped classifier's label accuracy.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,15 @@ class Comparison:
                                 quiet=self.quiet)
 
     def check(self) -> None:
-        """Every option checked before any sampling (as the harness checks its own; a one-line ``ValueError``)."""
+        """Every option checked before any sampling (as the harness checks its own; a one-line ``ValueError``).
+
+        Raises:
+            ValueError: a bad option (naming it), or a launch with several processes (the equal-time
+                budget needs every process's timings in one place: run ``compare`` as one process).
+        """
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("compare runs as one process (WORLD_SIZE > 1 here); for several GPUs run evaluate, "
+                             "which shards the images, with --noise-seeding position and --metrics label_accuracy")
         for model in self.models:
             for task in self.tasks:
                 Evaluation(**dict(self.config(model, task, [MethodSpec(name=s) for s in self.solvers]))).check()
@@ -158,14 +167,15 @@ class Comparison:
         """The equal-time steps kept for this reference run, else those measured now (kept; the first writer wins).
 
         The key is the settings hash of inexact Newton's equal-steps method (`resolve_methods`, as
-        checked before the model is loaded), so other settings get counts of their own.
+        checked before the model is loaded; it covers the device) and the number of digits, so
+        other settings, another kind of device or a smoke run of a few digits get counts of their own.
         """
         key = next(m.settings for m in resolve_methods(same, None, "")[0] if m.label == REFERENCE)
-        store = JsonlStore(self.folder(model, task) / EQUAL_TIME, ("reference", "solver"))
+        store = JsonlStore(self.folder(model, task) / EQUAL_TIME, ("reference", "limit", "solver"))
         for solver, count in equal_time_steps(per_step, self.steps).items():
-            store.add({"reference": key, "solver": solver, "steps": count, "seconds_per_step": per_step[solver],
-                       "reference_seconds_per_step": per_step[REFERENCE]})
-        return {s: int(store.get((key, s))["steps"]) for s in self.solvers if s != REFERENCE}  # type: ignore[index]
+            store.add({"reference": key, "limit": self.limit, "solver": solver, "steps": count,
+                       "seconds_per_step": per_step[solver], "reference_seconds_per_step": per_step[REFERENCE]})
+        return {s: int(store.get((key, self.limit, s))["steps"]) for s in self.solvers if s != REFERENCE}  # type: ignore[index]
 
     def _row(self, model: str, task: str, summary: dict[str, Any], budget: str, steps: int) -> dict[str, Any]:
         return {"model": model.removeprefix("mnist-"), "task": task, "solver": summary["method"].removesuffix(".equal-time"),

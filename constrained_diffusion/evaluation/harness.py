@@ -55,7 +55,7 @@ from constrained_diffusion.evaluation import report
 from constrained_diffusion.evaluation.batch import BatchRun, sample_batch
 from constrained_diffusion.evaluation.config import EvaluationConfig, MethodSpec
 from constrained_diffusion.evaluation.distributed import Ranks
-from constrained_diffusion.evaluation.image_tasks import check_task, generators, make_problem
+from constrained_diffusion.evaluation.image_tasks import check_task, generators, make_problem, noise_generators
 from constrained_diffusion.evaluation.methods import Method, resolve_methods
 from constrained_diffusion.evaluation.problems import TaskSpec, load_denoiser, open_set, pixel_resolution
 from constrained_diffusion.evaluation.prompts import check_prompts, read_prompts
@@ -87,6 +87,17 @@ __all__ = [  # the run loop, and the names defined here before the harness was s
     "make_problem", "merge_records", "pixel_resolution", "read_prompts", "record_file", "records_files", "resolve_recipe",
     "safe_name", "sample_batch", "settings_hash", "split_set", "under",
 ]
+
+
+def torch_modules(model: Any) -> torch.nn.ModuleList:
+    """Every ``nn.Module`` the model holds (its network, UNet or transformer, and its codec's VAE), as one list.
+
+    One `ModuleList`, so that a module held twice (a compiled wrapper and the module it wraps)
+    is visited once by `precision_context`.
+    """
+    holders = [model, getattr(model, "codec", None)]
+    found = [v for h in holders if h is not None for v in vars(h).values() if isinstance(v, torch.nn.Module)]
+    return torch.nn.ModuleList([model] if isinstance(model, torch.nn.Module) else found)
 
 
 @dataclass
@@ -139,6 +150,8 @@ class Evaluation(Configurable):
         _, _, task_options = split_set(cfg.set)
         check_task(cfg.task, task_options, cfg.noise_std, cfg.style_image)
         check_metrics(cfg.metrics, cfg.fid_features, cfg.feature_weights)
+        if cfg.precision != "float32" and cfg.dtype != "float32":
+            raise ValueError(f"--precision {cfg.precision}: rounds float32 arithmetic; it takes --dtype float32, got {cfg.dtype}")
         if "label_accuracy" in cfg.metrics and not labelled(cfg.data):
             raise ValueError(f"--metrics label_accuracy: needs labelled images, a shipped MNIST --data set, got {cfg.data!r}")
         self._methods(None, "")
@@ -165,8 +178,10 @@ class Evaluation(Configurable):
     def _run(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object]) -> dict[str, Any]:
         device = ranks.device(cfg.device)
         model = load_denoiser(cfg.model, device, cfg.dtype)
-        network = getattr(model, "network", None)
-        with precision_context([network] if isinstance(network, torch.nn.Module) else [], cfg.precision):
+        modules = torch_modules(model)
+        if cfg.precision != "float32" and not len(modules):
+            raise ValueError(f"--precision {cfg.precision}: model {cfg.model!r} has no torch modules to run in it")
+        with precision_context([modules], cfg.precision):
             return self._run_model(cfg, ranks, say, model, device)
 
     def _run_model(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object], model: Any,
@@ -185,8 +200,13 @@ class Evaluation(Configurable):
     def _plan(self, cfg: EvaluationConfig, ranks: Ranks, say: Callable[[str], object], model: Any, device: str) -> _Plan:
         """Everything the batches share: the images, methods, problems and scores, and what this process still has to do."""
         resolution = pixel_resolution(model)
+        if "label_accuracy" in cfg.metrics and resolution != (1, 32, 32):
+            raise ValueError(f"--metrics label_accuracy: the shipped classifier reads 1x32x32 digits; model {cfg.model!r} "
+                             f"makes {'x'.join(map(str, resolution))} images")
         prompts = read_prompts(cfg.prompts) if cfg.prompts is not None else None
         images, ids = open_set(cfg.data, resolution, cfg.limit, report=say if ranks.rank == 0 else None)
+        if cfg.noise_seeding == "position":
+            noise_generators(cfg.seed, ids, "position")  # every id a held-out position, or a one-line error now
         check_prompts(model, cfg.model, ids, prompts, cfg.prompts, cfg.prompt)
         self._bound: dict[str, Any] = {}
         digest = settings_hash(prompts) if prompts is not None else (cfg.prompt or "")

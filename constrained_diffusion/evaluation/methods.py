@@ -94,7 +94,9 @@ def resolve_methods(cfg: EvaluationConfig, resolution: tuple[int, ...] | None,
     observation = settings_hash({"model": cfg.model, "data": cfg.data, "task": cfg.task, "task_options": task_options,
                                  "style_image": cfg.style_image, "seed": cfg.seed, "noise_std": cfg.noise_std,
                                  "resolution": resolution})
-    run_parts = {"weights": shipped_weights(cfg.model), **non_default(cfg, ("noise_seeding", "precision"))}
+    kind = cfg.device.split(":")[0]  # cuda:0 and cuda:1 (ranks of one run) are one kind of device
+    run_parts = {"weights": shipped_weights(cfg.model), **non_default(cfg, ("noise_seeding", "precision")),
+                 **({"device": kind} if kind != "cpu" else {})}  # a GPU's seconds never join a CPU's records
     methods = []
     for spec in cfg.method:
         overrides = {**({"steps": cfg.steps} if cfg.steps is not None else {}), **common, **per.get(spec.key, {}), **spec.set}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["format_table", "replace_block", "write_block"]
+__all__ = ["check_block", "format_table", "replace_block", "write_block"]
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -27,16 +27,33 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def check_block(path: Path, name: str) -> str:
+    """The text of ``path``, which must hold the block ``<!-- NAME:START -->`` ... ``<!-- NAME:END -->``.
+
+    A command that writes its table into the docs calls it before its run, so a wrong page or
+    block name stops it at once, not after the run.
+
+    Raises:
+        ValueError: ``path`` cannot be read, or has no such block (naming ``--write-docs`` and ``--block``).
+    """
+    start, end = f"<!-- {name}:START -->", f"<!-- {name}:END -->"
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"--write-docs: cannot read {path} ({exc.strerror or exc})") from None
+    if start not in text or end not in text:
+        raise ValueError(f"--write-docs: {path} has no {start} ... {end} block (--block {name})")
+    return text
+
+
 def replace_block(path: Path, name: str, content: str) -> None:
     """Replace the text between ``<!-- NAME:START -->`` and ``<!-- NAME:END -->`` in ``path``.
 
     Raises:
-        ValueError: ``path`` has no such block.
+        ValueError: ``path`` has no such block (`check_block`).
     """
     start, end = f"<!-- {name}:START -->", f"<!-- {name}:END -->"
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"--write-docs: {path} has no {start} ... {end} block")
+    text = check_block(path, name)
     block = f"{start}\n{content}\n{end}"
     from constrained_diffusion.utils.safe_io import write_text
 
