@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ BUDGETS = ("equal-steps", "equal-time")
 REFERENCE = "inexact-newton"
 """The solver whose seconds per image set the equal-time budget."""
 METRICS = ("psnr", "ssim", "label_accuracy")
+EQUAL_TIME_SUFFIX = ".equal-time"
+"""What a solver's label ends with in its equal-time run (`equal_time_label`)."""
 EQUAL_TIME = "equal-time.jsonl"
 """The file of equal-time step counts under each model and task's folder."""
 
@@ -54,7 +56,7 @@ def equal_time_label(solver: str) -> str:
         >>> equal_time_label("gradient-descent")
         'gradient-descent.equal-time'
     """
-    return f"{solver}.equal-time"
+    return f"{solver}{EQUAL_TIME_SUFFIX}"
 
 
 def equal_time_steps(seconds_per_step: dict[str, float], steps: int, reference: str = REFERENCE) -> dict[str, int]:
@@ -108,7 +110,6 @@ class Comparison:
     equal_time: bool = True
     data: str = "mnist-held-out"
     quiet: bool = False
-    rows: list[dict[str, Any]] = field(default_factory=list, init=False)
 
     def folder(self, model: str, task: str) -> Path:
         """The harness output folder of ``model`` on ``task``: ``out/<model>/<task>``."""
@@ -149,7 +150,6 @@ class Comparison:
         for model in self.models:
             for task in self.tasks:
                 rows += self._model_task(model, task, say)
-        self.rows = rows
         return rows
 
     def _model_task(self, model: str, task: str, say: Callable[[str], object]) -> list[dict[str, Any]]:
@@ -161,7 +161,7 @@ class Comparison:
         counts = self._equal_time_counts(model, task, same, per_step)
         methods = [MethodSpec(name=s, label=equal_time_label(s), set={"steps": n}) for s, n in counts.items()]
         timed = Evaluation(**dict(self.config(model, task, methods))).run(say)["methods"]
-        return rows + [self._row(model, task, r, "equal-time", counts[r["method"].removesuffix(".equal-time")]) for r in timed]
+        return rows + [self._row(model, task, r, "equal-time", counts[r["method"].removesuffix(EQUAL_TIME_SUFFIX)]) for r in timed]
 
     def _equal_time_counts(self, model: str, task: str, same: EvaluationConfig, per_step: dict[str, float]) -> dict[str, int]:
         """The equal-time steps kept for this reference run, else those measured now (kept; the first writer wins).
@@ -178,6 +178,6 @@ class Comparison:
         return {s: int(store.get((key, self.limit, s))["steps"]) for s in self.solvers if s != REFERENCE}  # type: ignore[index]
 
     def _row(self, model: str, task: str, summary: dict[str, Any], budget: str, steps: int) -> dict[str, Any]:
-        return {"model": model.removeprefix("mnist-"), "task": task, "solver": summary["method"].removesuffix(".equal-time"),
+        return {"model": model.removeprefix("mnist-"), "task": task, "solver": summary["method"].removesuffix(EQUAL_TIME_SUFFIX),
                 "budget": budget, "steps": steps, "inner_steps": self.inner_steps, "n": summary["n"],
                 **{m: summary[m] for m in (*METRICS, "residual", "seconds", "nfe", "nbe", "peak_mb")}}
