@@ -2,7 +2,7 @@ r"""The secant solver against inexact Newton, exact Newton and the identity on t
 
 For each shipped model (``"ddpm"``: `mnist-ddpm`, ``"flow"``: `mnist-flow`) and each MNIST task
 (`constrained_diffusion.evaluation.image_tasks`; by default ``top-half``, ``mnist-free-form``, ``sr4``), ``digits`` test digits
-spread over the classes are restored by the paper's inner loop (dynamic step, ``lr = (0.5, 0.1)``)
+spread over the classes are restored by the paper's inner loop (dynamic step, ``step_scale = (0.5, 0.1)``)
 with each direction:
 
 * ``"secant-newton"`` — `SecantNewton()` (defaults: ``J e`` from the pairs, ``tol = 0.5``);
