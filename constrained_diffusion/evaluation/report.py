@@ -25,27 +25,10 @@ from constrained_diffusion.evaluation.records import image_file, record_file, ru
 from constrained_diffusion.evaluation.scores import DATASET, HIGHER_IS_BETTER, PER_IMAGE, dataset_scores
 from constrained_diffusion.utils.paths import under
 from constrained_diffusion.utils.safe_io import write_bytes, write_json, write_text
+from constrained_diffusion.utils.statistics import mean_interval
 
 REPORTS = "reports"
 """The folder (under ``out``) of the runs' own reports, one sub-folder per run hash."""
-
-
-def mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and the half-width of its 95% interval, ``1.96 s / sqrt(n)`` (0 for one value).
-
-    Examples:
-        >>> mean, half = mean_interval([1.0, 2.0, 3.0])  # s = 1, n = 3
-        >>> mean, round(half, 4)
-        (2.0, 1.1316)
-    """
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    mean = sum(values) / n
-    if n == 1:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, 1.96 * math.sqrt(var / n)
 
 
 def summarise(records: Sequence[dict[str, Any]], labels: Sequence[str], metrics: Sequence[str]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
-"""The options of the fair comparison (`StudyConfig`), its budgets and methods, and the interval its tables print.
+"""The options of the fair comparison (`StudyConfig`), its budgets and methods.
 
-Plain data and one statistic, shared by the study's run (`constrained_diffusion.tuning.study`),
+Plain data, shared by the study's run (`constrained_diffusion.tuning.study`),
 its tables (`constrained_diffusion.tuning.report`) and its figures
 (`constrained_diffusion.tuning.figures`), so that the report and the figures never import
 the run that writes them.
@@ -8,15 +8,12 @@ the run that writes them.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 15: 2.131,
-       20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-"""Student's t quantile t_{0.975, df}; between the listed degrees of freedom the next smaller one is used (wider)."""
+from constrained_diffusion.utils.statistics import T95, mean_ci, t95  # noqa: F401  (their home before 0.2's split)
+
 BUDGETS = ("equal_steps", "equal_evals", "equal_time")
 """The three ways every method is scored: at the tuning's steps, at the reference's NFE + NBE, at its seconds."""
 BASE_METHODS = ("inexact-newton", "gradient-descent", "exact-jvp", "identity", "mpgd", "dps", "secant-newton")
@@ -34,36 +31,6 @@ def default_methods() -> list[str]:
     from constrained_diffusion.recipes import METHODS
 
     return [*BASE_METHODS, *(r.name for r in METHODS if r.name not in BASE_METHODS)]
-
-
-def t95(df: int) -> float:
-    """The two-sided 95% Student-t quantile for ``df`` degrees of freedom (1.96 beyond 120).
-
-    Examples:
-        >>> t95(9), t95(25), t95(1000)
-        (2.262, 2.086, 1.96)
-    """
-    if df < 1:
-        return float("nan")
-    if df > 120:
-        return 1.96
-    return T95[max(k for k in T95 if k <= df)]
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (``nan`` with one value).
-
-    Examples:
-        >>> m, h = mean_ci([1.0, 2.0, 3.0])
-        >>> m, round(h, 3)
-        (2.0, 2.484)
-    """
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, t95(n - 1) * sd / math.sqrt(n)
 
 
 class StudyConfig(BaseModel):
